@@ -1,0 +1,17 @@
+/* braid: the umbrella header. Include this, or only the module headers you use. */
+#ifndef BRAID_H
+#define BRAID_H
+
+#include "braid/common.h"
+#include "braid/error.h"
+#include "braid/alloc.h"
+#include "braid/loop.h"
+#include "braid/blob.h"
+#include "braid/stats.h"
+#include "braid/sockopts.h"
+#include "braid/ratelimit.h"
+#include "braid/conn.h"
+#include "braid/server.h"
+#include "braid/client.h"
+
+#endif

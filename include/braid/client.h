@@ -1,0 +1,66 @@
+/* braid: TCP clients.
+ *
+ * braid_connect() resolves a host name on the libuv threadpool (never on the loop), tries
+ * the addresses it gets in order, with a timeout per attempt, and retries the whole thing
+ * with exponential backoff and jitter, then hands over a braid_conn_t tuned with the given
+ * socket options. IPv4 and IPv6. */
+#ifndef BRAID_CLIENT_H
+#define BRAID_CLIENT_H
+
+#include <uv.h>
+
+#include "common.h"
+#include "conn.h"
+#include "loop.h"
+#include "sockopts.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct braid_connect_s braid_connect_t;
+
+/* The connect finished: status 0 and conn set (set its callbacks and start reading), or a
+ * negative code and conn NULL: the last attempt's error (UV_ECONNREFUSED, BRAID_ETIMEDOUT,
+ * UV_EAI_NONAME, ...), or BRAID_ECANCELED after braid_connect_cancel(). Exactly once. */
+typedef void (*braid_connect_cb)(braid_connect_t *req, braid_conn_t *conn, int status, void *arg);
+
+typedef struct braid_client_opts_s {
+  braid_sockopts_t sockopts;  /* applied before connecting (buffers) and after (the rest) */
+  braid_conn_opts_t conn;     /* for the connection made */
+  /* Timeout of one connection attempt to one address. Default 10000. 0 = none (the
+   * kernel's own, minutes). Bounds 0..(1 << 31). */
+  uint64_t connect_timeout_ms;
+  /* Extra rounds after the first fails (each round tries every resolved address). Default
+   * 0. Bounds 0..1000. */
+  unsigned retries;
+  /* Backoff before retry k (1-based): min(max, initial * 2^(k-1)), then jittered to a random
+   * value in [d * (1 - jitter), d]. Defaults 100 ms, 10000 ms, 0.5. Bounds: initial
+   * 1..(1 << 31), max >= initial, jitter 0.0..1.0. */
+  uint64_t backoff_initial_ms;
+  uint64_t backoff_max_ms;
+  double backoff_jitter;
+  /* AF_UNSPEC (default), AF_INET or AF_INET6: which addresses to use. */
+  int family;
+} braid_client_opts_t;
+
+/* Fills o with the defaults documented on each field. */
+BRAID_EXTERN void braid_client_opts_init(braid_client_opts_t *o);
+
+/* Starts connecting to host (a name or an IP literal) and port (1..65535). o is copied (NULL
+ * = defaults). Returns 0 (cb will be called exactly once, never from inside this call),
+ * BRAID_EINVAL (bad argument or option), BRAID_ECLOSED or BRAID_ENOMEM (cb will not be
+ * called). If req is not NULL it receives a handle for braid_connect_cancel(), valid until cb
+ * returns. */
+BRAID_EXTERN int braid_connect(braid_loop_t *loop, const char *host, int port,
+                               const braid_client_opts_t *o, braid_connect_cb cb, void *arg,
+                               braid_connect_t **req);
+
+/* Cancels a pending connect: cb runs once with BRAID_ECANCELED (possibly from inside this
+ * call) and nothing stays open. Returns 0, or BRAID_ECLOSED if cb already ran or is running. */
+BRAID_EXTERN int braid_connect_cancel(braid_connect_t *req);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,187 @@
+/* braid: TCP connections.
+ *
+ * A braid_conn_t is one TCP connection, accepted by a braid_server_t or made by
+ * braid_connect(). It reads into the loop's shared read buffer and hands the bytes to the
+ * read callback as a view (valid during the callback only). Writes are queued without a
+ * syscall and flushed once per loop iteration: everything written to a connection while
+ * handling one read goes out in one writev(), tried directly first (uv_try_write) and
+ * handed to uv_write only for what the kernel did not take. Small writes are copied into a
+ * per-connection buffer; large ones can be borrowed or passed as refcounted blobs.
+ *
+ * Memory stays bounded per connection: high/low watermarks on the queued bytes tell a
+ * producer when to pause and resume, and a hard cap fails writes past it. Timeouts (idle,
+ * read, write) run on one timer per connection; bandwidth limits pause reading or writing
+ * until tokens accrue.
+ *
+ * Lifetime: the connection stays valid until its close callback has returned. It closes when
+ * the caller calls braid_conn_close()/braid_conn_abort(), on a read or write error, or on a
+ * timeout; the close callback then runs exactly once, with the reason. Calling any braid_conn
+ * function (including close) from inside the connection's own callbacks is allowed. */
+#ifndef BRAID_CONN_H
+#define BRAID_CONN_H
+
+#include <uv.h>
+
+#include "blob.h"
+#include "common.h"
+#include "loop.h"
+#include "ratelimit.h"
+#include "sockopts.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct braid_conn_s braid_conn_t;
+
+/* Data arrived (status 0: data[0..len) is valid during the call only), or the peer closed its
+ * sending side (status BRAID_EOF, len 0: the connection stays open for writing until you
+ * close it or shut it down), or reading failed (status < 0: the connection is closing and the
+ * close callback follows). */
+typedef void (*braid_read_cb)(braid_conn_t *conn, int status, const char *data, size_t len,
+                              void *arg);
+
+/* A write completed: status 0 when the kernel took every byte, a negative code when the
+ * connection failed before that, BRAID_ECANCELED when it closed first. Exactly once. */
+typedef void (*braid_write_cb)(braid_conn_t *conn, int status, void *arg);
+
+/* The queued bytes crossed the high watermark (above = 1: pause producing) or fell back to
+ * the low watermark (above = 0: resume). Alternates, starting with above = 1. */
+typedef void (*braid_watermark_cb)(braid_conn_t *conn, int above, void *arg);
+
+/* The connection is closed and its handle is about to be freed. status is 0 after
+ * braid_conn_close() or a peer's clean close that the caller answered with close,
+ * BRAID_ETIMEDOUT after a timeout, or the error that ended it (UV_ECONNRESET, ...). The
+ * connection is freed when this returns. Exactly once. */
+typedef void (*braid_close_cb)(braid_conn_t *conn, int status, void *arg);
+
+/* Per-connection options. Fill with braid_conn_opts_init(). */
+typedef struct braid_conn_opts_s {
+  /* Close with BRAID_ETIMEDOUT when nothing was read or written for this long. 0 = off. */
+  uint64_t idle_timeout_ms;
+  /* Close with BRAID_ETIMEDOUT when reading is on and nothing arrived for this long. 0 = off. */
+  uint64_t read_timeout_ms;
+  /* Close with BRAID_ETIMEDOUT when queued data made no progress into the kernel for this
+   * long (a peer that stopped reading). Also bounds a graceful close's flush. 0 = off. */
+  uint64_t write_timeout_ms;
+  /* How long braid_conn_close() waits for queued writes to flush before resetting the
+   * connection. Default 10000. 0 = do not wait: close now, cancelling queued writes. */
+  uint64_t close_flush_timeout_ms;
+  /* Watermarks on queued-but-unsent bytes, for the watermark callback. Default 1 MiB high,
+   * 256 KiB low. Bounds: low < high; high 1..max_queue_bytes. */
+  size_t high_watermark_bytes;
+  size_t low_watermark_bytes;
+  /* Hard cap on queued-but-unsent bytes: a write that would pass it fails with
+   * BRAID_EQUEUEFULL and nothing is queued. Default 64 MiB. Bounds 1..(1 << 40). */
+  size_t max_queue_bytes;
+  /* Writes up to this size are copied into the connection's buffer; larger copying writes
+   * get a buffer of their own. Default 16 KiB. Bounds 64..(1 << 20). */
+  size_t copy_threshold_bytes;
+  /* Bandwidth caps per direction (token buckets of this connection). 0 = unlimited.
+   * Bounds 0..(1 << 40). */
+  uint64_t send_rate_bytes_per_s;
+  uint64_t recv_rate_bytes_per_s;
+  /* Shared buckets this connection also draws from (e.g. one per server), or NULL. They
+   * must belong to the connection's loop and outlive the connection. */
+  braid_ratelimit_t *send_group;
+  braid_ratelimit_t *recv_group;
+} braid_conn_opts_t;
+
+/* The callbacks and user pointer of a connection. */
+typedef struct braid_conn_callbacks_s {
+  braid_read_cb on_read;           /* required before braid_conn_read_start() */
+  braid_close_cb on_close;         /* optional */
+  braid_watermark_cb on_watermark; /* optional */
+  void *arg;                       /* passed to every callback */
+} braid_conn_callbacks_t;
+
+/* Counters for one connection. */
+typedef struct braid_conn_stats_s {
+  uint64_t bytes_read;
+  uint64_t bytes_written;   /* taken by the kernel */
+  uint64_t reads;           /* read callbacks with data */
+  uint64_t writes;          /* write calls accepted */
+  uint64_t write_syscalls;  /* writev()s issued (try-write or uv_write); < writes when coalesced */
+  uint64_t queued_bytes;    /* queued, not yet taken by the kernel, now */
+  uint64_t max_queued_bytes;/* high-water mark of queued_bytes */
+  uint64_t watermark_pauses;/* times the high watermark was crossed */
+  uint64_t rate_waits;      /* times a bandwidth limit paused reading or writing */
+  uint64_t created_ms;      /* loop time when the connection was made */
+} braid_conn_stats_t;
+
+/* Fills o with the defaults documented on each field. */
+BRAID_EXTERN void braid_conn_opts_init(braid_conn_opts_t *o);
+
+/* Checks every field against its documented bounds. Returns 0 or BRAID_EINVAL. */
+BRAID_EXTERN int braid_conn_opts_validate(const braid_conn_opts_t *o);
+
+/* Sets the callbacks (copied). Call it from the server's connection callback or the connect
+ * callback, before reading. Returns 0, or BRAID_EINVAL if cbs is NULL. */
+BRAID_EXTERN int braid_conn_set_callbacks(braid_conn_t *conn, const braid_conn_callbacks_t *cbs);
+
+/* Starts or stops delivering data to the read callback. Returns 0, BRAID_EINVAL (no read
+ * callback set), BRAID_ECLOSED, or a libuv error. Stopping keeps unread data in the kernel
+ * (TCP flow control then slows the peer). */
+BRAID_EXTERN int braid_conn_read_start(braid_conn_t *conn);
+BRAID_EXTERN int braid_conn_read_stop(braid_conn_t *conn);
+
+/* Queues a copy of data[0..len). cb (may be NULL) runs once when the kernel took the bytes,
+ * or with the error that stopped that. Returns 0, BRAID_ECLOSED (closing or shut down),
+ * BRAID_EQUEUEFULL (over max_queue_bytes), BRAID_EINVAL or BRAID_ENOMEM; on error nothing is
+ * queued and cb is never called. len 0 is allowed (cb still runs, in order). */
+BRAID_EXTERN int braid_conn_write(braid_conn_t *conn, const void *data, size_t len,
+                                  braid_write_cb cb, void *arg);
+
+/* Like braid_conn_write() but without a copy: data must stay valid and unchanged until cb
+ * runs. cb is required. */
+BRAID_EXTERN int braid_conn_write_borrow(braid_conn_t *conn, const void *data, size_t len,
+                                         braid_write_cb cb, void *arg);
+
+/* Like braid_conn_write() for bytes [offset, offset + len) of blob, without a copy: braid
+ * takes a reference on success and drops it when the write completes. cb may be NULL.
+ * BRAID_EINVAL if the range is outside the blob. */
+BRAID_EXTERN int braid_conn_write_blob(braid_conn_t *conn, braid_blob_t *blob, size_t offset,
+                                       size_t len, braid_write_cb cb, void *arg);
+
+/* Flushes queued writes now instead of at the end of the loop iteration. Rarely needed.
+ * Returns 0 or the connection's error. */
+BRAID_EXTERN int braid_conn_flush(braid_conn_t *conn);
+
+/* Half-close: after every queued write is flushed, sends FIN. Reading goes on. Later writes
+ * fail with BRAID_ECLOSED. Returns 0 or BRAID_ECLOSED. */
+BRAID_EXTERN int braid_conn_shutdown(braid_conn_t *conn);
+
+/* Graceful close: stops reading, flushes queued writes (waiting at most
+ * close_flush_timeout_ms, after which the rest are cancelled and the connection reset),
+ * closes, then calls the close callback once. Calling it again, or after an error started
+ * the close, does nothing. Returns 0. */
+BRAID_EXTERN int braid_conn_close(braid_conn_t *conn);
+
+/* Abortive close: cancels queued writes (their callbacks get BRAID_ECANCELED), sends RST
+ * (SO_LINGER 0), closes, then calls the close callback once with status 0. Returns 0. */
+BRAID_EXTERN int braid_conn_abort(braid_conn_t *conn);
+
+/* Copies the connection's counters into out. */
+BRAID_EXTERN void braid_conn_stats(const braid_conn_t *conn, braid_conn_stats_t *out);
+
+/* Reads the effective socket options. Returns 0, BRAID_ECLOSED, or a negated errno. */
+BRAID_EXTERN int braid_conn_sockopts(const braid_conn_t *conn, braid_sockopts_effective_t *out);
+
+/* The local and peer addresses. Returns 0, BRAID_ECLOSED, or a libuv error. */
+BRAID_EXTERN int braid_conn_sockname(const braid_conn_t *conn, struct sockaddr_storage *out);
+BRAID_EXTERN int braid_conn_peername(const braid_conn_t *conn, struct sockaddr_storage *out);
+
+/* The connection's loop. */
+BRAID_EXTERN braid_loop_t *braid_conn_loop(const braid_conn_t *conn);
+
+/* The connection's libuv handle, for options braid does not wrap. Do not close it or start
+ * reading on it yourself. */
+BRAID_EXTERN uv_tcp_t *braid_conn_uv(braid_conn_t *conn);
+
+/* Nonzero while the connection is open and not closing. */
+BRAID_EXTERN int braid_conn_is_open(const braid_conn_t *conn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,106 @@
+/* braid: TCP servers.
+ *
+ * A server listens on one address and hands each accepted connection to a callback, already
+ * tuned with the server's socket options and carrying its connection options. It enforces a
+ * connection cap (accepting pauses at the cap and resumes below it), survives running out of
+ * file descriptors without spinning, drains gracefully (stop accepting, let connections
+ * finish until a deadline, then close them), and can serve on several cores: with workers =
+ * N it runs N accepting loops, the caller's and N - 1 threads of its own, each with its own
+ * SO_REUSEPORT listener, so the kernel spreads connections across them (Tornado's
+ * server.start(0), or nginx's workers, but threads, so it embeds). */
+#ifndef BRAID_SERVER_H
+#define BRAID_SERVER_H
+
+#include <uv.h>
+
+#include "common.h"
+#include "conn.h"
+#include "loop.h"
+#include "sockopts.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct braid_server_s braid_server_t;
+
+/* A new connection was accepted. Runs on the accepting loop's thread: with workers > 1 that
+ * is a worker thread (braid_conn_loop(conn) tells which loop), so the callback and what it
+ * touches must be safe to run on several threads at once. Set the connection's callbacks and
+ * start reading here; a connection left without callbacks is still closed by drain/close. */
+typedef void (*braid_connection_cb)(braid_server_t *server, braid_conn_t *conn, void *arg);
+
+/* Called on the loop that created the server. For braid_server_close()/drain(): once every
+ * connection and listener is closed and worker threads have exited; status 0, or
+ * BRAID_ETIMEDOUT if drain had to close connections at its deadline. */
+typedef void (*braid_server_close_cb)(braid_server_t *server, int status, void *arg);
+
+typedef struct braid_server_opts_s {
+  braid_sockopts_t sockopts;   /* listener and accepted connections */
+  braid_conn_opts_t conn;      /* every accepted connection */
+  /* Accepting pauses while this many connections are open (per server, across workers).
+   * 0 = no cap (the default). Bounds 0..(1 << 24). */
+  unsigned max_connections;
+  /* Accepting loops: 1 = the caller's loop only (default); N > 1 = the caller's loop and
+   * N - 1 threads; 0 = one per CPU (uv_available_parallelism()). Bounds 0..256. */
+  unsigned workers;
+  /* Bandwidth cap for the whole server, each direction, in bytes/s (0 = none). With
+   * workers, each loop gets rate / workers. Bounds 0..(1 << 40). */
+  uint64_t send_rate_bytes_per_s;
+  uint64_t recv_rate_bytes_per_s;
+  /* After accept() fails with EMFILE/ENFILE, accepting pauses this long before trying again
+   * (so the loop does not spin). Default 100. Bounds 1..60000. */
+  uint64_t accept_backoff_ms;
+} braid_server_opts_t;
+
+/* Counters for a server, summed over its workers. */
+typedef struct braid_server_stats_s {
+  uint64_t accepted;        /* connections accepted */
+  uint64_t active;          /* connections open now */
+  uint64_t accept_errors;   /* failed accept() calls (EMFILE, ENFILE, ...) */
+  uint64_t cap_pauses;      /* times accepting paused at max_connections */
+} braid_server_stats_t;
+
+/* Fills o with the defaults documented on each field. */
+BRAID_EXTERN void braid_server_opts_init(braid_server_opts_t *o);
+
+/* Creates a server on loop with options o (copied; NULL = defaults). on_connection is
+ * required. Returns 0, BRAID_EINVAL (bad option: nothing made) or BRAID_ENOMEM. */
+BRAID_EXTERN int braid_server_new(braid_server_t **out, braid_loop_t *loop,
+                                  const braid_server_opts_t *o, braid_connection_cb on_connection,
+                                  void *arg);
+
+/* Binds host (an IPv4 or IPv6 literal, e.g. "127.0.0.1", "::1", "0.0.0.0", "::") and port
+ * (0 = an ephemeral port; read it back with braid_server_address()), and starts accepting on
+ * every worker. Returns 0, BRAID_EINVAL (bad address, or already listening), or the
+ * socket/bind/listen error (UV_EADDRINUSE, ...), in which case nothing listens. */
+BRAID_EXTERN int braid_server_listen(braid_server_t *server, const char *host, int port);
+
+/* The bound address (with the real port when 0 was asked). Returns 0, or BRAID_EINVAL when
+ * not listening. */
+BRAID_EXTERN int braid_server_address(const braid_server_t *server, struct sockaddr_storage *out);
+
+/* The bound port, or -1 when not listening. */
+BRAID_EXTERN int braid_server_port(const braid_server_t *server);
+
+/* Graceful drain: stops accepting at once, lets open connections finish, and after
+ * deadline_ms closes the ones still open (braid_conn_close: their queued writes still
+ * flush). When everything is closed, cb(server, status) runs once and the server is freed.
+ * deadline_ms 0 closes open connections at once. Returns 0, or BRAID_ECLOSED if a drain or
+ * close already started (cb will not be called). */
+BRAID_EXTERN int braid_server_drain(braid_server_t *server, uint64_t deadline_ms,
+                                    braid_server_close_cb cb, void *arg);
+
+/* Closes the server now: same as braid_server_drain(server, 0, cb, arg). cb may be NULL. */
+BRAID_EXTERN int braid_server_close(braid_server_t *server, braid_server_close_cb cb, void *arg);
+
+/* Copies the server's counters into out. Call from the server's loop. */
+BRAID_EXTERN void braid_server_stats(const braid_server_t *server, braid_server_stats_t *out);
+
+/* Number of accepting loops (resolved value of opts.workers). */
+BRAID_EXTERN unsigned braid_server_workers(const braid_server_t *server);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,136 @@
+/* braid: private declarations shared by the library's modules. Not installed. */
+#ifndef BRAID_INTERNAL_H
+#define BRAID_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "braid.h"
+#include "braid_config.h"
+
+/* ---- allocation (alloc.c) ---------------------------------------------------------- */
+void *braid__malloc(size_t size);
+void *braid__realloc(void *ptr, size_t size);
+void *braid__calloc(size_t count, size_t size);
+void braid__free(void *ptr);
+
+#define BRAID__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define BRAID__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- intrusive doubly linked list ------------------------------------------------- */
+typedef struct braid__node_s {
+  struct braid__node_s *next, *prev;
+} braid__node_t;
+
+static inline void braid__list_init(braid__node_t *head) {
+  head->next = head->prev = head;
+}
+static inline bool braid__list_empty(const braid__node_t *head) {
+  return head->next == head;
+}
+static inline bool braid__node_linked(const braid__node_t *n) {
+  return n->next != NULL;
+}
+static inline void braid__list_push_back(braid__node_t *head, braid__node_t *n) {
+  n->prev = head->prev;
+  n->next = head;
+  head->prev->next = n;
+  head->prev = n;
+}
+static inline void braid__list_remove(braid__node_t *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+}
+
+/* ---- loop (loop.c) ------------------------------------------------------------------ */
+
+/* Something with output to flush once per loop iteration (a connection's write queue, a
+ * batcher with linger 0). Registered with braid__loop_want_flush(); the loop calls fn once,
+ * from its check phase (after poll) or idle phase (before poll), and unlinks the node first, so fn may re-register. */
+typedef struct braid__flush_s {
+  braid__node_t node;
+  void (*fn)(struct braid__flush_s *self);
+} braid__flush_t;
+
+typedef struct braid__post_s {
+  struct braid__post_s *next;
+  braid_post_fn fn;
+  void *arg;
+} braid__post_t;
+
+#define BRAID__READ_BUF_SIZE (64 * 1024)
+
+struct braid_loop_s {
+  uv_loop_t *uv;
+  uv_loop_t owned_uv; /* used when braid owns the loop */
+  bool owns_uv;
+  bool closing;
+  unsigned internal_handles; /* braid's own uv handles not yet closed */
+  unsigned active;           /* braid objects alive on this loop (conns, servers, work...) */
+
+  uv_async_t async;
+  uv_mutex_t post_mu;
+  braid__post_t *post_head, *post_tail;
+  bool post_closed;
+
+  uv_idle_t idle;
+  uv_check_t check;
+  braid__node_t flush_list;
+  bool flush_active;
+
+  char *read_buf; /* shared by every connection on the loop; see braid__loop_read_alloc */
+  bool read_buf_busy;
+
+  braid_log_fn log_fn;
+  braid_log_level_t log_min;
+  void *log_arg;
+};
+
+/* Counts a braid object as alive on loop (braid_loop_close refuses while any are). */
+static inline void braid__loop_ref(braid_loop_t *loop) {
+  loop->active++;
+}
+static inline void braid__loop_unref(braid_loop_t *loop) {
+  loop->active--;
+}
+
+/* Asks for f->fn to run at the end of this loop iteration (or before the next poll). A
+ * second call before it ran is a no-op. */
+void braid__loop_want_flush(braid_loop_t *loop, braid__flush_t *f);
+/* Withdraws a pending flush request (e.g. the object is closing). */
+void braid__loop_cancel_flush(braid__flush_t *f);
+
+/* The loop's shared read buffer, for a libuv alloc callback. */
+void braid__loop_read_alloc(braid_loop_t *loop, uv_buf_t *buf);
+/* Gives the buffer back after the read callback has run. */
+void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
+
+/* Logs through the loop's hook, printf-style. */
+void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Loop time now, in ms. */
+static inline uint64_t braid__now(const braid_loop_t *loop) {
+  return uv_now(loop->uv);
+}
+
+/* ---- randomness --------------------------------------------------------------------- */
+/* Fills buf with bytes from the OS's CSPRNG (getrandom). Returns 0 or a negated errno. */
+int braid__random_bytes(void *buf, size_t len);
+/* A fast, non-cryptographic PRNG for jitter; state must be seeded non-zero. */
+static inline uint64_t braid__xorshift64(uint64_t *state) {
+  uint64_t x = *state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *state = x;
+}
+
+#endif

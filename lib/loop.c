@@ -1,0 +1,292 @@
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+struct braid_work_s {
+  uv_work_t req;
+  braid_loop_t *loop;
+  braid_work_fn work;
+  braid_work_done_cb done;
+  void *arg;
+};
+
+static void loop_free(braid_loop_t *loop) {
+  uv_mutex_destroy(&loop->post_mu);
+  braid__free(loop->read_buf);
+  braid__free(loop);
+}
+
+static void run_posts(braid_loop_t *loop) {
+  uv_mutex_lock(&loop->post_mu);
+  braid__post_t *p = loop->post_head;
+  loop->post_head = loop->post_tail = NULL;
+  uv_mutex_unlock(&loop->post_mu);
+  while (p) {
+    braid__post_t *next = p->next;
+    p->fn(p->arg);
+    braid__free(p);
+    p = next;
+  }
+}
+
+static void on_async(uv_async_t *h) {
+  run_posts(h->data);
+}
+
+static void run_flushes(braid_loop_t *loop) {
+  /* Detach the list first: a flush may queue more output (or another connection's), which
+   * then waits for the next phase instead of looping here forever. */
+  braid__node_t pending;
+  braid__list_init(&pending);
+  if (!braid__list_empty(&loop->flush_list)) {
+    pending.next = loop->flush_list.next;
+    pending.prev = loop->flush_list.prev;
+    pending.next->prev = &pending;
+    pending.prev->next = &pending;
+    braid__list_init(&loop->flush_list);
+  }
+  while (!braid__list_empty(&pending)) {
+    braid__flush_t *f = BRAID__CONTAINER_OF(pending.next, braid__flush_t, node);
+    braid__list_remove(&f->node);
+    f->fn(f);
+  }
+  if (braid__list_empty(&loop->flush_list) && loop->flush_active) {
+    uv_idle_stop(&loop->idle);
+    uv_check_stop(&loop->check);
+    loop->flush_active = false;
+  }
+}
+
+static void on_idle(uv_idle_t *h) {
+  run_flushes(h->data);
+}
+
+static void on_check(uv_check_t *h) {
+  run_flushes(h->data);
+}
+
+void braid__loop_want_flush(braid_loop_t *loop, braid__flush_t *f) {
+  if (braid__node_linked(&f->node))
+    return;
+  braid__list_push_back(&loop->flush_list, &f->node);
+  if (!loop->flush_active) {
+    /* Check runs right after the poll phase's callbacks (where most writes come from).
+     * Idle runs before poll, catching writes made from timers, close callbacks or a flush
+     * itself, and while it is active the poll does not block, so nothing waits for an
+     * unrelated event. Both stay active only while something waits to be flushed: they keep
+     * the loop alive exactly as long as there is output. */
+    uv_idle_start(&loop->idle, on_idle);
+    uv_check_start(&loop->check, on_check);
+    loop->flush_active = true;
+  }
+}
+
+void braid__loop_cancel_flush(braid__flush_t *f) {
+  if (braid__node_linked(&f->node))
+    braid__list_remove(&f->node);
+}
+
+void braid__loop_read_alloc(braid_loop_t *loop, uv_buf_t *buf) {
+  /* libuv calls alloc then read for one stream at a time, so one buffer serves every
+   * connection on the loop. The fallback covers a nested read should libuv ever do one. */
+  if (!loop->read_buf_busy) {
+    if (!loop->read_buf)
+      loop->read_buf = braid__malloc(BRAID__READ_BUF_SIZE);
+    if (loop->read_buf) {
+      loop->read_buf_busy = true;
+      *buf = uv_buf_init(loop->read_buf, BRAID__READ_BUF_SIZE);
+      return;
+    }
+  }
+  char *p = braid__malloc(BRAID__READ_BUF_SIZE);
+  *buf = uv_buf_init(p, p ? BRAID__READ_BUF_SIZE : 0);
+}
+
+void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf) {
+  if (buf->base && buf->base == loop->read_buf)
+    loop->read_buf_busy = false;
+  else
+    braid__free(buf->base);
+}
+
+void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...) {
+  if (!loop->log_fn || level < loop->log_min)
+    return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  loop->log_fn(loop, level, msg, loop->log_arg);
+}
+
+int braid_loop_new(braid_loop_t **out, uv_loop_t *uv) {
+  if (!out)
+    return BRAID_EINVAL;
+  braid_loop_t *loop = braid__calloc(1, sizeof(*loop));
+  if (!loop)
+    return BRAID_ENOMEM;
+  int rc;
+  if (uv) {
+    loop->uv = uv;
+  } else {
+    rc = uv_loop_init(&loop->owned_uv);
+    if (rc) {
+      braid__free(loop);
+      return rc;
+    }
+    loop->uv = &loop->owned_uv;
+    loop->owns_uv = true;
+  }
+  rc = uv_mutex_init(&loop->post_mu);
+  if (rc)
+    goto fail_mutex;
+  rc = uv_async_init(loop->uv, &loop->async, on_async);
+  if (rc)
+    goto fail_async;
+  loop->async.data = loop;
+  /* Posts must not keep the loop alive on their own; the user's handles do that. */
+  uv_unref((uv_handle_t *)&loop->async);
+  uv_idle_init(loop->uv, &loop->idle);
+  uv_check_init(loop->uv, &loop->check);
+  loop->idle.data = loop->check.data = loop;
+  loop->internal_handles = 3;
+  braid__list_init(&loop->flush_list);
+  loop->log_min = BRAID_LOG_INFO;
+  *out = loop;
+  return 0;
+
+fail_async:
+  uv_mutex_destroy(&loop->post_mu);
+fail_mutex:
+  if (loop->owns_uv)
+    uv_loop_close(&loop->owned_uv);
+  braid__free(loop);
+  return rc;
+}
+
+uv_loop_t *braid_loop_uv(const braid_loop_t *loop) {
+  return loop->uv;
+}
+
+int braid_loop_run(braid_loop_t *loop, uv_run_mode mode) {
+  return uv_run(loop->uv, mode);
+}
+
+uint64_t braid_loop_now_ms(const braid_loop_t *loop) {
+  return uv_now(loop->uv);
+}
+
+void braid_loop_set_log(braid_loop_t *loop, braid_log_fn fn, braid_log_level_t min_level,
+                        void *arg) {
+  loop->log_fn = fn;
+  loop->log_min = min_level;
+  loop->log_arg = arg;
+}
+
+int braid_loop_post(braid_loop_t *loop, braid_post_fn fn, void *arg) {
+  if (!loop || !fn)
+    return BRAID_EINVAL;
+  braid__post_t *p = braid__malloc(sizeof(*p));
+  if (!p)
+    return BRAID_ENOMEM;
+  p->next = NULL;
+  p->fn = fn;
+  p->arg = arg;
+  uv_mutex_lock(&loop->post_mu);
+  if (loop->post_closed) {
+    uv_mutex_unlock(&loop->post_mu);
+    braid__free(p);
+    return BRAID_ECLOSED;
+  }
+  if (loop->post_tail)
+    loop->post_tail->next = p;
+  else
+    loop->post_head = p;
+  loop->post_tail = p;
+  /* Send under the lock: braid_loop_close() takes it before closing the async handle. */
+  uv_async_send(&loop->async);
+  uv_mutex_unlock(&loop->post_mu);
+  return 0;
+}
+
+static void work_run(uv_work_t *req) {
+  braid_work_t *w = BRAID__CONTAINER_OF(req, braid_work_t, req);
+  w->work(w->arg);
+}
+
+static void work_after(uv_work_t *req, int status) {
+  braid_work_t *w = BRAID__CONTAINER_OF(req, braid_work_t, req);
+  braid_loop_t *loop = w->loop;
+  braid_work_done_cb done = w->done;
+  void *arg = w->arg;
+  braid__free(w);
+  braid__loop_unref(loop);
+  done(loop, status == UV_ECANCELED ? BRAID_ECANCELED : status, arg);
+}
+
+int braid_work(braid_loop_t *loop, braid_work_fn work, braid_work_done_cb done, void *arg,
+               braid_work_t **id) {
+  if (!loop || !work || !done)
+    return BRAID_EINVAL;
+  if (loop->closing)
+    return BRAID_ECLOSED;
+  braid_work_t *w = braid__malloc(sizeof(*w));
+  if (!w)
+    return BRAID_ENOMEM;
+  w->loop = loop;
+  w->work = work;
+  w->done = done;
+  w->arg = arg;
+  int rc = uv_queue_work(loop->uv, &w->req, work_run, work_after);
+  if (rc) {
+    braid__free(w);
+    return rc;
+  }
+  braid__loop_ref(loop);
+  if (id)
+    *id = w;
+  return 0;
+}
+
+int braid_work_cancel(braid_work_t *work) {
+  return uv_cancel((uv_req_t *)&work->req) == 0 ? 0 : BRAID_EBUSY;
+}
+
+static void on_internal_closed(uv_handle_t *h) {
+  braid_loop_t *loop = h->data;
+  if (--loop->internal_handles == 0 && !loop->owns_uv)
+    loop_free(loop);
+}
+
+static void close_stray(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+int braid_loop_close(braid_loop_t *loop) {
+  if (!loop)
+    return BRAID_EINVAL;
+  if (loop->active > 0 || loop->closing)
+    return loop->closing ? BRAID_ECLOSED : BRAID_EBUSY;
+  loop->closing = true;
+  uv_mutex_lock(&loop->post_mu);
+  loop->post_closed = true;
+  uv_mutex_unlock(&loop->post_mu);
+  run_posts(loop);
+  loop->flush_active = false;
+  uv_close((uv_handle_t *)&loop->async, on_internal_closed);
+  uv_close((uv_handle_t *)&loop->idle, on_internal_closed);
+  uv_close((uv_handle_t *)&loop->check, on_internal_closed);
+  if (!loop->owns_uv)
+    return 0;
+  /* An owned loop may still carry the caller's own handles (a signal watcher, a timer):
+   * close them too, or uv_run() below would never return. */
+  uv_walk(loop->uv, close_stray, NULL);
+  uv_run(loop->uv, UV_RUN_DEFAULT);
+  uv_loop_close(loop->uv);
+  loop_free(loop);
+  return 0;
+}

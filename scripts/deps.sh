@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what braid needs on Debian/Ubuntu, only what is missing: quiet and quick when
+# everything is present. Usage: scripts/deps.sh [build|test|bench]...  (default: build)
+set -euo pipefail
+
+want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev)
+for set in "${@:-build}"; do
+  case "$set" in
+    build) ;;
+    test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
+                 iproute2 procps) ;;
+    bench) want+=(libevent-dev procps iproute2 python3 util-linux) ;;
+    *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq >/dev/null
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
