@@ -13,5 +13,6 @@
 #include "braid/conn.h"
 #include "braid/server.h"
 #include "braid/client.h"
+#include "braid/gzip.h"
 
 #endif
