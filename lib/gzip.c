@@ -741,39 +741,51 @@ static int dec_stream(braid_gzip_t *gz) {
   return braid_gzip_stream_new(&gz->dec, BRAID_GZIP_DECOMPRESS, &gz->opts);
 }
 
-/* Decompresses through the zlib stream decoder into a growing buffer; it applies every limit
- * itself. With buf NULL, output goes to a scratch buffer and is dropped (used to find out
- * why libdeflate refused an input). */
-static int z_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, uint8_t **bufp,
-                        size_t *capp, size_t *lenp) {
+/* Where one-shot decompression writes: a caller's fixed buffer, or one braid grows (never
+ * past the limits). */
+typedef struct {
+  uint8_t *buf;
+  size_t cap;
+  bool grow;
+} obuf_t;
+
+/* Decompresses through the zlib stream decoder; it applies every limit itself. With ob NULL,
+ * output goes to a scratch buffer and is dropped (used to find out why libdeflate refused an
+ * input). */
+static int z_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, obuf_t *ob,
+                        size_t *lenp) {
   int rc = dec_stream(gz);
   if (rc)
     return rc;
   uint8_t scratch[4096];
   size_t pos = 0, len = 0;
   for (;;) {
-    uint8_t *o;
-    size_t room;
-    if (bufp) {
-      if (*capp - len < 4096) {
-        size_t ncap = *capp < 65536 ? 65536 : *capp * 2;
-        uint8_t *nb = braid__realloc(*bufp, ncap);
-        if (!nb)
-          return BRAID_ENOMEM;
-        *bufp = nb;
-        *capp = ncap;
-      }
-      o = *bufp + len;
-      room = *capp - len;
-    } else {
-      o = scratch;
-      room = sizeof(scratch);
+    uint8_t *o = scratch;
+    size_t room = sizeof(scratch);
+    bool probe = false;
+    if (ob && ob->grow && ob->cap - len < 4096) {
+      size_t ncap = ob->cap < 65536 ? 65536 : ob->cap * 2;
+      uint8_t *nb = braid__realloc(ob->buf, ncap);
+      if (!nb)
+        return BRAID_ENOMEM;
+      ob->buf = nb;
+      ob->cap = ncap;
+    }
+    if (ob && ob->cap > len) {
+      o = ob->buf + len;
+      room = ob->cap - len;
+    } else if (ob) {
+      /* A full caller buffer: one byte more would mean the output does not fit. */
+      room = 1;
+      probe = true;
     }
     size_t iu, ou;
     rc = braid_gzip_stream_process(gz->dec, in + pos, in_len - pos, &iu, o, room, &ou,
                                    BRAID_GZIP_FINISH);
     pos += iu;
-    if (bufp)
+    if (probe && ou)
+      return BRAID_EOUTPUTCAP;
+    if (ob && !probe)
       len += ou;
     if (rc < 0)
       return rc;
@@ -786,28 +798,34 @@ static int z_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, uint
 }
 
 #if BRAID_HAVE_LIBDEFLATE
-static int ld_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, uint8_t **bufp,
-                         size_t *capp, size_t *lenp) {
+static int ld_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, obuf_t *ob,
+                         size_t *lenp) {
   if (!gz->ldd && !(gz->ldd = libdeflate_alloc_decompressor()))
     return BRAID_ENOMEM;
   const braid_gzip_format_t f = gz->opts.format;
   int limit_err;
   uint64_t limit = oneshot_limit(&gz->opts, in_len, &limit_err);
-  /* First guess at the output size: the gzip trailer's ISIZE (exact for one member of less
-   * than 4 GiB; only a hint, never trusted past the limit), otherwise 4x the input. */
-  uint64_t guess = (uint64_t)in_len * 4;
-  if (f == BRAID_GZIP_FORMAT_GZIP && in_len >= 18)
-    guess = rd_le32(in + in_len - 4);
-  if (guess < 64)
-    guess = 64;
-  if (guess > limit)
-    guess = limit;
-  size_t cap = (size_t)guess, len = 0, pos = 0;
-  uint8_t *buf = braid__malloc(cap ? cap : 1);
-  if (!buf)
-    return BRAID_ENOMEM;
-  *bufp = buf;
-  *capp = cap;
+  if (!ob->grow && ob->cap < limit) {
+    limit = ob->cap; /* the caller's buffer is one more cap */
+    limit_err = BRAID_EOUTPUTCAP;
+  } else if (!ob->grow) {
+    ob->cap = (size_t)limit; /* never write past the limits, however large the buffer */
+  }
+  if (ob->grow) {
+    /* First guess at the output size: the gzip trailer's ISIZE (exact for one member under
+     * 4 GiB; only a hint, never trusted past the limit), otherwise 4x the input. */
+    uint64_t guess = (uint64_t)in_len * 4;
+    if (f == BRAID_GZIP_FORMAT_GZIP && in_len >= 18)
+      guess = rd_le32(in + in_len - 4);
+    if (guess < 64)
+      guess = 64;
+    if (guess > limit)
+      guess = limit;
+    ob->cap = (size_t)guess;
+    if (!(ob->buf = braid__malloc(ob->cap ? ob->cap : 1)))
+      return BRAID_ENOMEM;
+  }
+  size_t len = 0, pos = 0;
   hdr_t h = {.format = f, .max_members = gz->opts.max_members};
   bool first = true;
   for (;;) {
@@ -825,29 +843,29 @@ static int ld_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, uin
     size_t ain, aout;
     enum libdeflate_result r;
     for (;;) {
-      r = libdeflate_deflate_decompress_ex(gz->ldd, in + pos, in_len - pos, buf + len,
-                                           cap - len, &ain, &aout);
+      r = libdeflate_deflate_decompress_ex(gz->ldd, in + pos, in_len - pos, ob->buf + len,
+                                           ob->cap - len, &ain, &aout);
       if (r != LIBDEFLATE_INSUFFICIENT_SPACE)
         break;
-      if (cap >= limit)
+      if (ob->cap >= limit)
         return limit_err;
-      uint64_t ncap = (uint64_t)cap * 2 < limit ? (uint64_t)cap * 2 : limit;
-      uint8_t *nb = braid__realloc(buf, (size_t)ncap);
+      uint64_t ncap = (uint64_t)ob->cap * 2 < limit ? (uint64_t)ob->cap * 2 : limit;
+      uint8_t *nb = braid__realloc(ob->buf, (size_t)ncap);
       if (!nb)
         return BRAID_ENOMEM;
-      *bufp = buf = nb;
-      *capp = cap = (size_t)ncap;
+      ob->buf = nb;
+      ob->cap = (size_t)ncap;
     }
     if (r != LIBDEFLATE_SUCCESS) {
       /* libdeflate says only "bad data": let the zlib decoder say truncated or corrupt. */
-      int why = z_decompress(gz, in, in_len, NULL, NULL, NULL);
+      int why = z_decompress(gz, in, in_len, NULL, NULL);
       return why ? why : BRAID_ECORRUPT;
     }
     pos += ain;
     unsigned tsz = trailer_size(f);
     if (in_len - pos < tsz)
       return BRAID_ETRUNCATED;
-    uint32_t c = check_update(f, check_init(f), buf + len, aout);
+    uint32_t c = check_update(f, check_init(f), ob->buf + len, aout);
     if (f == BRAID_GZIP_FORMAT_GZIP) {
       if (rd_le32(in + pos) != c)
         return BRAID_EBADCRC;
@@ -868,6 +886,15 @@ static int ld_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, uin
 }
 #endif
 
+static int decompress_to(braid_gzip_t *gz, const uint8_t *in, size_t in_len, obuf_t *ob,
+                         size_t *lenp) {
+#if BRAID_HAVE_LIBDEFLATE
+  return ld_decompress(gz, in, in_len, ob, lenp);
+#else
+  return z_decompress(gz, in, in_len, ob, lenp);
+#endif
+}
+
 int braid_gzip_decompress(braid_gzip_t *gz, const void *in, size_t in_len, void **out,
                           size_t *out_len) {
   if (out)
@@ -877,31 +904,35 @@ int braid_gzip_decompress(braid_gzip_t *gz, const void *in, size_t in_len, void 
   if (!gz || !out || !out_len || (!in && in_len))
     return BRAID_EINVAL;
   static const uint8_t empty[1];
-  if (!in)
-    in = empty;
-  uint8_t *buf = NULL;
-  size_t cap = 0, len = 0;
-#if BRAID_HAVE_LIBDEFLATE
-  int rc = ld_decompress(gz, in, in_len, &buf, &cap, &len);
-#else
-  int rc = z_decompress(gz, in, in_len, &buf, &cap, &len);
-#endif
-  if (rc == 0 && !buf)
-    buf = braid__malloc(1);
-  if (rc == 0 && !buf)
+  obuf_t ob = {NULL, 0, true};
+  size_t len = 0;
+  int rc = decompress_to(gz, in ? in : empty, in_len, &ob, &len);
+  if (rc == 0 && !ob.buf && !(ob.buf = braid__malloc(1)))
     rc = BRAID_ENOMEM;
   if (rc) {
-    braid__free(buf);
+    braid__free(ob.buf);
     return rc;
   }
-  if (cap - len > 4096) {
-    uint8_t *smaller = braid__realloc(buf, len ? len : 1);
+  if (ob.cap - len > 4096) {
+    uint8_t *smaller = braid__realloc(ob.buf, len ? len : 1);
     if (smaller)
-      buf = smaller;
+      ob.buf = smaller;
   }
-  *out = buf;
+  *out = ob.buf;
   *out_len = len;
   return 0;
+}
+
+int braid_gzip_decompress_into(braid_gzip_t *gz, const void *in, size_t in_len, void *out,
+                               size_t out_cap, size_t *out_len) {
+  if (out_len)
+    *out_len = 0;
+  if (!gz || !out_len || (!in && in_len) || (!out && out_cap))
+    return BRAID_EINVAL;
+  static const uint8_t empty[1];
+  uint8_t one[1];
+  obuf_t ob = {out ? out : one, out ? out_cap : 0, false};
+  return decompress_to(gz, in ? in : empty, in_len, &ob, out_len);
 }
 
 /* ---- asynchronous one-shot ---------------------------------------------------------- */

@@ -122,6 +122,14 @@ BRAID_EXTERN int braid_gzip_compress_alloc(braid_gzip_t *gz, const void *in, siz
 BRAID_EXTERN int braid_gzip_decompress(braid_gzip_t *gz, const void *in, size_t in_len,
                                        void **out, size_t *out_len);
 
+/* As braid_gzip_decompress(), into the caller's out[0..out_cap) (no allocation for the
+ * output; the zero-copy choice when the size is known or bounded, e.g. by a frame's maximum).
+ * out_cap acts as one more output cap: output that does not fit is BRAID_EOUTPUTCAP. On 0,
+ * *out_len holds the length; on an error *out_len = 0 and out's contents are unspecified.
+ * BRAID_EINVAL also when out is NULL with out_cap > 0. */
+BRAID_EXTERN int braid_gzip_decompress_into(braid_gzip_t *gz, const void *in, size_t in_len,
+                                            void *out, size_t out_cap, size_t *out_len);
+
 /* Frees a buffer returned by braid (one-shot and async results). NULL is ignored. */
 BRAID_EXTERN void braid_gzip_buf_free(void *buf);
 

@@ -144,6 +144,15 @@ static void stream_compress(const braid_gzip_opts_t *o, const uint8_t *in, size_
 /* Both decoders must say code for in (and agree on the output when code is 0). */
 static void expect_both(const braid_gzip_opts_t *o, const uint8_t *in, size_t n, int code) {
   int rc1 = oneshot_decompress(o, in, n, NULL, NULL);
+  braid_gzip_t *gz;
+  assert_int_equal(braid_gzip_new(&gz, o), 0);
+  static uint8_t big[1 << 20];
+  size_t into_len;
+  int rc3 = braid_gzip_decompress_into(gz, in, n, big, sizeof(big), &into_len);
+  braid_gzip_free(gz);
+  if (rc3 != code)
+    fail_msg("expected %s, decompress_into said %s", braid_err_name(code),
+             braid_err_name(rc3));
   size_t len;
   int rc2 = stream_decompress(o, in, n, 1 + rnd() % 64, NULL, &len);
   if (rc2 == BRAID_GZIP_DONE)
@@ -523,6 +532,36 @@ static void test_output_cap_and_ratio(void **state) {
   free(data);
 }
 
+/* Into a caller's buffer: exact fit, one byte short, and the same codes as the others. */
+static void test_decompress_into(void **state) {
+  (void)state;
+  for (size_t fi = 0; fi < BRAID__ARRAY_SIZE(formats); fi++) {
+    size_t n = 70000;
+    uint8_t *data = make_text(n);
+    braid_gzip_opts_t o = opts_for(formats[fi], 6);
+    uint8_t *z;
+    size_t zlen, len = 1;
+    oneshot_compress(&o, data, n, &z, &zlen);
+    braid_gzip_t *gz;
+    assert_int_equal(braid_gzip_new(&gz, &o), 0);
+    uint8_t *out = malloc(n + 10);
+    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, out, n, &len), 0);
+    assert_int_equal(len, n);
+    assert_memory_equal(out, data, n);
+    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, out, n - 1, &len),
+                     BRAID_EOUTPUTCAP);
+    assert_int_equal(len, 0);
+    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, NULL, 0, &len), BRAID_EOUTPUTCAP);
+    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen - 1, out, n + 10, &len),
+                     BRAID_ETRUNCATED);
+    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, NULL, 5, &len), BRAID_EINVAL);
+    braid_gzip_free(gz);
+    free(out);
+    free(z);
+    free(data);
+  }
+}
+
 /* 10 MB of zeros against a 1 MB cap: rejected, having produced at most the cap. */
 static void test_bomb(void **state) {
   (void)state;
@@ -661,6 +700,7 @@ int main(void) {
       cmocka_unit_test(test_header_fields),
       cmocka_unit_test(test_rejections),
       cmocka_unit_test(test_output_cap_and_ratio),
+      cmocka_unit_test(test_decompress_into),
       cmocka_unit_test(test_bomb),
       cmocka_unit_test(test_async),
   };
