@@ -455,7 +455,7 @@ static int decompress_step(braid_gzip_stream_t *s, const uint8_t *in, size_t in_
       s->total_out += co;
       if (max && s->total_out > max) {
         co -= (size_t)(s->total_out - max);
-        s->total_out = max + 1; /* stays over the cap, for the sticky error */
+        s->total_out = max; /* the byte past the cap was never handed out */
         *out_used += co;
         return fail(s, BRAID_EOUTPUTCAP);
       }
@@ -534,6 +534,12 @@ int braid_gzip_stream_process(braid_gzip_stream_t *s, const void *in, size_t in_
   if (!s || !in_used || !out_used || (!in && in_len) || (!out && out_cap) ||
       (flags & ~(BRAID_GZIP_FINISH | BRAID_GZIP_FLUSH)))
     return BRAID_EINVAL;
+  /* Pointer arithmetic on NULL is undefined even for offset 0: use a real empty buffer. */
+  static uint8_t none[1];
+  if (!in)
+    in = none;
+  if (!out)
+    out = none;
   if (s->mode == BRAID_GZIP_COMPRESS)
     return compress_step(s, in, in_len, in_used, out, out_cap, out_used, flags);
   if (s->error)

@@ -146,8 +146,9 @@ typedef void (*braid_gzip_done_cb)(braid_loop_t *loop, int status, void *out, si
  * in[0..in_len) with a copy of opts (NULL: the defaults), then calls done(loop, status, out,
  * out_len, arg). The input is borrowed: keep it unchanged until done runs. Inputs longer than
  * opts->offload_threshold_bytes are processed on the libuv threadpool; shorter ones inside
- * this call. Either way done runs later, from the loop, never from inside this call. Returns
- * 0 (done will be called exactly once), BRAID_EINVAL (loop or done NULL, in NULL with in_len >
+ * this call. Either way done runs later, from the loop, never from inside this call. Each call
+ * sets up its own codec state: for many small messages on the loop's thread, a context
+ * (braid_gzip_new) is cheaper. Returns 0 (done will be called exactly once), BRAID_EINVAL (loop or done NULL, in NULL with in_len >
  * 0, opts out of bounds), BRAID_ECLOSED (the loop is closing) or BRAID_ENOMEM; on an error done
  * is never called. The loop cannot close (braid_loop_close() says BRAID_EBUSY) while
  * threadpool work is pending. */
@@ -175,7 +176,7 @@ enum {
 typedef struct braid_gzip_stream_s braid_gzip_stream_t;
 
 /* Creates a stream filter in mode with a copy of opts (NULL: the defaults; min_size_bytes and
- * offload_threshold_bytes do not apply). Memory is bounded by zlib's state (about 300 KiB
+ * offload_threshold_bytes do not apply). Memory is bounded by zlib's state (about 270 KiB
  * compressing at memLevel 8, about 45 KiB decompressing), whatever the input. Returns 0 and
  * the stream in *out, BRAID_EINVAL (out NULL, mode or opts out of bounds; *out untouched) or
  * BRAID_ENOMEM. */
