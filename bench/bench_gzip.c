@@ -7,9 +7,9 @@
  * 2000 JSON-like messages of about 1 KiB each, at levels 1 and 6, gzip format. Each
  * implementation processes the whole data set; implementations run interleaved (A B C ...,
  * A B C ...) for N rounds (default 5) and the table shows the median MB per CPU-second of
- * uncompressed bytes (thread CPU time, not wall time) and the spread (min-max) over rounds; each timed pass repeats the data set to last at
- * least --pass-ms (default 100). Decompression rows all decode the same input
- * (zlib's output at that level). Rows:
+ * uncompressed bytes (thread CPU time, not wall time) and the spread (min-max) over rounds;
+ * each timed pass repeats the data set to last at least --pass-ms (default 100).
+ * Decompression rows all decode the same input (zlib's output at that level). Rows:
  *   zlib         deflate/inflate on the whole buffer in one call, z_stream reused (Reset)
  *   zlib-64k     the same, fed and drained in 64 KiB pieces (what a streaming user does)
  *   libdeflate   libdeflate_gzip_(de)compress, (de)compressor reused, output preallocated

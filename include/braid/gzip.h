@@ -137,8 +137,8 @@ BRAID_EXTERN void braid_gzip_buf_free(void *buf);
 
 /* Completion of an asynchronous call, on the loop's thread, exactly once. status is 0,
  * BRAID_GZIP_SKIPPED (compression of a short input: out NULL, out_len 0) or a negative code
- * as for the synchronous call. On 0 the callback
- * owns out (free it with braid_gzip_buf_free()); otherwise out is NULL. */
+ * as for the synchronous call. On 0 the callback owns out (free it with
+ * braid_gzip_buf_free()); otherwise out is NULL. */
 typedef void (*braid_gzip_done_cb)(braid_loop_t *loop, int status, void *out, size_t out_len,
                                    void *arg);
 
@@ -146,12 +146,12 @@ typedef void (*braid_gzip_done_cb)(braid_loop_t *loop, int status, void *out, si
  * in[0..in_len) with a copy of opts (NULL: the defaults), then calls done(loop, status, out,
  * out_len, arg). The input is borrowed: keep it unchanged until done runs. Inputs longer than
  * opts->offload_threshold_bytes are processed on the libuv threadpool; shorter ones inside
- * this call. Either way done runs later, from the loop, never from inside this call. Each call
- * sets up its own codec state: for many small messages on the loop's thread, a context
- * (braid_gzip_new) is cheaper. Returns 0 (done will be called exactly once), BRAID_EINVAL (loop or done NULL, in NULL with in_len >
- * 0, opts out of bounds), BRAID_ECLOSED (the loop is closing) or BRAID_ENOMEM; on an error done
- * is never called. The loop cannot close (braid_loop_close() says BRAID_EBUSY) while
- * threadpool work is pending. */
+ * this call. Either way done runs later, from the loop, never from inside this call. Each
+ * call sets up its own codec state: for many small messages on the loop's thread, a context
+ * (braid_gzip_new) is cheaper. Returns 0 (done will be called exactly once), BRAID_EINVAL
+ * (loop or done NULL, in NULL with in_len > 0, opts out of bounds), BRAID_ECLOSED (the loop
+ * is closing) or BRAID_ENOMEM; on an error done is never called. The loop cannot close
+ * (braid_loop_close() says BRAID_EBUSY) while threadpool work is pending. */
 BRAID_EXTERN int braid_gzip_compress_async(braid_loop_t *loop, const braid_gzip_opts_t *opts,
                                            const void *in, size_t in_len,
                                            braid_gzip_done_cb done, void *arg);
