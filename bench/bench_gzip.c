@@ -42,8 +42,8 @@ typedef struct {
 } dataset_t;
 
 enum { ZLIB, ZLIB64, LIBDEFLATE, BRAID, BRAID_INTO, BRAID_STREAM, NIMPL };
-static const char *impl_names[NIMPL] = {"zlib",       "zlib-64k",   "libdeflate",
-                                        "braid",      "braid-into", "braid-stream"};
+static const char *impl_names[NIMPL] = {"zlib",  "zlib-64k",   "libdeflate",
+                                        "braid", "braid-into", "braid-stream"};
 
 static uint8_t *text_buf;
 static size_t text_len, text_cap;
@@ -409,11 +409,10 @@ int main(int argc, char **argv) {
                           (int)(seed % 100000));
     while (n < 960) {
       seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
-      n += (size_t)snprintf(m + n, 1200 - n,
-                            "{\"sku\":\"A%04u\",\"qty\":%u,\"price\":%u.%02u,\"ok\":%s},",
-                            (unsigned)(seed % 10000), (unsigned)(seed >> 20) % 9 + 1,
-                            (unsigned)(seed >> 30) % 500, (unsigned)(seed >> 40) % 100,
-                            (seed >> 50) & 1 ? "true" : "false");
+      n += (size_t)snprintf(
+          m + n, 1200 - n, "{\"sku\":\"A%04u\",\"qty\":%u,\"price\":%u.%02u,\"ok\":%s},",
+          (unsigned)(seed % 10000), (unsigned)(seed >> 20) % 9 + 1, (unsigned)(seed >> 30) % 500,
+          (unsigned)(seed >> 40) % 100, (seed >> 50) & 1 ? "true" : "false");
     }
     n += (size_t)snprintf(m + n - 1, 1200 - n + 1, "]}") - 1;
     jmsg[i] = (uint8_t *)m;
@@ -457,8 +456,9 @@ int main(int argc, char **argv) {
       perror(json);
       return 1;
     }
-    fprintf(f, "{\"bench\":\"gzip\",\"text_bytes\":%zu,\"json_messages\":%d,\"rounds\":%d,"
-               "\"results\":[",
+    fprintf(f,
+            "{\"bench\":\"gzip\",\"text_bytes\":%zu,\"json_messages\":%d,\"rounds\":%d,"
+            "\"results\":[",
             text_len, NJSON, rounds);
     for (int i = 0; i < nresults; i++)
       fprintf(f,

@@ -30,8 +30,8 @@ static int pump(braid_gzip_stream_t *s, const unsigned char *in, size_t n, int f
   size_t pos = 0;
   for (;;) {
     size_t in_used, out_used;
-    int rc = braid_gzip_stream_process(s, in + pos, n - pos, &in_used, out, sizeof(out),
-                                       &out_used, finish ? BRAID_GZIP_FINISH : 0);
+    int rc = braid_gzip_stream_process(s, in + pos, n - pos, &in_used, out, sizeof(out), &out_used,
+                                       finish ? BRAID_GZIP_FINISH : 0);
     pos += in_used;
     /* On an error, output written before it is still valid data: emit it, then fail. */
     if (out_used && fwrite(out, 1, out_used, stdout) != out_used)

@@ -90,8 +90,21 @@ static uint32_t rd_be32(const uint8_t *p) {
 /* ---- header parser (gzip and zlib), incremental ------------------------------------- */
 
 enum {
-  H_ID1, H_ID2, H_CM, H_FLG, H_FIXED, H_XLEN0, H_XLEN1, H_EXTRA, H_NAME, H_COMMENT,
-  H_HCRC0, H_HCRC1, H_Z0, H_Z1, H_DONE
+  H_ID1,
+  H_ID2,
+  H_CM,
+  H_FLG,
+  H_FIXED,
+  H_XLEN0,
+  H_XLEN1,
+  H_EXTRA,
+  H_NAME,
+  H_COMMENT,
+  H_HCRC0,
+  H_HCRC1,
+  H_Z0,
+  H_Z1,
+  H_DONE
 };
 
 typedef struct {
@@ -312,10 +325,11 @@ int braid_gzip_stream_new(braid_gzip_stream_t **out, braid_gzip_mode_t mode,
   s->mode = mode;
   s->z.zalloc = z_alloc;
   s->z.zfree = z_free;
-  int zrc = mode == BRAID_GZIP_COMPRESS
-                ? deflateInit2(&s->z, o.level, Z_DEFLATED, window_bits(o.format), 8,
-                               Z_DEFAULT_STRATEGY)
-                : inflateInit2(&s->z, -15);
+  int wbits = window_bits(o.format), zrc;
+  if (mode == BRAID_GZIP_COMPRESS)
+    zrc = deflateInit2(&s->z, o.level, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY);
+  else
+    zrc = inflateInit2(&s->z, -15);
   if (zrc != Z_OK) {
     braid__free(s);
     return zrc == Z_MEM_ERROR ? BRAID_ENOMEM : BRAID_EINVAL;
@@ -359,10 +373,9 @@ static uInt clamp_uint(size_t n) {
   return n > (size_t)UINT32_MAX ? UINT32_MAX : (uInt)n;
 }
 
-static int compress_step(braid_gzip_stream_t *s, const uint8_t *in, size_t in_len,
-                         size_t *in_used, uint8_t *out, size_t out_cap, size_t *out_used,
-                         int flags) {
-  int flush = (flags & BRAID_GZIP_FINISH) ? Z_FINISH
+static int compress_step(braid_gzip_stream_t *s, const uint8_t *in, size_t in_len, size_t *in_used,
+                         uint8_t *out, size_t out_cap, size_t *out_used, int flags) {
+  int flush = (flags & BRAID_GZIP_FINISH)  ? Z_FINISH
               : (flags & BRAID_GZIP_FLUSH) ? Z_SYNC_FLUSH
                                            : Z_NO_FLUSH;
   for (;;) {
@@ -404,8 +417,7 @@ static int limits_check(const braid_gzip_stream_t *s) {
   if (o->max_output_bytes && s->total_out > o->max_output_bytes)
     return BRAID_EOUTPUTCAP;
   if (o->max_ratio && s->total_out > o->ratio_grace_bytes &&
-      (s->total_in <= UINT64_MAX / o->max_ratio) &&
-      s->total_out > s->total_in * o->max_ratio)
+      (s->total_in <= UINT64_MAX / o->max_ratio) && s->total_out > s->total_in * o->max_ratio)
     return BRAID_ERATIO;
   return 0;
 }
@@ -606,8 +618,8 @@ size_t braid_gzip_compress_bound(const braid_gzip_t *gz, size_t in_len) {
 }
 
 #if BRAID_HAVE_LIBDEFLATE
-static int ld_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out,
-                       size_t out_cap, size_t *out_len) {
+static int ld_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out, size_t out_cap,
+                       size_t *out_len) {
   if (!gz->ldc && !(gz->ldc = libdeflate_alloc_compressor(gz->opts.level)))
     return BRAID_ENOMEM;
   size_t n;
@@ -628,13 +640,13 @@ static int ld_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *ou
   return 0;
 }
 #else
-static int z_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out,
-                      size_t out_cap, size_t *out_len) {
+static int z_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out, size_t out_cap,
+                      size_t *out_len) {
   if (!gz->zc_ready) {
     gz->zc.zalloc = z_alloc;
     gz->zc.zfree = z_free;
-    int zrc = deflateInit2(&gz->zc, gz->opts.level, Z_DEFLATED, window_bits(gz->opts.format),
-                           8, Z_DEFAULT_STRATEGY);
+    int zrc = deflateInit2(&gz->zc, gz->opts.level, Z_DEFLATED, window_bits(gz->opts.format), 8,
+                           Z_DEFAULT_STRATEGY);
     if (zrc != Z_OK)
       return zrc == Z_MEM_ERROR ? BRAID_ENOMEM : BRAID_EINVAL;
     gz->zc_ready = true;
@@ -667,8 +679,8 @@ static int z_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out
 }
 #endif
 
-int braid_gzip_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out,
-                        size_t out_cap, size_t *out_len) {
+int braid_gzip_compress(braid_gzip_t *gz, const void *in, size_t in_len, void *out, size_t out_cap,
+                        size_t *out_len) {
   if (out_len)
     *out_len = 0;
   if (!gz || !out_len || (!in && in_len) || (!out && out_cap))
@@ -726,9 +738,8 @@ static uint64_t oneshot_limit(const braid_gzip_opts_t *o, size_t in_len, int *er
   if (o->max_output_bytes)
     limit = o->max_output_bytes;
   if (o->max_ratio) {
-    uint64_t r = (uint64_t)in_len <= UINT64_MAX / o->max_ratio
-                     ? (uint64_t)in_len * o->max_ratio
-                     : UINT64_MAX;
+    uint64_t r = (uint64_t)in_len <= UINT64_MAX / o->max_ratio ? (uint64_t)in_len * o->max_ratio
+                                                               : UINT64_MAX;
     if (r < o->ratio_grace_bytes)
       r = o->ratio_grace_bytes;
     if (r < limit) {
@@ -992,8 +1003,8 @@ static void job_posted(void *arg) {
   job_finish(arg, 0);
 }
 
-static int submit(braid_loop_t *loop, const braid_gzip_opts_t *opts, const void *in,
-                  size_t in_len, braid_gzip_done_cb done, void *arg, bool compress) {
+static int submit(braid_loop_t *loop, const braid_gzip_opts_t *opts, const void *in, size_t in_len,
+                  braid_gzip_done_cb done, void *arg, bool compress) {
   if (!loop || !done || (!in && in_len))
     return BRAID_EINVAL;
   if (loop->closing)
@@ -1032,8 +1043,7 @@ int braid_gzip_compress_async(braid_loop_t *loop, const braid_gzip_opts_t *opts,
   return submit(loop, opts, in, in_len, done, arg, true);
 }
 
-int braid_gzip_decompress_async(braid_loop_t *loop, const braid_gzip_opts_t *opts,
-                                const void *in, size_t in_len, braid_gzip_done_cb done,
-                                void *arg) {
+int braid_gzip_decompress_async(braid_loop_t *loop, const braid_gzip_opts_t *opts, const void *in,
+                                size_t in_len, braid_gzip_done_cb done, void *arg) {
   return submit(loop, opts, in, in_len, done, arg, false);
 }

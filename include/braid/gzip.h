@@ -119,8 +119,8 @@ BRAID_EXTERN int braid_gzip_compress_alloc(braid_gzip_t *gz, const void *in, siz
  * (never NULL, even for empty output; free it with braid_gzip_buf_free()) and *out_len, or one
  * of the decompression errors listed at the top, BRAID_EINVAL (gz, out or out_len NULL, in NULL
  * with in_len > 0) or BRAID_ENOMEM; then *out = NULL and *out_len = 0. */
-BRAID_EXTERN int braid_gzip_decompress(braid_gzip_t *gz, const void *in, size_t in_len,
-                                       void **out, size_t *out_len);
+BRAID_EXTERN int braid_gzip_decompress(braid_gzip_t *gz, const void *in, size_t in_len, void **out,
+                                       size_t *out_len);
 
 /* As braid_gzip_decompress(), into the caller's out[0..out_cap) (no allocation for the
  * output; the zero-copy choice when the size is known or bounded, e.g. by a frame's maximum).
@@ -153,8 +153,8 @@ typedef void (*braid_gzip_done_cb)(braid_loop_t *loop, int status, void *out, si
  * is closing) or BRAID_ENOMEM; on an error done is never called. The loop cannot close
  * (braid_loop_close() says BRAID_EBUSY) while threadpool work is pending. */
 BRAID_EXTERN int braid_gzip_compress_async(braid_loop_t *loop, const braid_gzip_opts_t *opts,
-                                           const void *in, size_t in_len,
-                                           braid_gzip_done_cb done, void *arg);
+                                           const void *in, size_t in_len, braid_gzip_done_cb done,
+                                           void *arg);
 BRAID_EXTERN int braid_gzip_decompress_async(braid_loop_t *loop, const braid_gzip_opts_t *opts,
                                              const void *in, size_t in_len,
                                              braid_gzip_done_cb done, void *arg);

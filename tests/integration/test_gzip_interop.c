@@ -148,9 +148,8 @@ static void test_braid_writes(void **state) {
       for (int i = 0; i < 5; i++) {
         void *z;
         size_t zlen;
-        assert_int_equal(braid_gzip_compress_alloc(gz, payloads[i].data, payloads[i].len, &z,
-                                                   &zlen),
-                         0);
+        assert_int_equal(
+            braid_gzip_compress_alloc(gz, payloads[i].data, payloads[i].len, &z, &zlen), 0);
         char name[64];
         snprintf(name, sizeof(name), "w_%d_%d_%s", f, level, payloads[i].name);
         write_file(name, z, zlen);
@@ -159,8 +158,7 @@ static void test_braid_writes(void **state) {
       braid_gzip_free(gz);
     }
   }
-  sh("cd %s && for x in w_0_*; do gzip -dc < $x | cmp -s - ${x#w_0_?_} || exit 1; done",
-     tmpdir);
+  sh("cd %s && for x in w_0_*; do gzip -dc < $x | cmp -s - ${x#w_0_?_} || exit 1; done", tmpdir);
   sh("cd %s && python3 -c \"import glob,gzip,zlib\n"
      "dec = [gzip.decompress, zlib.decompress, lambda z: zlib.decompress(z, -15)]\n"
      "for x in glob.glob('w_*'):\n"
@@ -178,7 +176,8 @@ static void test_braid_reads(void **state) {
   braid_gzip_t *g = ctx(BRAID_GZIP_FORMAT_GZIP, 6), *zl = ctx(BRAID_GZIP_FORMAT_ZLIB, 6),
                *raw = ctx(BRAID_GZIP_FORMAT_RAW, 6);
   sh("cd %s && for l in 1 5 9; do for n in empty one 1k text random; do "
-     "gzip -$l -c < $n > r_${l}_$n.gz || exit 1; done; done", tmpdir);
+     "gzip -$l -c < $n > r_${l}_$n.gz || exit 1; done; done",
+     tmpdir);
   sh("cd %s && python3 -c \"import gzip,zlib\n"
      "for l in (1, 5, 9):\n"
      "  for n in ('empty', 'one', '1k', 'text', 'random'):\n"

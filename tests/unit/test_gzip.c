@@ -18,8 +18,8 @@ static uint64_t rnd(void) {
 
 /* Text-like data: words from a small vocabulary, so it compresses a few times over. */
 static uint8_t *make_text(size_t n) {
-  static const char *words[] = {"the ", "braid ", "loop ", "gzip ", "stream ", "of ", "and ",
-                                "buffer ", "connection\n", "42 ", "{\"id\": ", "}, "};
+  static const char *words[] = {"the ", "braid ",  "loop ",        "gzip ", "stream ",   "of ",
+                                "and ", "buffer ", "connection\n", "42 ",   "{\"id\": ", "}, "};
   uint8_t *p = malloc(n ? n : 1);
   size_t i = 0;
   while (i < n) {
@@ -51,7 +51,8 @@ static braid_gzip_opts_t opts_for(braid_gzip_format_t f, int level) {
 
 /* One-shot compress with o, returning a malloc'd copy in *out. */
 static void oneshot_compress(const braid_gzip_opts_t *o, const uint8_t *in, size_t n,
-                             uint8_t **out, size_t *out_len) {
+                             uint8_t **out,
+                             size_t *out_len) {
   braid_gzip_t *gz;
   assert_int_equal(braid_gzip_new(&gz, o), 0);
   void *buf;
@@ -151,8 +152,7 @@ static void expect_both(const braid_gzip_opts_t *o, const uint8_t *in, size_t n,
   int rc3 = braid_gzip_decompress_into(gz, in, n, big, sizeof(big), &into_len);
   braid_gzip_free(gz);
   if (rc3 != code)
-    fail_msg("expected %s, decompress_into said %s", braid_err_name(code),
-             braid_err_name(rc3));
+    fail_msg("expected %s, decompress_into said %s", braid_err_name(code), braid_err_name(rc3));
   size_t len;
   int rc2 = stream_decompress(o, in, n, 1 + rnd() % 64, NULL, &len);
   if (rc2 == BRAID_GZIP_DONE)
@@ -252,8 +252,7 @@ static void test_streaming_chunks(void **state) {
       uint8_t *z, *back;
       size_t zlen, blen;
       stream_compress(&o, data, n, max_chunk, &z, &zlen);
-      assert_int_equal(stream_decompress(&o, z, zlen, max_chunk, &back, &blen),
-                       BRAID_GZIP_DONE);
+      assert_int_equal(stream_decompress(&o, z, zlen, max_chunk, &back, &blen), BRAID_GZIP_DONE);
       assert_int_equal(blen, n);
       assert_memory_equal(back, data, n);
       free(back);
@@ -274,12 +273,12 @@ static void test_stream_flush(void **state) {
     char msg[64], z[256], back[256];
     int mlen = snprintf(msg, sizeof(msg), "message number %d, flushed", round);
     size_t iu, zlen, blen;
-    assert_int_equal(braid_gzip_stream_process(c, msg, (size_t)mlen, &iu, z, sizeof(z), &zlen,
-                                               BRAID_GZIP_FLUSH),
-                     0);
+    assert_int_equal(
+        braid_gzip_stream_process(c, msg, (size_t)mlen, &iu, z, sizeof(z), &zlen,
+                                  BRAID_GZIP_FLUSH),
+        0);
     assert_int_equal(iu, (size_t)mlen);
-    assert_int_equal(braid_gzip_stream_process(d, z, zlen, &iu, back, sizeof(back), &blen, 0),
-                     0);
+    assert_int_equal(braid_gzip_stream_process(d, z, zlen, &iu, back, sizeof(back), &blen, 0), 0);
     assert_int_equal(iu, zlen);
     assert_int_equal(blen, (size_t)mlen);
     assert_memory_equal(back, msg, blen);
@@ -305,8 +304,7 @@ static void test_min_size_and_bound(void **state) {
   uint8_t out[512];
   size_t len = 99;
   uint8_t *text = make_text(200);
-  assert_int_equal(braid_gzip_compress(gz, text, 99, out, sizeof(out), &len),
-                   BRAID_GZIP_SKIPPED);
+  assert_int_equal(braid_gzip_compress(gz, text, 99, out, sizeof(out), &len), BRAID_GZIP_SKIPPED);
   assert_int_equal(len, 0);
   void *p = (void *)1;
   assert_int_equal(braid_gzip_compress_alloc(gz, text, 50, &p, &len), BRAID_GZIP_SKIPPED);
@@ -328,8 +326,7 @@ static void test_min_size_and_bound(void **state) {
 }
 
 /* Builds a gzip member by hand around a raw deflate body, with the header flags given. */
-static size_t build_gzip(uint8_t *out, const uint8_t *data, size_t n, uint8_t flg,
-                         bool bad_hcrc) {
+static size_t build_gzip(uint8_t *out, const uint8_t *data, size_t n, uint8_t flg, bool bad_hcrc) {
   size_t i = 0;
   out[i++] = 0x1f;
   out[i++] = 0x8b;
@@ -548,8 +545,7 @@ static void test_decompress_into(void **state) {
     assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, out, n, &len), 0);
     assert_int_equal(len, n);
     assert_memory_equal(out, data, n);
-    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, out, n - 1, &len),
-                     BRAID_EOUTPUTCAP);
+    assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, out, n - 1, &len), BRAID_EOUTPUTCAP);
     assert_int_equal(len, 0);
     assert_int_equal(braid_gzip_decompress_into(gz, z, zlen, NULL, 0, &len), BRAID_EOUTPUTCAP);
     assert_int_equal(braid_gzip_decompress_into(gz, z, zlen - 1, out, n + 10, &len),
