@@ -604,6 +604,110 @@ static void test_bomb(void **state) {
   free(z);
 }
 
+/* ---- memory bounds, measured through the allocator hook ---------------------------- */
+
+static size_t mem_now, mem_peak;
+
+static void *count_malloc(size_t n) {
+  size_t *p = malloc(n + sizeof(max_align_t));
+  if (!p)
+    return NULL;
+  *p = n;
+  mem_now += n;
+  if (mem_now > mem_peak)
+    mem_peak = mem_now;
+  return (char *)p + sizeof(max_align_t);
+}
+
+static void count_free(void *q) {
+  if (!q)
+    return;
+  size_t *p = (size_t *)((char *)q - sizeof(max_align_t));
+  mem_now -= *p;
+  free(p);
+}
+
+static void *count_realloc(void *q, size_t n) {
+  void *r = count_malloc(n);
+  if (r && q) {
+    size_t old = *(size_t *)((char *)q - sizeof(max_align_t));
+    memcpy(r, q, old < n ? old : n);
+    count_free(q);
+  }
+  return r;
+}
+
+static void *count_calloc(size_t k, size_t n) {
+  void *r = count_malloc(k * n);
+  if (r)
+    memset(r, 0, k * n);
+  return r;
+}
+
+/* A stream's memory does not grow with the input: a 4 MB file name, then a 10 MB bomb. The
+ * one-shot path allocates at most the cap, whatever ISIZE claims. */
+static void test_memory_bounded(void **state) {
+  (void)state;
+  size_t n = 10u * 1000 * 1000, name_len = 4u << 20;
+  uint8_t *zeros = calloc(1, n);
+  braid_gzip_opts_t o = opts_for(BRAID_GZIP_FORMAT_RAW, 9);
+  uint8_t *body;
+  size_t body_len;
+  oneshot_compress(&o, zeros, n, &body, &body_len);
+  free(zeros);
+  size_t total = 10 + name_len + 1 + body_len + 8;
+  uint8_t *g = malloc(total);
+  memcpy(g, "\x1f\x8b\x08\x08\0\0\0\0\0\xff", 10);
+  memset(g + 10, 'n', name_len);
+  g[10 + name_len] = 0;
+  memcpy(g + 11 + name_len, body, body_len);
+  memset(g + 11 + name_len + body_len, 0, 8); /* CRC32 of zeros is not 0: never reached */
+  free(body);
+
+  assert_int_equal(braid_set_allocator(count_malloc, count_realloc, count_calloc, count_free),
+                   0);
+  mem_now = mem_peak = 0;
+  braid_gzip_opts_init(&o);
+  o.max_output_bytes = 0;
+  o.max_ratio = 0;
+  braid_gzip_stream_t *s;
+  assert_int_equal(braid_gzip_stream_new(&s, BRAID_GZIP_DECOMPRESS, &o), 0);
+  static uint8_t out[65536];
+  size_t pos = 0, produced = 0;
+  int rc = 0;
+  while (rc == 0) {
+    size_t k = total - pos < 65536 ? total - pos : 65536, iu, ou;
+    rc = braid_gzip_stream_process(s, g + pos, k, &iu, out, sizeof(out), &ou,
+                                   pos + k == total ? BRAID_GZIP_FINISH : 0);
+    pos += iu;
+    produced += ou;
+  }
+  assert_int_equal(rc, BRAID_EBADCRC); /* the whole stream went through */
+  assert_int_equal(produced, n);
+  braid_gzip_stream_free(s);
+  size_t stream_peak = mem_peak;
+
+  /* One-shot, ISIZE claiming ~10 MB, cap 1 MB: never more than the cap allocated. */
+  mem_now = mem_peak = 0;
+  o = opts_for(BRAID_GZIP_FORMAT_GZIP, 9);
+  o.max_output_bytes = 1000 * 1000;
+  uint8_t *gz10;
+  size_t gz10_len;
+  uint8_t *z10 = calloc(1, n);
+  oneshot_compress(&o, z10, n, &gz10, &gz10_len);
+  free(z10);
+  mem_now = mem_peak = 0;
+  assert_int_equal(oneshot_decompress(&o, gz10, gz10_len, NULL, NULL), BRAID_EOUTPUTCAP);
+  size_t oneshot_peak = mem_peak;
+  assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
+  free(gz10);
+  free(g);
+  print_message("stream peak %zu bytes, one-shot peak %zu bytes\n", stream_peak, oneshot_peak);
+  assert_true(stream_peak < 64 * 1024);
+  /* The context, the output buffer (at most the cap) and the zlib classifier's state. */
+  assert_true(oneshot_peak < 1000 * 1000 + 64 * 1024);
+}
+
 /* ---- async ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -698,6 +802,7 @@ int main(void) {
       cmocka_unit_test(test_output_cap_and_ratio),
       cmocka_unit_test(test_decompress_into),
       cmocka_unit_test(test_bomb),
+      cmocka_unit_test(test_memory_bounded),
       cmocka_unit_test(test_async),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
