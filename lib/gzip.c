@@ -752,6 +752,20 @@ static uint64_t oneshot_limit(const braid_gzip_opts_t *o, size_t in_len, int *er
   return limit;
 }
 
+/* First guess at the output size: the gzip trailer's ISIZE (exact for one member under
+ * 4 GiB; only a hint, never trusted past the limit), otherwise 4x the input. */
+static size_t first_guess(braid_gzip_format_t f, const uint8_t *in, size_t in_len,
+                          uint64_t limit) {
+  uint64_t guess = (uint64_t)in_len * 4;
+  if (f == BRAID_GZIP_FORMAT_GZIP && in_len >= 18)
+    guess = rd_le32(in + in_len - 4);
+  if (guess < 64)
+    guess = 64;
+  if (guess > limit)
+    guess = limit;
+  return (size_t)guess;
+}
+
 static int dec_stream(braid_gzip_t *gz) {
   if (gz->dec)
     return braid_gzip_stream_reset(gz->dec);
@@ -780,8 +794,23 @@ static int z_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, obuf
     uint8_t *o = scratch;
     size_t room = sizeof(scratch);
     bool probe = false;
-    if (ob && ob->grow && ob->cap - len < 4096) {
+    /* Grow by doubling, but never past the cap plus the one byte the stream needs to see
+     * that the cap is exceeded (it never reports that byte). */
+    uint64_t most = gz->opts.max_output_bytes ? gz->opts.max_output_bytes + 1 : SIZE_MAX;
+    if (ob && ob->grow && !ob->buf) {
+      /* Sized right the first time for one member, so no realloc copies. */
+      int unused;
+      uint64_t limit = oneshot_limit(&gz->opts, in_len, &unused);
+      ob->cap = first_guess(gz->opts.format, in, in_len, limit);
+      if (ob->cap < most)
+        ob->cap++; /* room to see the end (or the cap) without a second allocation */
+      if (!(ob->buf = braid__malloc(ob->cap)))
+        return BRAID_ENOMEM;
+    }
+    if (ob && ob->grow && ob->cap == len && ob->cap < most) {
       size_t ncap = ob->cap < 65536 ? 65536 : ob->cap * 2;
+      if (ncap > most)
+        ncap = (size_t)most;
       uint8_t *nb = braid__realloc(ob->buf, ncap);
       if (!nb)
         return BRAID_ENOMEM;
@@ -829,16 +858,7 @@ static int ld_decompress(braid_gzip_t *gz, const uint8_t *in, size_t in_len, obu
     ob->cap = (size_t)limit; /* never write past the limits, however large the buffer */
   }
   if (ob->grow) {
-    /* First guess at the output size: the gzip trailer's ISIZE (exact for one member under
-     * 4 GiB; only a hint, never trusted past the limit), otherwise 4x the input. */
-    uint64_t guess = (uint64_t)in_len * 4;
-    if (f == BRAID_GZIP_FORMAT_GZIP && in_len >= 18)
-      guess = rd_le32(in + in_len - 4);
-    if (guess < 64)
-      guess = 64;
-    if (guess > limit)
-      guess = limit;
-    ob->cap = (size_t)guess;
+    ob->cap = first_guess(f, in, in_len, limit);
     if (!(ob->buf = braid__malloc(ob->cap ? ob->cap : 1)))
       return BRAID_ENOMEM;
   }
