@@ -503,13 +503,15 @@ static void test_close_flush_timeout(void **state) {
   assert_int_equal(pa.close_status, BRAID_ETIMEDOUT);
   assert_int_equal(w.calls, 1);
   assert_int_equal(w.status, BRAID_ETIMEDOUT);
-  /* The reset reaches b. */
+  /* The end reaches b: a reset, or (Linux, with unread data queued at b when the RST came)
+   * the queued bytes and then end-of-stream. Most of the 8 MiB never left a. */
   assert_int_equal(braid_conn_read_start(p.b), 0);
   bt_run(&p.t, 5000);
-  fprintf(stderr, "pb eof=%d rx=%zu err=%d closed=%d\n", pb.eof, pb.rx_len, pb.read_err, pb.closed);
+  assert_true(pb.eof == 1 || pb.read_err == UV_ECONNRESET);
+  assert_true(pb.rx_len < (1 << 20));
+  braid_conn_close(p.b);
+  bt_run(&p.t, 5000);
   assert_int_equal(pb.closed, 1);
-  assert_int_equal(pb.close_status, UV_ECONNRESET);
-  assert_int_equal(pb.read_err, UV_ECONNRESET);
   peer_free(&pa);
   peer_free(&pb);
   bt_loop_done(&p.t);
