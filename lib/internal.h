@@ -166,15 +166,30 @@ braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 
+/* The bucket's state, public to the library so a connection can embed its own buckets. */
+struct braid_ratelimit_s {
+  braid_loop_t *loop; /* NULL for an embedded bucket */
+  uint64_t rate;      /* tokens per second */
+  uint64_t burst;     /* bucket size */
+  int64_t tokens;     /* may go negative: reads overdraw, and the debt delays the next read */
+  uint64_t last_ms;
+  unsigned users;
+};
+
+/* Sets up an embedded bucket (burst 0: the default), full. */
+void braid__ratelimit_init(braid_ratelimit_t *rl, uint64_t rate, uint64_t burst, uint64_t now);
 /* Takes up to want tokens from rl at loop time now_ms; returns how many were granted (0 when
  * the bucket is empty). */
 uint64_t braid__ratelimit_take(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
 /* Milliseconds until at least min(want, burst) tokens are available (>= 1). */
 uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
+/* Takes n tokens, going into debt if the bucket holds fewer (for bytes already read). */
+void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
 /* Gives back tokens taken but not used (e.g. the other bucket of a pair said no). */
 void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
 /* Counts a connection using rl (braid_ratelimit_free refuses while any do). */
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
+
 
 #endif
