@@ -270,11 +270,6 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 static void on_worker_handle_closed(uv_handle_t *h) {
   worker_t *w = h->data;
-  if (h == (uv_handle_t *)&w->poll && w->fd >= 0) {
-    /* The poll handle never owned the socket: close it once libuv forgot it. */
-    close(w->fd);
-    w->fd = -1;
-  }
   if (--w->handles == 0 && !w->is_thread) {
     braid_server_t *s = w->server;
     /* Worker 0's handles close last, after every connection: its buckets are unused now. */
@@ -342,12 +337,22 @@ static int worker_init_listener(worker_t *w) {
   return 0;
 }
 
-static void close_worker_handles(worker_t *w) {
+/* Stops listening at once: clients that connect from now on are refused, not queued. */
+static void close_listener(worker_t *w) {
   if (w->poll_open) {
     stop_accepting(w);
     w->poll_open = false;
     uv_close((uv_handle_t *)&w->poll, on_worker_handle_closed);
   }
+  /* uv_close() already took the socket out of epoll; the poll handle never owned it. */
+  if (w->fd >= 0) {
+    close(w->fd);
+    w->fd = -1;
+  }
+}
+
+static void close_worker_handles(worker_t *w) {
+  close_listener(w);
   if (!uv_is_closing((uv_handle_t *)&w->timer))
     uv_close((uv_handle_t *)&w->timer, on_worker_handle_closed);
   if (!uv_is_closing((uv_handle_t *)&w->keep))
@@ -375,10 +380,7 @@ static void worker_drain(worker_t *w) {
     stop_accepting(w);
     w->in_backoff = false;
     uv_timer_stop(&w->timer);
-    if (w->poll_open) {
-      w->poll_open = false;
-      uv_close((uv_handle_t *)&w->poll, on_worker_handle_closed);
-    }
+    close_listener(w);
     if (w->nconns > 0) {
       if (s->deadline_ms == 0)
         on_deadline(&w->timer);
@@ -634,15 +636,9 @@ static void undo_listen(braid_server_t *s) {
       close(s->workers[i].fd);
     s->workers[i].fd = -1;
   }
-  if (w0->poll_open) {
-    /* Its close callback closes fd 0. */
-    w0->poll_open = false;
-    uv_close((uv_handle_t *)&w0->poll, on_worker_handle_closed);
+  if (w0->poll_open)
     uv_unref((uv_handle_t *)&w0->keep);
-  } else if (w0->fd >= 0) {
-    close(w0->fd);
-    w0->fd = -1;
-  }
+  close_listener(w0);
   if (w0->send_rl)
     braid_ratelimit_free(w0->send_rl);
   if (w0->recv_rl)
