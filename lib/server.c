@@ -268,15 +268,23 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 /* ---- worker set-up and shutdown ------------------------------------------------------ */
 
+static void free_buckets(worker_t *w) {
+  braid_ratelimit_t *rls[2] = {w->send_rl, w->recv_rl};
+  for (int i = 0; i < 2; i++) {
+    int rc = rls[i] ? braid_ratelimit_free(rls[i]) : 0;
+    if (rc)
+      braid__log(w->loop, BRAID_LOG_ERROR, "server: rate limit still in use (%s)",
+                 braid_strerror(rc));
+  }
+  w->send_rl = w->recv_rl = NULL;
+}
+
 static void on_worker_handle_closed(uv_handle_t *h) {
   worker_t *w = h->data;
   if (--w->handles == 0 && !w->is_thread) {
     braid_server_t *s = w->server;
     /* Worker 0's handles close last, after every connection: its buckets are unused now. */
-    if (w->send_rl)
-      braid_ratelimit_free(w->send_rl);
-    if (w->recv_rl)
-      braid_ratelimit_free(w->recv_rl);
+    free_buckets(w);
     int status = 0;
     for (unsigned i = 0; i < s->nworkers; i++)
       if (s->workers[i].deadline_hit)
@@ -421,11 +429,7 @@ static void check_server_done(braid_server_t *s) {
 
 static void worker_teardown_thread(worker_t *w) {
   /* Everything on the loop is closed: the buckets are unused, the loop can go. */
-  if (w->send_rl)
-    braid_ratelimit_free(w->send_rl);
-  if (w->recv_rl)
-    braid_ratelimit_free(w->recv_rl);
-  w->send_rl = w->recv_rl = NULL;
+  free_buckets(w);
   uv_mutex_lock(&w->server->mu);
   w->loop_alive = false;
   uv_mutex_unlock(&w->server->mu);
@@ -639,11 +643,7 @@ static void undo_listen(braid_server_t *s) {
   if (w0->poll_open)
     uv_unref((uv_handle_t *)&w0->keep);
   close_listener(w0);
-  if (w0->send_rl)
-    braid_ratelimit_free(w0->send_rl);
-  if (w0->recv_rl)
-    braid_ratelimit_free(w0->recv_rl);
-  w0->send_rl = w0->recv_rl = NULL;
+  free_buckets(w0);
   w0->conn_opts = s->opts.conn;
   s->port = -1;
 }

@@ -27,7 +27,9 @@ typedef struct braid_server_s braid_server_t;
 /* A new connection was accepted. Runs on the accepting loop's thread: with workers > 1 that
  * is a worker thread (braid_conn_loop(conn) tells which loop), so the callback and what it
  * touches must be safe to run on several threads at once. Set the connection's callbacks and
- * start reading here; a connection left without callbacks is still closed by drain/close. */
+ * start reading here; a connection left without callbacks is still closed by drain/close.
+ * Anything else you open on a worker's loop must be closed by the time its connections are,
+ * or the worker (and the drain) waits for it. */
 typedef void (*braid_connection_cb)(braid_server_t *server, braid_conn_t *conn, void *arg);
 
 /* Called on the loop that created the server. For braid_server_close()/drain(): once every

@@ -339,6 +339,14 @@ static void test_listen_v4_v6(void **state) {
   o.send_rate_bytes_per_s = (UINT64_C(1) << 40) + 1;
   assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
   assert_int_equal(braid_server_new(&bad, t.loop, NULL, NULL, NULL), BRAID_EINVAL);
+  /* A group bucket belongs to one loop: not allowed with worker threads. */
+  braid_ratelimit_t *rl;
+  assert_int_equal(braid_ratelimit_new(&rl, t.loop, 1000, 0), 0);
+  braid_server_opts_init(&o);
+  o.workers = 2;
+  o.conn.send_group = rl;
+  assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_ratelimit_free(rl), 0);
 
   /* The server keeps the braid loop busy until its close callback. */
   assert_int_equal(braid_loop_close(t.loop), BRAID_EBUSY);
@@ -537,6 +545,9 @@ static void test_workers(void **state) {
   braid_server_opts_t o;
   braid_server_opts_init(&o);
   o.workers = 2;
+  /* Each worker loop gets its own bucket of rate / 2 (far above what this test sends). */
+  o.send_rate_bytes_per_s = 64 << 20;
+  o.recv_rate_bytes_per_s = 64 << 20;
   srv_t srv;
   srv_start(&srv, &t, &o, "127.0.0.1");
   assert_int_equal(braid_server_workers(srv.server), 2);
