@@ -15,5 +15,6 @@
 #include "braid/client.h"
 #include "braid/frame.h"
 #include "braid/framer.h"
+#include "braid/rpc.h"
 
 #endif
