@@ -202,4 +202,9 @@ void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 
 
+/* ---- rpc (rpc.c), for batch.c -------------------------------------------------------- */
+
+/* True for a BRAID_RPC_ORDERED channel. */
+bool braid__rpc_is_ordered(const braid_rpc_t *rpc);
+
 #endif

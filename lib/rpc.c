@@ -1024,6 +1024,10 @@ int braid_rpc_close(braid_rpc_t *rpc) {
   return 0;
 }
 
+bool braid__rpc_is_ordered(const braid_rpc_t *rpc) {
+  return rpc->o.mode == BRAID_RPC_ORDERED;
+}
+
 braid_conn_t *braid_rpc_conn(const braid_rpc_t *rpc) {
   return rpc->conn;
 }
