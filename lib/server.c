@@ -42,6 +42,7 @@ typedef struct worker_s {
   bool in_backoff;
   uv_timer_t timer; /* accept back-off, then the drain deadline */
   uv_async_t keep;  /* never sent: keeps the worker's loop running while it serves */
+  bool timer_open, keep_open;
   unsigned handles; /* of poll, timer, keep: how many are not closed yet */
 
   braid__conn_owner_t owner;
@@ -307,13 +308,14 @@ static int worker_init_handles(worker_t *w) {
   if (rc)
     return rc;
   w->timer.data = w;
+  w->timer_open = true;
   w->handles++;
+  /* On failure the caller closes what was made (close_worker_handles). */
   rc = uv_async_init(braid_loop_uv(w->loop), &w->keep, NULL);
-  if (rc) {
-    uv_close((uv_handle_t *)&w->timer, on_worker_handle_closed);
+  if (rc)
     return rc;
-  }
   w->keep.data = w;
+  w->keep_open = true;
   w->handles++;
   uv_unref((uv_handle_t *)&w->keep);
   return 0;
@@ -361,10 +363,14 @@ static void close_listener(worker_t *w) {
 
 static void close_worker_handles(worker_t *w) {
   close_listener(w);
-  if (!uv_is_closing((uv_handle_t *)&w->timer))
+  if (w->timer_open) {
+    w->timer_open = false;
     uv_close((uv_handle_t *)&w->timer, on_worker_handle_closed);
-  if (!uv_is_closing((uv_handle_t *)&w->keep))
+  }
+  if (w->keep_open) {
+    w->keep_open = false;
     uv_close((uv_handle_t *)&w->keep, on_worker_handle_closed);
+  }
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -544,7 +550,7 @@ int braid_server_new(braid_server_t **out, braid_loop_t *loop, const braid_serve
   int rc = worker_init_handles(w0);
   if (rc) {
     /* Only the timer can exist: free the server from its close callback. */
-    if (w0->handles) {
+    if (w0->timer_open) {
       w0->timer.data = s;
       uv_close((uv_handle_t *)&w0->timer, free_unborn);
     } else {
