@@ -29,6 +29,7 @@ typedef struct srv_s {
   uint64_t close_cb_ms;
   uint64_t delay_ms;       /* > 0: answer each read after this long (work in flight) */
   atomic_int reads;        /* read callbacks with data */
+  atomic_int max_active;   /* highest braid_server_stats().active seen in on_connection */
   int close_in_callback;   /* close the server from inside on_connection */
   uv_mutex_t mu;
   uv_thread_t threads[16];
@@ -101,6 +102,14 @@ static void srv_on_connection(braid_server_t *s, braid_conn_t *c, void *arg) {
   int open = atomic_fetch_add(&srv->open, 1) + 1;
   int max = atomic_load(&srv->max_open);
   while (open > max && !atomic_compare_exchange_weak(&srv->max_open, &max, open)) {
+  }
+  /* The stats are atomics: readable from a worker thread too. */
+  braid_server_stats_t st;
+  braid_server_stats(s, &st);
+  int active = (int)st.active;
+  int max_active = atomic_load(&srv->max_active);
+  while (active > max_active && !atomic_compare_exchange_weak(&srv->max_active, &max_active,
+                                                              active)) {
   }
   uv_thread_t self = uv_thread_self();
   uv_mutex_lock(&srv->mu);
@@ -324,6 +333,22 @@ static void test_listen_v4_v6(void **state) {
   dummy.t = &t;
   assert_int_equal(braid_server_close(bad, srv_on_server_closed, &dummy), 0);
 
+  /* With workers, a failed listen starts no thread and leaves nothing open. */
+  braid_server_t *multi;
+  srv_t mdummy;
+  memset(&mdummy, 0, sizeof(mdummy));
+  braid_server_opts_init(&o);
+  o.workers = 3;
+  assert_int_equal(braid_server_new(&multi, t.loop, &o, srv_on_connection, &mdummy), 0);
+  assert_int_equal(braid_server_listen(multi, "127.0.0.1", braid_server_port(s4.server)),
+                   UV_EADDRINUSE);
+  assert_int_equal(braid_server_listen(multi, "::1", 0), 0);
+  assert_int_equal(braid_server_close(multi, srv_on_server_closed, &mdummy), 0);
+  mdummy.t = &t;
+  bt_run_until(&t, &mdummy.server_closed, 5000);
+  assert_int_equal(mdummy.close_cb_calls, 1);
+
+  braid_server_opts_init(&o);
   o.max_connections = (1u << 24) + 1;
   assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
   braid_server_opts_init(&o);
@@ -416,6 +441,35 @@ static void test_connection_cap(void **state) {
   braid_server_stats_t st;
   braid_server_stats(srv.server, &st);
   assert_int_equal(st.accepted, 4);
+  assert_true(st.cap_pauses >= 1);
+  srv_close_and_wait(&srv);
+  bt_loop_done(&t);
+}
+
+static void test_connection_cap_workers(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_server_opts_t o;
+  braid_server_opts_init(&o);
+  o.max_connections = 3;
+  o.workers = 3;
+  srv_t srv;
+  srv_start(&srv, &t, &o, "127.0.0.1");
+  clients_t cl;
+  /* Closes on one worker must wake listeners paused on the others: every client is served. */
+  enum { N = 12 };
+  clients_start(&cl, &t, N, "127.0.0.1", braid_server_port(srv.server), 100, &srv);
+  bt_run_until(&t, &cl.all_echoed, 20000);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(cl.c[i].mismatch, 0);
+  assert_true(atomic_load(&srv.max_active) <= 3);
+  assert_int_equal(cl.accepted_at_first_close, 3);
+  bt_run_until(&t, &cl.all_closed, 10000);
+  clients_close_all(&cl);
+  braid_server_stats_t st;
+  braid_server_stats(srv.server, &st);
+  assert_int_equal(st.accepted, N);
   assert_true(st.cap_pauses >= 1);
   srv_close_and_wait(&srv);
   bt_loop_done(&t);
@@ -736,6 +790,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip_v4),
       cmocka_unit_test(test_round_trip_v6),
       cmocka_unit_test(test_connection_cap),
+      cmocka_unit_test(test_connection_cap_workers),
       cmocka_unit_test_teardown(test_emfile, restore_nofile),
       cmocka_unit_test(test_workers),
       cmocka_unit_test(test_workers_default_and_close_busy),
