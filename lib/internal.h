@@ -191,7 +191,7 @@ void braid__ratelimit_init(braid_ratelimit_t *rl, uint64_t rate, uint64_t burst,
 /* Takes up to want tokens from rl at loop time now_ms; returns how many were granted (0 when
  * the bucket is empty). */
 uint64_t braid__ratelimit_take(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
-/* Milliseconds until at least min(want, burst) tokens are available (>= 1). */
+/* Milliseconds until at least min(want, burst / 2) tokens are available (>= 1). */
 uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
 /* Takes n tokens, going into debt if the bucket holds fewer (for bytes already read). */
 void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
