@@ -679,9 +679,8 @@ int braid_server_listen(braid_server_t *server, const char *host, int port) {
         rc = -errno;
         break;
       }
-      uint16_t p = s->addr.ss_family == AF_INET6
-                       ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
-                       : ((struct sockaddr_in *)&s->addr)->sin_port;
+      uint16_t p = s->addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
+                                                 : ((struct sockaddr_in *)&s->addr)->sin_port;
       s->port = ntohs(p);
       if (addr.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&addr)->sin6_port = p;

@@ -249,9 +249,8 @@ static void round_trip(const char *connect_host, const char *listen_host, int fa
   o.sockopts.keepalive_idle_s = 42;
   result_t r;
   result_init(&r, &t);
-  assert_int_equal(braid_connect(t.loop, connect_host, braid_server_port(s), &o, on_connect, &r,
-                                 NULL),
-                   0);
+  assert_int_equal(
+      braid_connect(t.loop, connect_host, braid_server_port(s), &o, on_connect, &r, NULL), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, 0);
   struct sockaddr_storage peer;
@@ -447,12 +446,12 @@ static void test_bad_arguments(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_connect_timeout),    cmocka_unit_test(test_refused),
+      cmocka_unit_test(test_connect_timeout),      cmocka_unit_test(test_refused),
       cmocka_unit_test(test_refused_with_retries), cmocka_unit_test(test_localhost),
-      cmocka_unit_test(test_localhost_v4_only),  cmocka_unit_test(test_ipv6),
-      cmocka_unit_test(test_cancel_resolving),
-      cmocka_unit_test(test_cancel_connecting),  cmocka_unit_test(test_cancel_backing_off),
-      cmocka_unit_test(test_cancel_before_start), cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_localhost_v4_only),    cmocka_unit_test(test_ipv6),
+      cmocka_unit_test(test_cancel_resolving),     cmocka_unit_test(test_cancel_connecting),
+      cmocka_unit_test(test_cancel_backing_off),   cmocka_unit_test(test_cancel_before_start),
+      cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,10 +27,10 @@ typedef struct srv_s {
   int close_status;
   int server_closed; /* flag for bt_run_until */
   uint64_t close_cb_ms;
-  uint64_t delay_ms;       /* > 0: answer each read after this long (work in flight) */
-  atomic_int reads;        /* read callbacks with data */
-  atomic_int max_active;   /* highest braid_server_stats().active seen in on_connection */
-  int close_in_callback;   /* close the server from inside on_connection */
+  uint64_t delay_ms;     /* > 0: answer each read after this long (work in flight) */
+  atomic_int reads;      /* read callbacks with data */
+  atomic_int max_active; /* highest braid_server_stats().active seen in on_connection */
+  int close_in_callback; /* close the server from inside on_connection */
   uv_mutex_t mu;
   uv_thread_t threads[16];
   int nthreads;
@@ -108,8 +108,8 @@ static void srv_on_connection(braid_server_t *s, braid_conn_t *c, void *arg) {
   braid_server_stats(s, &st);
   int active = (int)st.active;
   int max_active = atomic_load(&srv->max_active);
-  while (active > max_active && !atomic_compare_exchange_weak(&srv->max_active, &max_active,
-                                                              active)) {
+  while (active > max_active &&
+         !atomic_compare_exchange_weak(&srv->max_active, &max_active, active)) {
   }
   uv_thread_t self = uv_thread_self();
   uv_mutex_lock(&srv->mu);
@@ -180,7 +180,7 @@ struct clients_s {
   int connect_errors;
   int echoed;
   int closed;
-  int all_connected;    /* flags for bt_run_until */
+  int all_connected; /* flags for bt_run_until */
   int all_echoed;
   int all_closed;
   int64_t close_after_ms; /* after the echo: -1 keep open, 0 close now, N close after N ms */
@@ -699,8 +699,7 @@ static void test_drain_in_flight(void **state) {
   assert_int_equal(cl.echoed, 0);
   uint64_t start = uv_now(&t.uv);
   assert_int_equal(braid_server_drain(srv.server, 5000, srv_on_server_closed, &srv), 0);
-  assert_int_equal(braid_server_drain(srv.server, 5000, srv_on_server_closed, &srv),
-                   BRAID_ECLOSED);
+  assert_int_equal(braid_server_drain(srv.server, 5000, srv_on_server_closed, &srv), BRAID_ECLOSED);
   /* The listener is gone at once: a new client is refused. */
   refused_t r = {0};
   assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, NULL, on_refused, &r, NULL), 0);
