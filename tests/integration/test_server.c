@@ -459,7 +459,7 @@ static void test_connection_cap_workers(void **state) {
   clients_t cl;
   /* Closes on one worker must wake listeners paused on the others: every client is served. */
   enum { N = 12 };
-  clients_start(&cl, &t, N, "127.0.0.1", braid_server_port(srv.server), 100, &srv);
+  clients_start(&cl, &t, N, "127.0.0.1", braid_server_port(srv.server), 300, &srv);
   bt_run_until(&t, &cl.all_echoed, 20000);
   for (int i = 0; i < N; i++)
     assert_int_equal(cl.c[i].mismatch, 0);
