@@ -149,14 +149,17 @@ static void wake_paused(braid_server_t *s, worker_t *self) {
   }
 }
 
-/* Takes a slot under the cap for one more connection, or pauses accepting. */
+/* Takes a slot under the cap for one more connection, or pauses accepting. A compare-and-swap
+ * rather than add-then-undo, so the count (which stats report) never exceeds the cap even
+ * for a moment. */
 static bool reserve_slot(worker_t *w) {
   braid_server_t *s = w->server;
   uint64_t cap = s->opts.max_connections;
-  uint64_t n = atomic_fetch_add(&s->active, 1);
-  if (cap == 0 || n < cap)
-    return true;
-  atomic_fetch_sub(&s->active, 1);
+  uint64_t n = atomic_load(&s->active);
+  while (cap == 0 || n < cap) {
+    if (atomic_compare_exchange_weak(&s->active, &n, n + 1))
+      return true;
+  }
   stop_accepting(w);
   atomic_fetch_add_explicit(&w->cap_pauses, 1, memory_order_relaxed);
   atomic_store(&w->paused_at_cap, 1);
