@@ -13,6 +13,10 @@
 #include "braid/conn.h"
 #include "braid/server.h"
 #include "braid/client.h"
+#include "braid/frame.h"
+#include "braid/framer.h"
 #include "braid/gzip.h"
+#include "braid/rpc.h"
+#include "braid/batch.h"
 
 #endif

@@ -83,6 +83,11 @@ struct braid_loop_s {
   bool flush_active;
 
   char *read_buf; /* shared by every connection on the loop; see braid__loop_read_alloc */
+  void *chunk_pool; /* free write chunks (BRAID__CHUNK_SIZE bytes each), linked through
+                       their first pointer */
+  unsigned chunk_pool_len;
+  void *segs_pool; /* free write-segment rings, linked the same way */
+  unsigned segs_pool_len;
   bool read_buf_busy;
 
   braid_log_fn log_fn;
@@ -108,6 +113,22 @@ void braid__loop_cancel_flush(braid__flush_t *f);
 void braid__loop_read_alloc(braid_loop_t *loop, uv_buf_t *buf);
 /* Gives the buffer back after the read callback has run. */
 void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
+
+/* Write-buffer chunks: fixed-size blocks recycled per loop, so connections copy small writes
+ * without a malloc per write and an idle connection holds none. */
+#define BRAID__CHUNK_DATA (16 * 1024)                 /* bytes of data a chunk holds */
+#define BRAID__CHUNK_SIZE (BRAID__CHUNK_DATA + 64)      /* block size: data plus a header */
+#define BRAID__CHUNK_POOL_MAX 256
+void *braid__loop_chunk_get(braid_loop_t *loop);
+void braid__loop_chunk_put(braid_loop_t *loop, void *chunk);
+
+/* Write-segment rings of BRAID__SEGS_SIZE bytes, recycled per loop the same way: a
+ * connection takes one with its first queued write and gives it back when the queue drains,
+ * so the steady state allocates nothing and an idle connection holds none. */
+#define BRAID__SEGS_SIZE 512
+#define BRAID__SEGS_POOL_MAX 4096
+void *braid__loop_segs_get(braid_loop_t *loop);
+void braid__loop_segs_put(braid_loop_t *loop, void *segs);
 
 /* Logs through the loop's hook, printf-style. */
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)
@@ -181,7 +202,7 @@ void braid__ratelimit_init(braid_ratelimit_t *rl, uint64_t rate, uint64_t burst,
 /* Takes up to want tokens from rl at loop time now_ms; returns how many were granted (0 when
  * the bucket is empty). */
 uint64_t braid__ratelimit_take(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
-/* Milliseconds until at least min(want, burst) tokens are available (>= 1). */
+/* Milliseconds until at least min(want, burst / 2) tokens are available (>= 1). */
 uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
 /* Takes n tokens, going into debt if the bucket holds fewer (for bytes already read). */
 void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
@@ -191,5 +212,14 @@ void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 
+
+/* ---- rpc (rpc.c), for batch.c -------------------------------------------------------- */
+
+/* True for a BRAID_RPC_ORDERED channel. */
+bool braid__rpc_is_ordered(const braid_rpc_t *rpc);
+/* A batcher keeps the channel's memory alive (not its connection) until it lets go, so a
+ * channel that closes under it leaves it a closed channel, not a dangling pointer. */
+void braid__rpc_ref(braid_rpc_t *rpc);
+void braid__rpc_unref(braid_rpc_t *rpc);
 
 #endif
