@@ -113,50 +113,6 @@ void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
-/* ---- connections (conn.c), for server.c and client.c -------------------------------- */
-
-/* Told when a connection it owns has closed, just before the user's close callback runs
- * (the connection is still valid during the call). A server uses it for its connection count
- * and list, so drain and the connection cap work. */
-typedef struct braid__conn_owner_s {
-  void (*on_conn_closed)(struct braid__conn_owner_s *owner, braid_conn_t *conn);
-} braid__conn_owner_t;
-
-/* Allocates a connection on loop with options opts (copied; validated by the caller) and
- * uv_tcp_init()s its handle, which the caller then accepts into or connects with (get it with
- * braid_conn_uv()). The connection counts as a live object on loop from here on. Returns 0,
- * BRAID_ENOMEM or a libuv error. */
-int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_conn_t **out);
-
-/* The socket is connected (accepted, or connect succeeded): applies so (NULL: leave the
- * socket as it is), starts the timers, and marks the connection open. Returns 0 or the
- * sockopts error (the connection is then still unestablished: discard it). */
-int braid__conn_established(braid_conn_t *conn, const braid_sockopts_t *so);
-
-/* Closes and frees a connection that was never handed to the user (accept or connect
- * failed, or established failed). No user callback runs. Asynchronous (uv_close); the loop
- * reference is dropped when the handle has closed. */
-void braid__conn_discard(braid_conn_t *conn);
-
-/* Sets the owner told about the close. owner_node is a list node inside the connection the
- * owner may link into its own list; braid__conn_from_node() maps it back. */
-void braid__conn_set_owner(braid_conn_t *conn, braid__conn_owner_t *owner);
-braid__node_t *braid__conn_node(braid_conn_t *conn);
-braid_conn_t *braid__conn_from_node(braid__node_t *node);
-
-/* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
-
-/* Takes up to want tokens from rl at loop time now_ms; returns how many were granted (0 when
- * the bucket is empty). */
-uint64_t braid__ratelimit_take(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
-/* Milliseconds until at least min(want, burst) tokens are available (>= 1). */
-uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
-/* Gives back tokens taken but not used (e.g. the other bucket of a pair said no). */
-void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
-/* Counts a connection using rl (braid_ratelimit_free refuses while any do). */
-void braid__ratelimit_attach(braid_ratelimit_t *rl);
-void braid__ratelimit_detach(braid_ratelimit_t *rl);
-
 #endif
     ;
 
@@ -210,15 +166,30 @@ braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 
+/* The bucket's state, public to the library so a connection can embed its own buckets. */
+struct braid_ratelimit_s {
+  braid_loop_t *loop; /* NULL for an embedded bucket */
+  uint64_t rate;      /* tokens per second */
+  uint64_t burst;     /* bucket size */
+  int64_t tokens;     /* may go negative: reads overdraw, and the debt delays the next read */
+  uint64_t last_ms;
+  unsigned users;
+};
+
+/* Sets up an embedded bucket (burst 0: the default), full. */
+void braid__ratelimit_init(braid_ratelimit_t *rl, uint64_t rate, uint64_t burst, uint64_t now);
 /* Takes up to want tokens from rl at loop time now_ms; returns how many were granted (0 when
  * the bucket is empty). */
 uint64_t braid__ratelimit_take(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
 /* Milliseconds until at least min(want, burst) tokens are available (>= 1). */
 uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
+/* Takes n tokens, going into debt if the bucket holds fewer (for bytes already read). */
+void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
 /* Gives back tokens taken but not used (e.g. the other bucket of a pair said no). */
 void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
 /* Counts a connection using rl (braid_ratelimit_free refuses while any do). */
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
+
 
 #endif
