@@ -27,9 +27,10 @@ static void check(int ok, const char *what) {
 int main(int argc, char **argv) {
   const char *version = braid_version_string();
   check(version != NULL && strlen(version) >= 5, "braid_version_string() looks like X.Y.Z");
-  if (argc > 1) check(strcmp(version, argv[1]) == 0, "version matches the build's");
-  check(braid_version() == ((BRAID_VERSION_MAJOR << 16) | (BRAID_VERSION_MINOR << 8) |
-                            BRAID_VERSION_PATCH),
+  if (argc > 1)
+    check(strcmp(version, argv[1]) == 0, "version matches the build's");
+  check(braid_version() ==
+            ((BRAID_VERSION_MAJOR << 16) | (BRAID_VERSION_MINOR << 8) | BRAID_VERSION_PATCH),
         "braid_version() matches the header's BRAID_VERSION_*");
 
   /* Errors: braid's own codes and libuv's both have names and messages. */
@@ -60,6 +61,7 @@ int main(int argc, char **argv) {
   }
   check(uv_loop_close(&uv) == 0, "uv_loop_close() after braid let go");
 
-  if (failures == 0) printf("consumer: braid %s OK\n", version);
+  if (failures == 0)
+    printf("consumer: braid %s OK\n", version);
   return failures == 0 ? 0 : 1;
 }
