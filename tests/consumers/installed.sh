@@ -8,6 +8,7 @@
 set -euo pipefail
 meson=$1 build=$2 src=$3 work=$4 version=$5
 cc=${CC:-cc}
+die() { echo "installed.sh: $*" >&2; exit 1; }
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -22,11 +23,11 @@ inc=$(find "$dest" -name braid.h -not -path '*/braid/*' | head -1)
 [[ -n "$inc" ]] || { echo "no braid.h installed" >&2; exit 1; }
 incdir=$(dirname "$inc")
 for h in "$src"/include/braid/*.h; do
-  [[ -f "$incdir/braid/$(basename "$h")" ]] || { echo "missing include/braid/$(basename "$h")" >&2; exit 1; }
+  [[ -f "$incdir/braid/$(basename "$h")" ]] || die "missing include/braid/$(basename "$h")"
 done
 lib=$(find "$dest" -name 'libbraid.so' | head -1)
 [[ -n "$lib" ]] || { echo "no libbraid.so installed" >&2; exit 1; }
-[[ -n "$(find "$dest" -name 'libbraid.a' | head -1)" ]] || { echo "no libbraid.a installed" >&2; exit 1; }
+[[ -n "$(find "$dest" -name 'libbraid.a' | head -1)" ]] || die "no libbraid.a installed"
 
 # Only the public API is exported: every defined dynamic symbol is braid_<name>, none is an
 # internal braid__<name>, and nothing unprefixed leaks.
