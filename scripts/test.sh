@@ -41,7 +41,10 @@ run_suites() { # run_suites DIR [meson test args...]
   # A run that dies before writing its log must not count the previous run's results.
   rm -f "$dir/meson-logs/testlog.json"
   meson test -C "$dir" --print-errorlogs --no-stdsplit "$@" | grep -vE '^ *[0-9]+/[0-9]+ .* OK '
-  [[ -f "$dir/meson-logs/testlog.json" ]] || { echo "meson test did not run in $dir" >&2; failed=$((failed + 1)); }
+  if [[ ! -f "$dir/meson-logs/testlog.json" ]]; then
+    echo "meson test did not run in $dir" >&2
+    failed=$((failed + 1))
+  fi
   count "$dir"
 }
 
