@@ -40,7 +40,7 @@ run_suites() { # run_suites DIR [meson test args...]
   ninja -C "$dir" >/dev/null || { echo "build failed in $dir" >&2; ninja -C "$dir" | tail -40; failed=$((failed + 1)); return; }
   # A run that dies before writing its log must not count the previous run's results.
   rm -f "$dir/meson-logs/testlog.json"
-  meson test -C "$dir" --print-errorlogs --no-stdsplit "$@" | grep -vE '^ *[0-9]+/[0-9]+ .* OK '
+  meson test -C "$dir" --no-rebuild --print-errorlogs --no-stdsplit "$@" | grep -vE '^ *[0-9]+/[0-9]+ .* OK '
   if [[ ! -f "$dir/meson-logs/testlog.json" ]]; then
     echo "meson test did not run in $dir" >&2
     failed=$((failed + 1))
