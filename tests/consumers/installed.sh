@@ -53,6 +53,9 @@ $cc -std=c11 -Wall -Wextra -Werror "$src/tests/consumers/consumer.c" -o "$work/c
 LD_LIBRARY_PATH=$(dirname "$lib") "$work/consumer" "$version"
 
 # The program must have run against the installed copy, not the build tree's.
-LD_LIBRARY_PATH=$(dirname "$lib") ldd "$work/consumer" | grep -q "$dest" ||
-  { echo "consumer did not load the installed libbraid.so" >&2; exit 1; }
+# (ldd's output goes to a variable first: grep -q would stop reading early, and the SIGPIPE
+# ldd then gets fails the pipeline under pipefail.)
+loaded=$(LD_LIBRARY_PATH=$(dirname "$lib") ldd "$work/consumer")
+grep -q "$dest.*libbraid" <<<"$loaded" ||
+  die "consumer did not load the installed libbraid.so:"$'\n'"$loaded"
 rm -rf "$work"
