@@ -4,10 +4,14 @@
 # and runs it against the installed shared library. Also checks what the install contains
 # (headers, braid.pc) and that libbraid.so exports braid_* symbols and nothing else.
 #
-# Usage: installed.sh MESON BUILD_DIR SOURCE_DIR WORK_DIR VERSION   (run by meson test)
+# Usage: installed.sh MESON BUILD_DIR SOURCE_DIR WORK_DIR VERSION [SANITIZE]
+# (run by meson test; SANITIZE is the build's b_sanitize, so a sanitized libbraid.so gets a
+# consumer compiled with the same runtime)
 set -euo pipefail
-meson=$1 build=$2 src=$3 work=$4 version=$5
+meson=$1 build=$2 src=$3 work=$4 version=$5 sanitize=${6:-none}
 cc=${CC:-cc}
+san_flags=()
+[[ "$sanitize" == none || -z "$sanitize" ]] || san_flags=("-fsanitize=$sanitize")
 die() { echo "installed.sh: $*" >&2; exit 1; }
 
 rm -rf "$work"
@@ -49,7 +53,9 @@ done
 export PKG_CONFIG_PATH=$(dirname "$pc")
 export PKG_CONFIG_SYSROOT_DIR=$dest
 flags=$(pkg-config --cflags --libs braid)
-$cc -std=c11 -Wall -Wextra -Werror "$src/tests/consumers/consumer.c" -o "$work/consumer" $flags
+# $cc unquoted: it may be a command with arguments ("ccache cc"); meson passes its own.
+$cc -std=c11 -Wall -Wextra -Werror "${san_flags[@]}" "$src/tests/consumers/consumer.c" \
+  -o "$work/consumer" $flags
 LD_LIBRARY_PATH=$(dirname "$lib") "$work/consumer" "$version"
 
 # The program must have run against the installed copy, not the build tree's.
