@@ -26,6 +26,7 @@ typedef struct {
   uint64_t rx_bytes; /* bytes received so far */
   uint64_t *sent_ns; /* send time of each request in flight, a ring of pipeline entries */
   char *request;     /* scratch buffer for building one request */
+  int failed;        /* an error on this connection was reported */
 } client_t;
 
 /* What every connection shares. One loop, one thread: no locking needed. */
@@ -44,9 +45,15 @@ static char pattern(int c, uint64_t n, size_t i) {
   return (char)(n * 131u + i * 7u + (i >> 8) + (unsigned)c * 17u);
 }
 
+/* Reports the first error of a connection (later ones are usually its consequences). */
+static void report(client_t *cl, const char *what) {
+  if (!cl->failed)
+    fprintf(stderr, "echo_client: connection %d: %s\n", cl->index, what);
+  cl->failed = run.failed = 1;
+}
+
 static void fail(client_t *cl, const char *what) {
-  fprintf(stderr, "echo_client: connection %d: %s\n", cl->index, what);
-  run.failed = 1;
+  report(cl, what);
   braid_conn_close(cl->conn);
 }
 
@@ -116,12 +123,10 @@ static void on_read(braid_conn_t *conn, int status, const char *data, size_t len
 static void on_close(braid_conn_t *conn, int status, void *arg) {
   client_t *cl = arg;
   (void)conn;
-  if (status != 0) {
-    fprintf(stderr, "echo_client: connection %d closed: %s\n", cl->index, braid_strerror(status));
-    run.failed = 1;
-  } else if (cl->done != cl->requests) {
-    run.failed = 1;
-  }
+  if (status != 0)
+    report(cl, braid_strerror(status));
+  else if (cl->done != cl->requests)
+    report(cl, "closed before every response arrived");
 }
 
 /* ---- connecting ------------------------------------------------------------------------ */
