@@ -91,7 +91,6 @@ static void on_response(client_t *cl) {
  * belongs to, and count a response whenever a whole one has arrived. */
 static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
   client_t *cl = arg;
-  (void)conn;
   if (status == BRAID_EOF) {
     fail(cl, "server closed the connection early");
     return;
@@ -168,7 +167,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
   } nums[] = {
       {"--port", &a->port, 1, 65535},
       {"--conns", &a->conns, 1, 10000},
-      {"--requests", &a->requests, 1, 1L << 40},
+      {"--requests", &a->requests, 1, 1000000000},
       {"--size", &a->size, 1, 64L << 20},
       {"--pipeline", &a->pipeline, 1, 100000},
   };
@@ -242,8 +241,10 @@ int main(int argc, char **argv) {
   opts.conn.read_timeout_ms = 10000;
 
   client_t *clients = calloc((size_t)args.conns, sizeof *clients);
-  if (!clients)
+  if (!clients) {
+    braid_loop_close(loop);
     return 1;
+  }
   run.start_ns = run.end_ns = uv_hrtime();
   for (long c = 0; c < args.conns; c++) {
     client_t *cl = &clients[c];
