@@ -13,5 +13,7 @@
 #include "braid/conn.h"
 #include "braid/server.h"
 #include "braid/client.h"
+#include "braid/frame.h"
+#include "braid/framer.h"
 
 #endif
