@@ -456,7 +456,8 @@ def main(argv):
     doc = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
            'command': ' '.join([os.path.basename(sys.executable), 'bench/run.py'] + argv),
            'host': {'machine': platform.machine(), 'kernel': platform.release(),
-                    'cpus': os.cpu_count(), 'pinned': ctx.pin},
+                    'cpus': os.cpu_count(), 'pinned': ctx.pin,
+                    'loadavg_start': os.getloadavg()},
            'scenarios': {}}
     failed, missed = [], []
     t0 = time.monotonic()
@@ -475,6 +476,10 @@ def main(argv):
         if hasattr(sc, 'failures'):
             missed += sc.failures(res)
     doc['elapsed_s'] = round(time.monotonic() - t0, 1)
+    doc['host']['loadavg_end'] = os.getloadavg()
+    # Other jobs on the machine skew every figure; say so next to them.
+    print('load average %.1f at start, %.1f at end (%d CPUs)' % (
+        doc['host']['loadavg_start'][0], doc['host']['loadavg_end'][0], os.cpu_count() or 1))
     doc['targets_missed'] = missed
     doc['failed'] = failed
     for m in missed:
