@@ -395,9 +395,14 @@ class EchoIdle:
                 'rss_before': rss0, 'rss_after': rss1, 'rss_per_conn': (rss1 - rss0) / n}
 
     def report(self, res):
-        rows = [[n, '%.0f' % r['heap_per_conn'], r['uv_handle_bytes'] or '-',
-                 '%.0f' % r['beyond_handle'], '%.0f' % r['rss_per_conn']]
-                for n, r in res['servers'].items()]
+        rows = []
+        for n, r in res['servers'].items():
+            if r['heap_after'] == 0:  # sanitizer builds replace malloc: mallinfo2() says 0
+                heap = beyond = 'n/a'
+            else:
+                heap, beyond = '%.0f' % r['heap_per_conn'], '%.0f' % r['beyond_handle']
+            rows.append([n, heap, r['uv_handle_bytes'] or '-', beyond,
+                         '%.0f' % r['rss_per_conn']])
         text = ('%d idle connections\n\n' % res['conns']) + table(
             ['server', 'heap B/conn', 'uv_tcp_t B', 'heap beyond handle B/conn', 'RSS B/conn'],
             rows)
@@ -407,7 +412,7 @@ class EchoIdle:
 
     def failures(self, res):
         r = res['servers'].get('braid')
-        if r and r['beyond_handle'] >= self.target_beyond_handle:
+        if r and r['heap_after'] and r['beyond_handle'] >= self.target_beyond_handle:
             return ['echo_idle: braid %.0f B/conn beyond the handle >= %d' % (
                 r['beyond_handle'], self.target_beyond_handle)]
         return []
