@@ -16,7 +16,10 @@ ratios of braid to each baseline and requests per server-CPU-second (utime+stime
 
 Adding a scenario: write a class with `name`, `describe`, `run(ctx) -> dict` and
 `report(result) -> str` (and optionally `failures(result) -> [str]`), decorate it with
-@scenario, and it runs by default (or with --scenario NAME).
+@scenario, and it runs by default (or with --scenario NAME). Put it in its own file,
+bench/scenario_<name>.py, starting with `from run import scenario, BenchError, Server, table,
+median, spread, log`: run.py loads every bench/scenario_*.py at start-up, in name order, after
+its own scenarios. ctx.prog(NAME) finds a built program (None when it was not built).
 
 Standard library only.
 """
@@ -420,6 +423,22 @@ class EchoIdle:
 
 # ---- main -----------------------------------------------------------------------------------
 
+def load_scenario_files():
+    """Imports bench/scenario_*.py; their @scenario classes register themselves."""
+    import glob
+    import importlib.util
+    # Scenario files `from run import ...`: make that name this very module, so they
+    # register in this SCENARIOS, also when run.py runs as __main__.
+    sys.modules.setdefault("run", sys.modules[__name__])
+    sys.dont_write_bytecode = True  # keep the source tree clean
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in sorted(glob.glob(os.path.join(here, 'scenario_*.py'))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+
+
 def find_bench_dir(path):
     for d in (path, os.path.join(path, 'bench')):
         if os.access(os.path.join(d, 'echo_load'), os.X_OK):
@@ -429,6 +448,7 @@ def find_bench_dir(path):
 
 
 def main(argv):
+    load_scenario_files()
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('build_dir', nargs='?', default='build/bench',
                    help='meson build dir holding the bench programs (default build/bench)')
