@@ -187,6 +187,11 @@ static int next_delimiter(braid_framer_t *f, const uint8_t *buf, size_t len,
 
 static int next_custom(braid_framer_t *f, const uint8_t *buf, size_t len,
                        braid_framer_msg_t *msg) {
+  /* The callback never sees past the maximum: what it decides then cannot depend on how
+   * the stream was split (a read of max + 1000 bytes and a read of max bytes get the same
+   * answer), and no call scans more than max bytes. */
+  if (len > f->max_frame)
+    len = f->max_frame;
   memset(msg, 0, sizeof(*msg));
   int rc = f->u.custom.fn(f->u.custom.arg, buf, len, msg);
   if (rc < 0)

@@ -38,9 +38,11 @@ typedef struct braid_framer_msg_s {
 } braid_framer_msg_t;
 
 /* A custom framer: the same contract as braid_framer_next() (return frame_len > 0 with
- * msg's frame_len/payload_off/payload_len filled, 0 with msg->need set or 0, or a negative
- * braid error code such as BRAID_EPROTO). buf[0..len) are the buffered bytes from the start
- * of a message; a call after a 0 result sees the same bytes plus more. braid enforces the
+ * msg's payload_off/payload_len filled, 0 with msg->need set or 0, or a negative braid error
+ * code such as BRAID_EPROTO). buf[0..len) are the buffered bytes from the start of a message,
+ * at most the framer's maximum (bytes beyond it are not shown); a call after a 0 result sees
+ * the same bytes plus more. Its answer for a prefix should not change when more bytes follow,
+ * so the result does not depend on how reads split the stream. braid enforces the
  * maximum around it: a need-more result at len >= max, or a frame_len > max, becomes
  * BRAID_ETOOBIG, and an impossible result (frame_len 0 or > len, payload outside the
  * frame, need <= len) becomes BRAID_EPROTO. Called synchronously, zero or more times per

@@ -142,6 +142,9 @@ static const tcase_t cases[] = {
     {"custom: bad terminator", NS(100, "3:abc;"), {NULL}, BRAID_EPROTO, 0},
     {"custom: over max by need", NS(10, "3:abc,9:"), {"abc"}, BRAID_ETOOBIG, 0},
     {"custom: over max by bytes", NS(4, "1234"), {NULL}, BRAID_ETOOBIG, 0},
+    /* Found by fuzz_framer: the callback must not see past max, or "too many digits" (seen
+     * whole) and "too big" (seen in pieces) would both be possible answers. */
+    {"custom: past max is not shown", NS(4, "1234567890"), {NULL}, BRAID_ETOOBIG, 0},
 };
 
 static void setup_framer(const tcase_t *c, braid_framer_t *f) {
@@ -443,12 +446,13 @@ static void test_config_validation(void **state) {
 typedef struct {
   int rc;
   braid_framer_msg_t m;
+  size_t seen;
 } canned_t;
 
 static int canned_fn(void *arg, const uint8_t *buf, size_t len, braid_framer_msg_t *msg) {
-  const canned_t *c = arg;
+  canned_t *c = arg;
   (void)buf;
-  (void)len;
+  c->seen = len;
   *msg = c->m;
   return c->rc;
 }
@@ -460,15 +464,15 @@ static void test_custom_contract(void **state) {
     size_t len;
     int want;
   } rows[] = {
-      {{5, {0, 0, 5, 0}}, 10, 5},            /* fine */
-      {{11, {0, 0, 0, 0}}, 10, BRAID_EPROTO}, /* frame beyond the bytes given */
-      {{5, {0, 4, 2, 0}}, 10, BRAID_EPROTO},  /* payload past the frame */
-      {{5, {0, 6, 0, 0}}, 10, BRAID_EPROTO},  /* payload offset past the frame */
-      {{0, {0, 0, 0, 10}}, 10, BRAID_EPROTO}, /* need not beyond what it has */
-      {{0, {0, 0, 0, 21}}, 10, BRAID_ETOOBIG}, /* need beyond max (20) */
-      {{0, {0, 0, 0, 0}}, 20, BRAID_ETOOBIG},  /* undecided at max */
-      {{0, {0, 0, 0, 0}}, 19, 0},             /* undecided under max */
-      {{-12345, {0, 0, 0, 0}}, 5, -12345},    /* its own error passes through */
+      {{5, {0, 0, 5, 0}, 0}, 10, 5},            /* fine */
+      {{11, {0, 0, 0, 0}, 0}, 10, BRAID_EPROTO}, /* frame beyond the bytes given */
+      {{5, {0, 4, 2, 0}, 0}, 10, BRAID_EPROTO},  /* payload past the frame */
+      {{5, {0, 6, 0, 0}, 0}, 10, BRAID_EPROTO},  /* payload offset past the frame */
+      {{0, {0, 0, 0, 10}, 0}, 10, BRAID_EPROTO}, /* need not beyond what it has */
+      {{0, {0, 0, 0, 21}, 0}, 10, BRAID_ETOOBIG}, /* need beyond max (20) */
+      {{0, {0, 0, 0, 0}, 0}, 20, BRAID_ETOOBIG},  /* undecided at max */
+      {{0, {0, 0, 0, 0}, 0}, 19, 0},             /* undecided under max */
+      {{-12345, {0, 0, 0, 0}, 0}, 5, -12345},    /* its own error passes through */
   };
   static uint8_t buf[32];
   for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
@@ -480,12 +484,15 @@ static void test_custom_contract(void **state) {
     if (rc != rows[i].want)
       fail_msg("row %zu: %d, want %d", i, rc, rows[i].want);
   }
-  /* A frame longer than max (with enough bytes given) is too big, not malformed. */
+  /* The callback is shown at most max bytes. */
   braid_framer_t f;
-  canned_t c = {25, {0, 0, 25, 0}};
+  canned_t c = {5, {0, 0, 5, 0}, 0};
   assert_int_equal(braid_framer_init_custom(&f, canned_fn, &c, 20), 0);
   braid_framer_msg_t m;
-  assert_int_equal(braid_framer_next(&f, buf, 30, &m), BRAID_ETOOBIG);
+  assert_int_equal(braid_framer_next(&f, buf, 30, &m), 5);
+  assert_int_equal(c.seen, 20);
+  assert_int_equal(braid_framer_next(&f, buf, 7, &m), 5);
+  assert_int_equal(c.seen, 7);
 }
 
 /* ---- framebuf specifics ----------------------------------------------------------------- */
