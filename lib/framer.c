@@ -330,8 +330,10 @@ static int next_from_partial(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
       n = fb->len > BRAID_FRAMEBUF_KEEP_BYTES ? fb->len : BRAID_FRAMEBUF_KEEP_BYTES;
     if (n > fb->in_len)
       n = fb->in_len;
-    if (n > max - fb->len) /* the framer errs before len reaches max, so this stays > 0 */
+    if (n > max - fb->len)
       n = max - fb->len;
+    if (n == 0) /* a framer undecided at its own maximum: a custom one, misbehaving */
+      return fail(fb, BRAID_ETOOBIG);
     int rc = reserve(fb, fb->len + n > fb->need_hint ? fb->len + n : fb->need_hint);
     if (rc < 0)
       return fail(fb, rc);
