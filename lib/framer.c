@@ -115,7 +115,8 @@ static int found(braid_framer_msg_t *msg, size_t frame_len, size_t off, size_t p
 static int next_braid(braid_framer_t *f, const uint8_t *buf, size_t len,
                       braid_framer_msg_t *msg) {
   braid_frame_header_t hdr;
-  int rc = braid_frame_header_decode(buf, len, f->u.braid.max_payload, &hdr, NULL);
+  int rc = braid_frame_header_decode(buf, len, f->u.braid.max_payload, &hdr,
+                                     &f->u.braid.reject);
   if (rc < 0)
     return rc;
   if (rc == 0)
@@ -398,4 +399,23 @@ int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
   fb->in = NULL;
   fb->in_len = 0;
   return 0;
+}
+
+void braid_framebuf_reject(const braid_framebuf_t *fb, braid_frame_reject_t *out) {
+  if (!out)
+    return;
+  int err = fb ? fb->failed : 0;
+  if (err == 0) {
+    *out = (braid_frame_reject_t){BRAID_WIRE_OK, "no error"};
+  } else if (fb->framer.kind == BRAID_FRAMER_BRAID && (err == BRAID_EPROTO ||
+                                                       err == BRAID_ETOOBIG) &&
+             fb->framer.u.braid.reject.message) {
+    *out = fb->framer.u.braid.reject;
+  } else if (err == BRAID_ETOOBIG) {
+    *out = (braid_frame_reject_t){BRAID_WIRE_TOO_BIG, "message exceeds the maximum size"};
+  } else if (err == BRAID_EPROTO) {
+    *out = (braid_frame_reject_t){BRAID_WIRE_PROTOCOL, "malformed message"};
+  } else {
+    *out = (braid_frame_reject_t){BRAID_WIRE_INTERNAL, "cannot frame the stream"};
+  }
 }

@@ -17,6 +17,7 @@
 #define BRAID_FRAMER_H
 
 #include "common.h"
+#include "frame.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -104,6 +105,7 @@ typedef struct braid_framer_s {
   union {
     struct {
       size_t max_payload;
+      braid_frame_reject_t reject; /* why the last header was refused */
     } braid;
     braid_length_field_opts_t lf;
     struct {
@@ -218,6 +220,14 @@ BRAID_EXTERN size_t braid_framebuf_pending(const braid_framebuf_t *fb);
 /* Drops any partial message and error, releases the buffer, and resets the framer's scan,
  * keeping its configuration (for a new stream). */
 BRAID_EXTERN void braid_framebuf_reset(braid_framebuf_t *fb);
+
+/* Describes fb's sticky error as what to send the peer before closing: for a braid framer
+ * the exact wire code and message of the refused header (BRAID_WIRE_PROTOCOL,
+ * BRAID_WIRE_VERSION or BRAID_WIRE_TOO_BIG); for other framers BRAID_WIRE_TOO_BIG or
+ * BRAID_WIRE_PROTOCOL with a generic message, BRAID_WIRE_INTERNAL for other errors
+ * (BRAID_ENOMEM, a custom framer's own code); BRAID_WIRE_OK "no error" when fb has not
+ * failed. out->message is static. */
+BRAID_EXTERN void braid_framebuf_reject(const braid_framebuf_t *fb, braid_frame_reject_t *out);
 
 /* Releases the buffer. fb may be re-initialised afterwards. NULL is ignored. */
 BRAID_EXTERN void braid_framebuf_free(braid_framebuf_t *fb);

@@ -776,6 +776,59 @@ static void test_random_streams(void **state) {
   }
 }
 
+/* After a failure the framebuf says what to send the peer: the braid framer's exact reason,
+ * or a generic one for the other framers. */
+static void test_framebuf_reject(void **state) {
+  (void)state;
+  const struct {
+    const char *stream;
+    size_t len;
+    int err;
+    uint16_t code;
+    const char *message;
+  } rows[] = {
+      {"GET / HTTP/1.1\r\n", 16, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "bad magic"},
+      {"BR\x02", 3, BRAID_EPROTO, BRAID_WIRE_VERSION, "unsupported protocol version"},
+      {"BR\x01\x01\0\0\0\0\0\0\0\x01\0\x01\0\0", 16, BRAID_ETOOBIG, BRAID_WIRE_TOO_BIG,
+       "frame payload exceeds the maximum"},
+  };
+  braid_framer_t f;
+  braid_framebuf_t fb;
+  braid_framebuf_msg_t m;
+  braid_frame_reject_t r;
+  assert_int_equal(braid_framer_init_braid(&f, 4096), 0);
+  for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+    assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+    braid_framebuf_reject(&fb, &r);
+    assert_int_equal(r.code, BRAID_WIRE_OK);
+    /* In two pieces, so the failure may come from the partial path too. */
+    assert_int_equal(braid_framebuf_push(&fb, rows[i].stream, 2), 0);
+    int rc = braid_framebuf_next(&fb, &m);
+    if (rc == 0) {
+      assert_int_equal(braid_framebuf_push(&fb, rows[i].stream + 2, rows[i].len - 2), 0);
+      rc = braid_framebuf_next(&fb, &m);
+    }
+    assert_int_equal(rc, rows[i].err);
+    braid_framebuf_reject(&fb, &r);
+    assert_int_equal(r.code, rows[i].code);
+    assert_string_equal(r.message, rows[i].message);
+    braid_framebuf_free(&fb);
+  }
+  braid_delimiter_opts_t o;
+  braid_delimiter_opts_init(&o);
+  o.max_frame_bytes = 4;
+  assert_int_equal(braid_framer_init_delimiter(&f, &o), 0);
+  assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+  assert_int_equal(braid_framebuf_push(&fb, "abcdef", 6), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), BRAID_ETOOBIG);
+  braid_framebuf_reject(&fb, &r);
+  assert_int_equal(r.code, BRAID_WIRE_TOO_BIG);
+  braid_framebuf_reset(&fb);
+  braid_framebuf_reject(&fb, &r);
+  assert_int_equal(r.code, BRAID_WIRE_OK);
+  braid_framebuf_free(&fb);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
@@ -786,6 +839,7 @@ int main(void) {
       cmocka_unit_test(test_framebuf_bounded),
       cmocka_unit_test(test_delimiter_scan_resumes),
       cmocka_unit_test(test_random_streams),
+      cmocka_unit_test(test_framebuf_reject),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
