@@ -419,3 +419,13 @@ void braid_framebuf_reject(const braid_framebuf_t *fb, braid_frame_reject_t *out
     *out = (braid_frame_reject_t){BRAID_WIRE_INTERNAL, "cannot frame the stream"};
   }
 }
+
+void braid_framebuf_trim(braid_framebuf_t *fb) {
+  if (!fb || fb->len > fb->consume)
+    return;
+  if (fb->consume) {
+    fb->len = 0;
+    fb->consume = 0;
+  }
+  release_buf(fb);
+}

@@ -173,7 +173,7 @@ BRAID_EXTERN size_t braid_framer_max_frame(const braid_framer_t *f);
 #define BRAID_FRAMEBUF_KEEP_BYTES 4096
 
 /* A message handed out by braid_framebuf_next(). The views are valid until the next call
- * on the framebuf (next, push, reset, free) and, when copied is 0, only as long as the
+ * on the framebuf (next, push, trim, reset, free) and, when copied is 0, only as long as the
  * bytes given to braid_framebuf_push() are. */
 typedef struct braid_framebuf_msg_s {
   const uint8_t *frame; /* the whole message, frame_len bytes */
@@ -228,6 +228,12 @@ BRAID_EXTERN void braid_framebuf_reset(braid_framebuf_t *fb);
  * (BRAID_ENOMEM, a custom framer's own code); BRAID_WIRE_OK "no error" when fb has not
  * failed. out->message is static. */
 BRAID_EXTERN void braid_framebuf_reject(const braid_framebuf_t *fb, braid_frame_reject_t *out);
+
+/* Frees the buffer when it holds no partial message (an idle connection's framebuf then
+ * owns no memory; the next partial message allocates again). Call it when a connection goes
+ * idle; the buffer is otherwise kept (up to BRAID_FRAMEBUF_KEEP_BYTES) so that pipelined
+ * streams, where nearly every read ends mid-message, do not allocate per read. */
+BRAID_EXTERN void braid_framebuf_trim(braid_framebuf_t *fb);
 
 /* Releases the buffer. fb may be re-initialised afterwards. NULL is ignored. */
 BRAID_EXTERN void braid_framebuf_free(braid_framebuf_t *fb);

@@ -625,11 +625,26 @@ static void test_framebuf_delimiter_give_back(void **state) {
   assert_memory_equal(m.payload, "PING", 4);
   assert_int_equal(braid_framebuf_next(&fb, &m), 0);
   assert_int_equal(braid_framebuf_pending(&fb), 2);
+  braid_framebuf_trim(&fb); /* holds a partial message: kept */
+  assert_non_null(fb.buf);
+  assert_int_equal(braid_framebuf_pending(&fb), 2);
   braid_framebuf_reset(&fb);
   assert_int_equal(braid_framebuf_pending(&fb), 0);
   assert_int_equal(braid_framebuf_push(&fb, "L\r\n", 3), 0);
   assert_int_equal(braid_framebuf_next(&fb, &m), 1);
   assert_memory_equal(m.payload, "L", 1);
+  /* A message reassembled in the buffer, then trimmed once drained: no memory left. */
+  assert_int_equal(braid_framebuf_push(&fb, "ab", 2), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_non_null(fb.buf);
+  assert_int_equal(braid_framebuf_push(&fb, "\r\n", 2), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 1);
+  assert_int_equal(m.copied, 1);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_non_null(fb.buf); /* small: kept for the next partial */
+  braid_framebuf_trim(&fb);
+  assert_null(fb.buf);
+  assert_int_equal(braid_framebuf_pending(&fb), 0);
   braid_framebuf_free(&fb);
   braid_framebuf_free(NULL);
   assert_int_equal(braid_framebuf_init(NULL, &f), BRAID_EINVAL);
