@@ -285,11 +285,15 @@ static int fail(braid_framebuf_t *fb, int err) {
   return err;
 }
 
-/* Makes room for want bytes in total (want <= the framer's maximum). */
-static int reserve(braid_framebuf_t *fb, size_t want) {
+/* Makes room for want bytes in total (want <= the framer's maximum), growing by doubling
+ * but never past the maximum, nor past a large message's known length need (0 = unknown):
+ * doubling toward 3 MiB must not allocate 4. */
+static int reserve(braid_framebuf_t *fb, size_t want, size_t need) {
   if (want <= fb->cap)
     return 0;
   size_t max = braid_framer_max_frame(&fb->framer);
+  if (need > BRAID_FRAMEBUF_EAGER_BYTES && need < max)
+    max = need;
   size_t cap = fb->cap * 2;
   if (cap < want)
     cap = want;
@@ -303,6 +307,16 @@ static int reserve(braid_framebuf_t *fb, size_t want) {
   fb->buf = p;
   fb->cap = cap;
   return 0;
+}
+
+/* How much room to make for have bytes of a message whose total length is need (0 =
+ * unknown). Up to BRAID_FRAMEBUF_EAGER_BYTES the whole message is allocated at once; past
+ * that, room only follows what arrived (doubling), so a 16-byte header declaring 16 MiB
+ * does not commit 16 MiB before the peer sends it. */
+static size_t reserve_target(size_t have, size_t need) {
+  if (need > have && need <= BRAID_FRAMEBUF_EAGER_BYTES)
+    return need;
+  return have;
 }
 
 static int hand_out(braid_framebuf_msg_t *out, const uint8_t *base, const braid_framer_msg_t *m,
@@ -335,7 +349,7 @@ static int next_from_partial(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
       n = max - fb->len;
     if (n == 0) /* a framer undecided at its own maximum: a custom one, misbehaving */
       return fail(fb, BRAID_ETOOBIG);
-    int rc = reserve(fb, fb->len + n > fb->need_hint ? fb->len + n : fb->need_hint);
+    int rc = reserve(fb, reserve_target(fb->len + n, fb->need_hint), fb->need_hint);
     if (rc < 0)
       return fail(fb, rc);
     memcpy(fb->buf + fb->len, fb->in, n);
@@ -388,9 +402,9 @@ int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
     return hand_out(out, base, &m, 0);
   }
   /* A partial message ends the pushed bytes: keep it, sized for the whole message at once
-   * when the framer knows its length. The framer bounded both by its maximum already. */
-  size_t want = m.need > fb->in_len ? m.need : fb->in_len;
-  rc = reserve(fb, want);
+   * when the framer knows its length and it is not huge. The framer bounded both by its
+   * maximum already. */
+  rc = reserve(fb, reserve_target(fb->in_len, m.need), m.need);
   if (rc < 0)
     return fail(fb, rc);
   memcpy(fb->buf, fb->in, fb->in_len);

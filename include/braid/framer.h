@@ -171,6 +171,10 @@ BRAID_EXTERN size_t braid_framer_max_frame(const braid_framer_t *f);
 /* Bytes of partial-message buffer a framebuf keeps between messages; a larger buffer (from a
  * large message) is freed as soon as it is empty, so an idle connection holds little. */
 #define BRAID_FRAMEBUF_KEEP_BYTES 4096
+/* A partial message whose length is known and at most this is given its whole buffer in one
+ * allocation; a longer one gets room as its bytes arrive (doubling), so a peer cannot make a
+ * connection commit more than about twice what it actually sent. */
+#define BRAID_FRAMEBUF_EAGER_BYTES ((size_t)1 << 20)
 
 /* A message handed out by braid_framebuf_next(). The views are valid until the next call
  * on the framebuf (next, push, trim, reset, free) and, when copied is 0, only as long as the
@@ -207,8 +211,9 @@ BRAID_EXTERN int braid_framebuf_init(braid_framebuf_t *fb, const braid_framer_t 
 BRAID_EXTERN int braid_framebuf_push(braid_framebuf_t *fb, const void *data, size_t len);
 
 /* Returns the next whole message. Returns 1 with *msg filled; 0 when the pushed bytes are
- * used up (any partial message at their end has been copied into fb, in one allocation
- * sized from the framer's need when known, never beyond the framer's maximum); or a
+ * used up (any partial message at their end has been copied into fb: in one allocation when
+ * the framer knows the length and it is at most BRAID_FRAMEBUF_EAGER_BYTES, else growing
+ * with the bytes received; never beyond the framer's maximum); or a
  * negative code: the framer's error (BRAID_ETOOBIG, BRAID_EPROTO, ...) or BRAID_ENOMEM.
  * Errors are sticky: every later call returns the same code. */
 BRAID_EXTERN int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *msg);

@@ -593,6 +593,44 @@ static void test_framebuf_zero_copy_and_allocations(void **state) {
   assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
 }
 
+/* A header declaring a huge message commits memory only as the bytes arrive. */
+static void test_framebuf_large_message_grows_with_data(void **state) {
+  (void)state;
+  assert_int_equal(braid_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+  braid_framer_t f;
+  braid_framebuf_t fb;
+  braid_framebuf_msg_t m;
+  assert_int_equal(braid_framer_init_braid(&f, BRAID_FRAME_DEFAULT_MAX_PAYLOAD), 0);
+  assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+  const uint32_t plen = 3u << 20;
+  uint8_t *frame = malloc(16 + plen);
+  braid_frame_header_t h = {0, BRAID_FRAME_RESPONSE, 0, 9, plen};
+  assert_int_equal(braid_frame_header_encode(frame, &h), 16);
+  for (uint32_t i = 0; i < plen; i++)
+    frame[16 + i] = (uint8_t)(i * 7);
+  max_alloc = 0;
+  size_t off = 0;
+  int rc = 0;
+  while (off < 16 + (size_t)plen) {
+    size_t piece = 16 + plen - off < 65536 ? 16 + plen - off : 65536;
+    assert_int_equal(braid_framebuf_push(&fb, frame + off, piece), 0);
+    off += piece;
+    rc = braid_framebuf_next(&fb, &m);
+    if (rc == 0) /* room follows the data: at most about twice what arrived */
+      assert_true(fb.cap <= 2 * off + 256 || fb.cap <= BRAID_FRAMEBUF_EAGER_BYTES);
+  }
+  assert_int_equal(rc, 1);
+  assert_int_equal(m.copied, 1);
+  assert_int_equal(m.payload_len, plen);
+  assert_memory_equal(m.payload, frame + 16, plen);
+  assert_true(max_alloc <= 16 + (size_t)plen + 65536 * 2);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_null(fb.buf); /* a big buffer is let go once drained */
+  braid_framebuf_free(&fb);
+  free(frame);
+  assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
+}
+
 /* A delimiter framer does not know lengths: the framebuf appends a chunk, and gives back
  * what followed the message so the rest of the read stays zero-copy. */
 static void test_framebuf_delimiter_give_back(void **state) {
@@ -850,6 +888,7 @@ int main(void) {
       cmocka_unit_test(test_config_validation),
       cmocka_unit_test(test_custom_contract),
       cmocka_unit_test(test_framebuf_zero_copy_and_allocations),
+      cmocka_unit_test(test_framebuf_large_message_grows_with_data),
       cmocka_unit_test(test_framebuf_delimiter_give_back),
       cmocka_unit_test(test_framebuf_bounded),
       cmocka_unit_test(test_delimiter_scan_resumes),
