@@ -15,5 +15,7 @@
 #include "braid/client.h"
 #include "braid/frame.h"
 #include "braid/framer.h"
+#include "braid/rpc.h"
+#include "braid/batch.h"
 
 #endif
