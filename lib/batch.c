@@ -106,6 +106,7 @@ int braid_batcher_new(braid_batcher_t **out, braid_rpc_t *rpc, const braid_batch
     b->timer->data = b;
   }
   b->flush.fn = on_flush_phase;
+  braid__rpc_ref(rpc);
   braid__loop_ref(b->loop);
   *out = b;
   return 0;
@@ -317,6 +318,7 @@ int braid_batcher_free(braid_batcher_t *b) {
   deliver_failures(b);
   if (b->timer)
     uv_close((uv_handle_t *)b->timer, on_timer_closed);
+  braid__rpc_unref(b->rpc);
   braid__loop_unref(b->loop);
   braid__free(b->items);
   braid__free(b->buf);
