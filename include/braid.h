@@ -8,10 +8,12 @@
 #include "braid/loop.h"
 #include "braid/blob.h"
 #include "braid/stats.h"
+#include "braid/hash.h"
 #include "braid/sockopts.h"
 #include "braid/ratelimit.h"
 #include "braid/conn.h"
 #include "braid/server.h"
 #include "braid/client.h"
+#include "braid/cache.h"
 
 #endif
