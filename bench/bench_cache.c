@@ -467,7 +467,7 @@ static void row(const char *label, const char *b_lru, const char *b_sieve, const
 int main(int argc, char **argv) {
   const char *json = NULL, *python = "bench/bench_lru_cache.py";
   int reps = 5;
-  int quick = 0;
+  int quick = 0, only_get = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
       json = argv[++i];
@@ -477,8 +477,11 @@ int main(int argc, char **argv) {
       python = argv[++i];
     else if (strcmp(argv[i], "--quick") == 0)
       quick = 1;
+    else if (strcmp(argv[i], "--only-get") == 0) /* development: the large get/put part */
+      only_get = 1;
     else {
-      fprintf(stderr, "usage: %s [--json PATH] [--reps N] [--python PATH|none] [--quick]\n",
+      fprintf(stderr,
+              "usage: %s [--json PATH] [--reps N] [--python PATH|none] [--quick] [--only-get]\n",
               argv[0]);
       return 2;
     }
@@ -493,10 +496,13 @@ int main(int argc, char **argv) {
     die("braid_loop_new", rc);
   size_t big = quick ? (1u << 16) : (1u << 20);
   size_t q = quick ? 200000 : 1000000;
-  bench_size(loop, "1k", 1024, q, reps, python);
+  if (!only_get)
+    bench_size(loop, "1k", 1024, q, reps, python);
   bench_size(loop, "1m", big, q, reps, python);
-  bench_memo(loop, reps < 3 ? reps : 3);
-  bench_ratio(loop, quick ? 300000 : 2000000);
+  if (!only_get) {
+    bench_memo(loop, reps < 3 ? reps : 3);
+    bench_ratio(loop, quick ? 300000 : 2000000);
+  }
   braid_loop_close(loop);
 
   printf("get-hit and put, ns/op (median of %d; ratios: baseline/braid, lru_cache/braid)\n",

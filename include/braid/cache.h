@@ -22,9 +22,15 @@
  * Expiry: lazy (a lookup that finds an expired entry treats it as a miss and removes it) and
  * active (a timer on the loop examines up to sweep_max_entries hash slots per
  * sweep_interval_ms, round robin, and removes the expired entries it finds; the timer does
- * not keep the loop alive). The shared variant has no timer: it expires lazily, and its
- * eviction removes an expired victim before it considers live ones only through the normal
- * policy order, so an expired entry can occupy space until it is looked up or evicted. */
+ * not keep the loop alive). Eviction also prefers the dead: SIEVE's hand evicts an expired
+ * entry it passes whatever its visited bit. The shared variant has no timer (it belongs to no
+ * loop): it expires lazily and through eviction, so an expired entry may hold space until it
+ * is looked up or evicted (it still counts against the bounds, which always hold).
+ *
+ * Memory: the bound counts every byte the cache allocates for its entries and index (entry
+ * header, key, inline value, a blob value's length, the hash table's slots); only the cache
+ * object itself and its in-flight loads (a few hundred bytes each, bounded by max_waiters per
+ * key) are outside it. A blob value shared with other holders is charged in full. */
 #ifndef BRAID_CACHE_H
 #define BRAID_CACHE_H
 
