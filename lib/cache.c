@@ -105,6 +105,25 @@ static int table_init(table_t *t, size_t cap) {
   return 0;
 }
 
+/* Short keys (the common case: ids, paths, digests) compare word by word inline; memcmp's
+ * call costs more than the comparison itself at these sizes. */
+static inline bool key_equal(const unsigned char *a, const void *bv, size_t n) {
+  const unsigned char *b = bv;
+  if (n > 64)
+    return memcmp(a, b, n) == 0;
+  uint64_t diff = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    diff |= x ^ y;
+  }
+  for (; i < n; i++)
+    diff |= (uint64_t)(a[i] ^ b[i]);
+  return diff == 0;
+}
+
 /* Finds the slot of the entry with this key; the probe stops at the first empty slot. */
 static inline size_t core_find(const core_t *c, uint64_t h, const void *key, size_t klen) {
   const slot_t *s = c->tab.slots;
@@ -120,7 +139,7 @@ static inline size_t core_find(const core_t *c, uint64_t h, const void *key, siz
      * parallel with the first instead of after it. */
     __builtin_prefetch((const char *)e + 64);
 #endif
-    if (e->klen == klen && (klen == 0 || memcmp(e->data, key, klen) == 0))
+    if (e->klen == klen && key_equal(e->data, key, klen))
       return i;
   }
 }
