@@ -229,8 +229,10 @@ static entry_t *core_victim(core_t *c) {
   braid__node_t *n = c->hand ? c->hand : c->list.next;
   for (;;) {
     entry_t *e = BRAID__CONTAINER_OF(n, entry_t, node);
-    if (!e->visited || entry_expired(e, now))
+    if (!e->visited || entry_expired(e, now)) {
+      c->hand = n; /* removing the victim moves the hand on to the next newer entry */
       return e;
+    }
     e->visited = 0;
     n = n->next;
     if (n == &c->list)

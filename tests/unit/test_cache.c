@@ -228,6 +228,94 @@ static void test_lru_matches_model(void **state) {
   bt_loop_done(&t);
 }
 
+/* SIEVE's reference model: the queue oldest first, visited bits, and the hand as an index
+ * (-1: start from the oldest). A put replaces: the old entry goes, the new one is newest. */
+typedef struct {
+  int keys[64];
+  uint32_t vals[64];
+  int visited[64];
+  int n, hand;
+} sieve_model_t;
+
+static void sieve_take(sieve_model_t *m, int i) {
+  memmove(&m->keys[i], &m->keys[i + 1], (size_t)(m->n - i - 1) * sizeof(int));
+  memmove(&m->vals[i], &m->vals[i + 1], (size_t)(m->n - i - 1) * sizeof(uint32_t));
+  memmove(&m->visited[i], &m->visited[i + 1], (size_t)(m->n - i - 1) * sizeof(int));
+  m->n--;
+  if (m->hand > i)
+    m->hand--;
+  else if (m->hand == i && i == m->n)
+    m->hand = -1; /* the hand was on the newest: it moves past the end */
+}
+static void sieve_put(sieve_model_t *m, int cap, int k, uint32_t v) {
+  int i;
+  for (i = 0; i < m->n && m->keys[i] != k; i++) {
+  }
+  if (i < m->n)
+    sieve_take(m, i);
+  if (m->n == cap) {
+    int h = m->hand < 0 ? 0 : m->hand;
+    while (m->visited[h]) {
+      m->visited[h] = 0;
+      h = h + 1 == m->n ? 0 : h + 1;
+    }
+    m->hand = h;
+    sieve_take(m, h);
+  }
+  m->keys[m->n] = k;
+  m->vals[m->n] = v;
+  m->visited[m->n] = 0;
+  m->n++;
+}
+
+static void test_sieve_matches_model(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  for (int round = 0; round < 20; round++) {
+    int cap = 1 + (int)(rnd() % 40);
+    int keyspace = cap + 1 + (int)(rnd() % 40);
+    braid_cache_opts_t o;
+    braid_cache_opts_init(&o);
+    o.max_entries = (uint64_t)cap;
+    o.policy = BRAID_CACHE_SIEVE;
+    braid_cache_t *c = new_cache(&t, &o);
+    sieve_model_t m = {.n = 0, .hand = -1};
+    for (int op = 0; op < 20000; op++) {
+      int k = (int)(rnd() % (uint64_t)keyspace);
+      char key[16];
+      int klen = snprintf(key, sizeof(key), "key%d", k);
+      uint64_t r = rnd() % 10;
+      int i;
+      for (i = 0; i < m.n && m.keys[i] != k; i++) {
+      }
+      if (r < 4) {
+        uint32_t v = (uint32_t)rnd();
+        assert_int_equal(braid_cache_put(c, key, (size_t)klen, &v, sizeof(v), 0), 0);
+        sieve_put(&m, cap, k, v);
+      } else if (r < 9) {
+        uint32_t got = 0;
+        size_t len = 0;
+        int rc = braid_cache_get(c, key, (size_t)klen, &got, sizeof(got), &len);
+        if (i < m.n) {
+          assert_int_equal(rc, 0);
+          assert_int_equal(got, m.vals[i]);
+          m.visited[i] = 1;
+        } else {
+          assert_int_equal(rc, BRAID_ENOTFOUND);
+        }
+      } else {
+        assert_int_equal(braid_cache_delete(c, key, (size_t)klen), i < m.n ? 0 : BRAID_ENOTFOUND);
+        if (i < m.n)
+          sieve_take(&m, i);
+      }
+      assert_int_equal(stats_of(c).entries, (uint64_t)m.n);
+    }
+    close_cache(&t, c);
+  }
+  bt_loop_done(&t);
+}
+
 /* SIEVE, from the paper's example: a hit only marks; the hand skips (and clears) marked
  * entries, so the oldest unmarked one goes. */
 static void test_sieve_order(void **state) {
@@ -244,15 +332,22 @@ static void test_sieve_order(void **state) {
   assert_int_equal(braid_cache_put(c, "B", 1, "b", 1, 0), 0);
   assert_int_equal(braid_cache_put(c, "C", 1, "c", 1, 0), 0);
   assert_int_equal(braid_cache_get(c, "A", 1, NULL, 0, &len), BRAID_ETOOBIG); /* a hit */
-  assert_int_equal(braid_cache_put(c, "D", 1, "d", 1, 0), 0); /* evicts B, clears A */
+  /* Queue A B C, A visited. The hand starts at the oldest, clears A, evicts B and stays
+   * where B was (now C). */
+  assert_int_equal(braid_cache_put(c, "D", 1, "d", 1, 0), 0);
   assert_int_equal(braid_cache_get(c, "B", 1, NULL, 0, &len), BRAID_ENOTFOUND);
   assert_int_equal(braid_cache_get(c, "C", 1, NULL, 0, &len), BRAID_ETOOBIG); /* marks C */
-  assert_int_equal(braid_cache_put(c, "E", 1, "e", 1, 0), 0); /* hand at C: skip; A: evict */
-  assert_int_equal(braid_cache_get(c, "A", 1, NULL, 0, &len), BRAID_ENOTFOUND);
+  /* Queue A C D, hand at C: clears C, evicts D. A survives although it is the oldest and
+   * unvisited: the hand does not go back (this is where SIEVE differs from CLOCK/LRU). */
+  assert_int_equal(braid_cache_put(c, "E", 1, "e", 1, 0), 0);
+  assert_int_equal(braid_cache_get(c, "D", 1, NULL, 0, &len), BRAID_ENOTFOUND);
+  assert_int_equal(braid_cache_get(c, "A", 1, NULL, 0, &len), BRAID_ETOOBIG);
   assert_int_equal(braid_cache_get(c, "C", 1, NULL, 0, &len), BRAID_ETOOBIG);
-  assert_int_equal(braid_cache_get(c, "D", 1, NULL, 0, &len), BRAID_ETOOBIG);
   assert_int_equal(braid_cache_get(c, "E", 1, NULL, 0, &len), BRAID_ETOOBIG);
-  assert_int_equal(stats_of(c).evictions, 2);
+  /* Queue A C E, all visited, hand wrapped to A: a full lap clears every bit and evicts A. */
+  assert_int_equal(braid_cache_put(c, "F", 1, "f", 1, 0), 0);
+  assert_int_equal(braid_cache_get(c, "A", 1, NULL, 0, &len), BRAID_ENOTFOUND);
+  assert_int_equal(stats_of(c).evictions, 3);
   close_cache(&t, c);
   bt_loop_done(&t);
 }
@@ -979,6 +1074,7 @@ int main(void) {
       cmocka_unit_test(test_put_get_delete),
       cmocka_unit_test(test_lru_matches_model),
       cmocka_unit_test(test_sieve_order),
+      cmocka_unit_test(test_sieve_matches_model),
       cmocka_unit_test(test_bounds_lru),
       cmocka_unit_test(test_bounds_sieve),
       cmocka_unit_test(test_entry_bound),
