@@ -56,8 +56,8 @@ static inline void braid__sip_round(braid__sip_state_t *s) {
 /* SipHash-c-d of data[0..len) under the key (k0, k1), 64-bit output. c and d are constants
  * at every call site; inlining lets the compiler unroll the rounds (a cache hit is mostly
  * this function, so a call and a generic round loop would show). */
-static BRAID__ALWAYS_INLINE uint64_t braid__siphash(uint64_t k0, uint64_t k1, const void *data, size_t len,
-                                      unsigned c, unsigned d) {
+static BRAID__ALWAYS_INLINE uint64_t braid__siphash(uint64_t k0, uint64_t k1, const void *data,
+                                                    size_t len, unsigned c, unsigned d) {
   const unsigned char *p = (const unsigned char *)data;
   braid__sip_state_t s = {
       k0 ^ UINT64_C(0x736f6d6570736575),
