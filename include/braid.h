@@ -14,6 +14,9 @@
 #include "braid/conn.h"
 #include "braid/server.h"
 #include "braid/client.h"
+#include "braid/frame.h"
+#include "braid/framer.h"
+#include "braid/rpc.h"
 #include "braid/cache.h"
 
 #endif

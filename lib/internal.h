@@ -83,6 +83,9 @@ struct braid_loop_s {
   bool flush_active;
 
   char *read_buf; /* shared by every connection on the loop; see braid__loop_read_alloc */
+  void *chunk_pool; /* free write chunks (BRAID__CHUNK_SIZE bytes each), linked through
+                       their first pointer */
+  unsigned chunk_pool_len;
   bool read_buf_busy;
 
   braid_log_fn log_fn;
@@ -108,6 +111,13 @@ void braid__loop_cancel_flush(braid__flush_t *f);
 void braid__loop_read_alloc(braid_loop_t *loop, uv_buf_t *buf);
 /* Gives the buffer back after the read callback has run. */
 void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
+
+/* Write-buffer chunks: fixed-size blocks recycled per loop, so connections copy small writes
+ * without a malloc per write and an idle connection holds none. */
+#define BRAID__CHUNK_SIZE (16 * 1024)
+#define BRAID__CHUNK_POOL_MAX 256
+void *braid__loop_chunk_get(braid_loop_t *loop);
+void braid__loop_chunk_put(braid_loop_t *loop, void *chunk);
 
 /* Logs through the loop's hook, printf-style. */
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)
@@ -181,7 +191,7 @@ void braid__ratelimit_init(braid_ratelimit_t *rl, uint64_t rate, uint64_t burst,
 /* Takes up to want tokens from rl at loop time now_ms; returns how many were granted (0 when
  * the bucket is empty). */
 uint64_t braid__ratelimit_take(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
-/* Milliseconds until at least min(want, burst) tokens are available (>= 1). */
+/* Milliseconds until at least min(want, burst / 2) tokens are available (>= 1). */
 uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want);
 /* Takes n tokens, going into debt if the bucket holds fewer (for bytes already read). */
 void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);

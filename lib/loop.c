@@ -12,6 +12,11 @@ struct braid_work_s {
 };
 
 static void loop_free(braid_loop_t *loop) {
+  while (loop->chunk_pool) {
+    void *next = *(void **)loop->chunk_pool;
+    braid__free(loop->chunk_pool);
+    loop->chunk_pool = next;
+  }
   uv_mutex_destroy(&loop->post_mu);
   braid__free(loop->read_buf);
   braid__free(loop);
@@ -108,6 +113,26 @@ void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf) {
     loop->read_buf_busy = false;
   else
     braid__free(buf->base);
+}
+
+void *braid__loop_chunk_get(braid_loop_t *loop) {
+  void *c = loop->chunk_pool;
+  if (c) {
+    loop->chunk_pool = *(void **)c;
+    loop->chunk_pool_len--;
+    return c;
+  }
+  return braid__malloc(BRAID__CHUNK_SIZE);
+}
+
+void braid__loop_chunk_put(braid_loop_t *loop, void *chunk) {
+  if (loop->chunk_pool_len >= BRAID__CHUNK_POOL_MAX) {
+    braid__free(chunk);
+    return;
+  }
+  *(void **)chunk = loop->chunk_pool;
+  loop->chunk_pool = chunk;
+  loop->chunk_pool_len++;
 }
 
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...) {

@@ -95,7 +95,10 @@ void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens) {
 
 uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t want) {
   refill(rl, now_ms);
-  uint64_t need = want < rl->burst ? want : rl->burst;
+  /* Wake at half a bucket, not a full one: tokens past the cap are lost, so a waiter that
+   * wakes only when the bucket is full loses whatever accrues while its timer runs late. */
+  uint64_t half = rl->burst / 2;
+  uint64_t need = want < half ? want : half;
   if (need == 0)
     need = 1;
   int64_t missing = (int64_t)need - rl->tokens;

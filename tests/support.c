@@ -71,6 +71,21 @@ void bt_run_until(bt_loop_t *t, const volatile int *flag, uint64_t timeout_ms) {
   run_guarded(t, flag, timeout_ms);
 }
 
+static void on_run_for(uv_timer_t *h) {
+  *(int *)h->data = 1;
+}
+
+void bt_run_for(bt_loop_t *t, uint64_t ms) {
+  int done = 0;
+  uv_timer_t timer;
+  uv_timer_init(&t->uv, &timer);
+  timer.data = &done;
+  uv_timer_start(&timer, on_run_for, ms, 0);
+  run_guarded(t, &done, ms + 10000);
+  uv_close((uv_handle_t *)&timer, NULL);
+  uv_run(&t->uv, UV_RUN_NOWAIT);
+}
+
 static void print_handle(uv_handle_t *h, void *arg) {
   (void)arg;
   fprintf(stderr, "leaked handle: %s active=%d closing=%d\n", uv_handle_type_name(h->type),

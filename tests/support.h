@@ -28,6 +28,9 @@ void bt_run(bt_loop_t *t, uint64_t timeout_ms);
 /* Runs the loop until *flag becomes nonzero, or fails the test after timeout_ms. */
 void bt_run_until(bt_loop_t *t, const volatile int *flag, uint64_t timeout_ms);
 
+/* Runs the loop for ms milliseconds (a timer wakes it), whatever else happens. */
+void bt_run_for(bt_loop_t *t, uint64_t ms);
+
 /* Closes the braid loop, runs the libuv loop dry and asserts uv_loop_close() == 0. */
 void bt_loop_done(bt_loop_t *t);
 

@@ -40,7 +40,8 @@ typedef struct braid_client_opts_s {
   uint64_t backoff_initial_ms;
   uint64_t backoff_max_ms;
   double backoff_jitter;
-  /* AF_UNSPEC (default), AF_INET or AF_INET6: which addresses to use. */
+  /* AF_UNSPEC (default), AF_INET or AF_INET6: which addresses to use. An IP literal host of
+   * the other family is BRAID_EINVAL. */
   int family;
 } braid_client_opts_t;
 
@@ -48,7 +49,9 @@ typedef struct braid_client_opts_s {
 BRAID_EXTERN void braid_client_opts_init(braid_client_opts_t *o);
 
 /* Starts connecting to host (a name or an IP literal) and port (1..65535). o is copied (NULL
- * = defaults). Returns 0 (cb will be called exactly once, never from inside this call),
+ * = defaults). A name is resolved again before each retry round; a literal is not resolved.
+ * The request counts as a live object on loop (braid_loop_close() refuses) until cb runs.
+ * Returns 0 (cb will be called exactly once, never from inside this call),
  * BRAID_EINVAL (bad argument or option), BRAID_ECLOSED or BRAID_ENOMEM (cb will not be
  * called). If req is not NULL it receives a handle for braid_connect_cancel(), valid until cb
  * returns. */
@@ -56,8 +59,11 @@ BRAID_EXTERN int braid_connect(braid_loop_t *loop, const char *host, int port,
                                const braid_client_opts_t *o, braid_connect_cb cb, void *arg,
                                braid_connect_t **req);
 
-/* Cancels a pending connect: cb runs once with BRAID_ECANCELED (possibly from inside this
- * call) and nothing stays open. Returns 0, or BRAID_ECLOSED if cb already ran or is running. */
+/* Cancels a pending connect: cb runs once with BRAID_ECANCELED (from inside this call when
+ * the request was waiting on a timer; otherwise once the pending lookup or connect attempt
+ * has been stopped) and nothing stays open. Cancelling twice is harmless. Returns 0,
+ * BRAID_EINVAL (req NULL), or BRAID_ECLOSED if cb is running (req is invalid after it
+ * returned). */
 BRAID_EXTERN int braid_connect_cancel(braid_connect_t *req);
 
 #ifdef __cplusplus

@@ -27,12 +27,16 @@ typedef struct braid_server_s braid_server_t;
 /* A new connection was accepted. Runs on the accepting loop's thread: with workers > 1 that
  * is a worker thread (braid_conn_loop(conn) tells which loop), so the callback and what it
  * touches must be safe to run on several threads at once. Set the connection's callbacks and
- * start reading here; a connection left without callbacks is still closed by drain/close. */
+ * start reading here; a connection left without callbacks is still closed by drain/close.
+ * Anything else you open on a worker's loop must be closed by the time its connections are,
+ * or the worker (and the drain) waits for it. */
 typedef void (*braid_connection_cb)(braid_server_t *server, braid_conn_t *conn, void *arg);
 
 /* Called on the loop that created the server. For braid_server_close()/drain(): once every
- * connection and listener is closed and worker threads have exited; status 0, or
- * BRAID_ETIMEDOUT if drain had to close connections at its deadline. */
+ * connection and listener is closed and worker threads have exited (never from inside the
+ * drain/close call itself); status 0, or BRAID_ETIMEDOUT if a drain with a deadline > 0 had
+ * to close connections at that deadline (braid_server_close() reports 0). The server is freed
+ * when this returns. */
 typedef void (*braid_server_close_cb)(braid_server_t *server, int status, void *arg);
 
 typedef struct braid_server_opts_s {
@@ -45,7 +49,9 @@ typedef struct braid_server_opts_s {
    * N - 1 threads; 0 = one per CPU (uv_available_parallelism()). Bounds 0..256. */
   unsigned workers;
   /* Bandwidth cap for the whole server, each direction, in bytes/s (0 = none). With
-   * workers, each loop gets rate / workers. Bounds 0..(1 << 40). */
+   * workers, each loop gets rate / workers. Bounds 0..(1 << 40). When set, it replaces
+   * conn.send_group / conn.recv_group; those may only be set with workers == 1 (a group
+   * bucket belongs to one loop), otherwise braid_server_new() returns BRAID_EINVAL. */
   uint64_t send_rate_bytes_per_s;
   uint64_t recv_rate_bytes_per_s;
   /* After accept() fails with EMFILE/ENFILE, accepting pauses this long before trying again
@@ -65,15 +71,20 @@ typedef struct braid_server_stats_s {
 BRAID_EXTERN void braid_server_opts_init(braid_server_opts_t *o);
 
 /* Creates a server on loop with options o (copied; NULL = defaults). on_connection is
- * required. Returns 0, BRAID_EINVAL (bad option: nothing made) or BRAID_ENOMEM. */
+ * required. The server counts as a live object on loop (braid_loop_close() refuses) until its
+ * close callback ran. Every braid_server_* call must come from loop's thread; with workers > 1
+ * the worker threads' loops copy loop's log hook. Returns 0, BRAID_EINVAL (bad option:
+ * nothing made), BRAID_ECLOSED (loop is closing) or BRAID_ENOMEM. */
 BRAID_EXTERN int braid_server_new(braid_server_t **out, braid_loop_t *loop,
                                   const braid_server_opts_t *o, braid_connection_cb on_connection,
                                   void *arg);
 
 /* Binds host (an IPv4 or IPv6 literal, e.g. "127.0.0.1", "::1", "0.0.0.0", "::") and port
  * (0 = an ephemeral port; read it back with braid_server_address()), and starts accepting on
- * every worker. Returns 0, BRAID_EINVAL (bad address, or already listening), or the
- * socket/bind/listen error (UV_EADDRINUSE, ...), in which case nothing listens. */
+ * every worker (starting the worker threads). Returns 0, BRAID_EINVAL (bad address or port,
+ * or already listening), BRAID_ECLOSED (drain/close started), or the socket/bind/listen or
+ * thread start error (UV_EADDRINUSE, ...), in which case nothing listens and the call may be
+ * retried. */
 BRAID_EXTERN int braid_server_listen(braid_server_t *server, const char *host, int port);
 
 /* The bound address (with the real port when 0 was asked). Returns 0, or BRAID_EINVAL when

@@ -85,13 +85,18 @@ BRAID_EXTERN void braid_sockopts_init(braid_sockopts_t *o);
 BRAID_EXTERN int braid_sockopts_validate(const braid_sockopts_t *o);
 
 /* Applies o to an open TCP socket (connected, or a listener before bind: SO_REUSEADDR and
- * SO_REUSEPORT only have effect then). is_listener selects the listener-only options
- * (reuseaddr, reuseport, ipv6_only) instead of the connection ones. Returns 0,
+ * SO_REUSEPORT only have effect then). is_listener selects the listener options (reuseaddr,
+ * reuseport, ipv6_only, plus the buffer sizes, which accepted sockets inherit and which size
+ * the window scale offered in the handshake) instead of the connection ones (buffer sizes,
+ * nodelay, keepalive, dscp, priority, user timeout, linger, notsent lowat). backlog is not
+ * applied here: it is listen()'s argument. Returns 0,
  * BRAID_EINVAL (bad field; nothing applied), BRAID_ENOTSUP (the platform lacks an option
  * that o sets), or the negated errno of a setsockopt() that failed. */
 BRAID_EXTERN int braid_sockopts_apply(uv_os_sock_t fd, const braid_sockopts_t *o, int is_listener);
 
-/* Reads the effective values of fd into out. Returns 0 or a negated errno. */
+/* Reads the effective values of fd into out. A field the socket cannot report is -1
+ * (notsent_lowat_bytes also reads -1 when unset: Linux reports UINT_MAX, "no limit").
+ * Returns 0, BRAID_EINVAL (out NULL or fd < 0) or a negated errno (e.g. not a socket). */
 BRAID_EXTERN int braid_sockopts_read(uv_os_sock_t fd, braid_sockopts_effective_t *out);
 
 #ifdef __cplusplus

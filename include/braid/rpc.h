@@ -1,0 +1,176 @@
+/* braid: request/response over one connection.
+ *
+ * An rpc channel takes over a braid_conn_t and carries many requests at once over it:
+ * - BRAID_RPC_BRAID speaks the braid protocol (docs/PROTOCOL.md): every request has an id,
+ *   the server may answer out of order, and a client matches answers by id.
+ * - BRAID_RPC_ORDERED speaks a pipelined protocol whose answers come back in request order
+ *   (HTTP/1.1, Redis, memcached, ...): requests go out as the caller encoded them, and a
+ *   framer (braid/framer.h) cuts the answers apart; the first answer completes the oldest
+ *   request.
+ *
+ * A client may have many requests in flight; past max_inflight they wait in a bounded queue.
+ * A per-request deadline fails that one request with BRAID_ETIMEDOUT and leaves the
+ * connection and the other requests alone (a late answer is recognised and dropped). When
+ * the connection is lost, every pending request completes exactly once with the error.
+ *
+ * A server gets each request through a callback and answers it now or later with
+ * braid_rpc_respond(); braid protocol answers go out as soon as they are given (in any
+ * order), ordered-protocol answers are held back until those before them are given. A batch
+ * request (the BATCH flag) can be seen whole by a batch callback, for vectorised work such
+ * as a multi-get, or is split into ordinary requests.
+ *
+ * All of it runs on the connection's loop thread, like the connection. */
+#ifndef BRAID_RPC_H
+#define BRAID_RPC_H
+
+#include "common.h"
+#include "conn.h"
+#include "frame.h"
+#include "framer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct braid_rpc_s braid_rpc_t;
+typedef struct braid_rpc_req_s braid_rpc_req_t;
+
+typedef enum {
+  BRAID_RPC_BRAID = 0,   /* braid protocol, correlated by id */
+  BRAID_RPC_ORDERED = 1, /* a pipelined protocol answered in order, framed by opts.framer */
+} braid_rpc_mode_t;
+
+/* How a client request ended. */
+typedef struct braid_rpc_result_s {
+  /* 0: data[0..len) is the answer. BRAID_EREMOTE: the server answered with an error:
+   * remote_code is its wire code (braid/frame.h) and data the message. BRAID_ETIMEDOUT: the
+   * request's deadline passed. BRAID_EGOAWAY: the server is shutting down and did not take
+   * the request (safe to retry elsewhere). BRAID_ECANCELED: the channel was closed. Any other
+   * negative code: the connection failed (UV_ECONNRESET, BRAID_EPROTO, ...). */
+  int status;
+  uint16_t remote_code;
+  uint8_t flags;       /* braid protocol: the answer frame's flags (BRAID_FRAME_FLAG_*) */
+  const uint8_t *data; /* valid during the callback only */
+  size_t len;
+} braid_rpc_result_t;
+
+/* A client request completed; exactly once per accepted braid_rpc_call(). */
+typedef void (*braid_rpc_response_cb)(braid_rpc_t *rpc, const braid_rpc_result_t *result,
+                                      void *arg);
+
+/* A server got a request: data[0..len) is valid during the call only (copy what you keep).
+ * Answer it exactly once, now or later, with braid_rpc_respond() or
+ * braid_rpc_respond_error(). */
+typedef void (*braid_rpc_request_cb)(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
+                                     size_t len, void *arg);
+
+/* A server got a batch of count requests (braid protocol only). reqs[i] and items[i] are the
+ * i-th request and its bytes (valid during the call only). Answer every reqs[i] exactly once,
+ * in any order, now or later; the batch answer goes out when the last one is given. */
+typedef void (*braid_rpc_batch_cb)(braid_rpc_t *rpc, braid_rpc_req_t **reqs,
+                                   const braid_batch_item_t *items, uint32_t count, void *arg);
+
+/* The channel is closed: its connection is closed, every client request has completed, and
+ * every server request has been answered. status is 0 after braid_rpc_close(), or the error
+ * that ended the connection. The channel is freed when this returns. */
+typedef void (*braid_rpc_close_cb)(braid_rpc_t *rpc, int status, void *arg);
+
+typedef struct braid_rpc_opts_s {
+  braid_rpc_mode_t mode;
+  /* Braid mode: largest payload accepted from the peer. Default
+   * BRAID_FRAME_DEFAULT_MAX_PAYLOAD; bounds BRAID_FRAME_MIN_MAX_PAYLOAD..ceiling. */
+  size_t max_payload_bytes;
+  /* Ordered mode: cuts the peer's stream into messages (answers on a client, requests on a
+   * server). Required in ordered mode (set it up with a braid_framer_init_*() call). */
+  braid_framer_t framer;
+  int framer_set; /* nonzero once framer is set up */
+  /* Client: requests on the wire at once; more wait in a queue. Server: requests being
+   * handled at once; past it the server stops reading until answers go out. Default 1024;
+   * bounds 1..(1 << 20). */
+  unsigned max_inflight;
+  /* Client: requests waiting beyond max_inflight; one more fails with BRAID_EQUEUEFULL.
+   * Default 65536; bounds 0..(1 << 24). */
+  unsigned max_queued;
+  /* Client: deadline of a request whose call passes 0. 0 = none (the default). */
+  uint64_t timeout_ms;
+  braid_rpc_request_cb on_request; /* server: required */
+  braid_rpc_batch_cb on_batch;     /* server, braid mode: optional */
+  braid_rpc_close_cb on_close;     /* optional */
+  void *arg;                       /* passed to every callback */
+} braid_rpc_opts_t;
+
+/* Counters for one channel. */
+typedef struct braid_rpc_stats_s {
+  uint64_t calls;       /* client: requests accepted */
+  uint64_t completed;   /* client: completed with an answer (success or remote error) */
+  uint64_t timeouts;    /* client: failed by their deadline */
+  uint64_t late;        /* client: answers dropped because their request had timed out */
+  uint64_t queued;      /* client: waiting beyond max_inflight now */
+  uint64_t inflight;    /* client: on the wire now; server: being handled now */
+  uint64_t requests;    /* server: requests received (batch items counted one by one) */
+  uint64_t batches;     /* server: batch frames received */
+  uint64_t read_pauses; /* server: times reading paused at max_inflight or the watermark */
+} braid_rpc_stats_t;
+
+/* Fills o with the defaults documented on each field (braid mode). */
+BRAID_EXTERN void braid_rpc_opts_init(braid_rpc_opts_t *o);
+
+/* Makes conn a client channel: the channel sets conn's callbacks and starts reading; from
+ * now on use conn only through the channel (its stats and addresses remain readable). o is
+ * copied. Returns 0; BRAID_EINVAL (bad option, ordered mode without a framer, conn not
+ * open: nothing changed); BRAID_ENOMEM. */
+BRAID_EXTERN int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
+
+/* Makes conn a server channel (see braid_rpc_client; on_request is required). */
+BRAID_EXTERN int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
+
+/* Client: sends a request (data[0..len) is copied) and calls cb once with the result.
+ * Braid mode wraps it in a REQUEST frame; ordered mode sends the bytes as they are (encode
+ * the protocol's request yourself). timeout_ms 0 takes opts.timeout_ms. Returns 0 (cb will
+ * run exactly once, never from inside this call), BRAID_EINVAL, BRAID_ETOOBIG (braid mode:
+ * over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EQUEUEFULL, BRAID_ECLOSED (closing, or after
+ * a goaway), or BRAID_ENOMEM; then cb is never called. */
+BRAID_EXTERN int braid_rpc_call(braid_rpc_t *rpc, const void *data, size_t len,
+                                uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg);
+
+/* Client, braid mode: like braid_rpc_call() with frame flags (BRAID_FRAME_FLAG_BATCH for a
+ * payload you encoded with braid_batch_writer_*; the batch layer uses this) and the payload
+ * gathered from parts[0..nparts) (copied). */
+BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts,
+                                      unsigned nparts, uint64_t timeout_ms,
+                                      braid_rpc_response_cb cb, void *arg);
+
+/* Server: answers req with data[0..len) (copied), and frees req. Returns 0; BRAID_ECLOSED
+ * when the connection is gone (the answer is dropped, req is still freed); BRAID_ETOOBIG
+ * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, or
+ * already answered); BRAID_ENOMEM (req stays unanswered). */
+BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);
+
+/* Server: answers req with an error: braid mode sends an ERROR frame (a batch item gets the
+ * status) with code (a BRAID_WIRE_* or application code, nonzero) and msg (may be NULL).
+ * Ordered mode has no error frame: it sends msg's bytes as the answer, so encode the
+ * protocol's own error there. Same returns as braid_rpc_respond(). */
+BRAID_EXTERN int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg);
+
+/* Server: the channel a request arrived on (valid until the request is answered). */
+BRAID_EXTERN braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req);
+
+/* Server, braid mode: sends GOAWAY (last id taken, code, reason), then stops reading; the
+ * connection closes once every taken request is answered. Returns 0 or BRAID_ECLOSED. */
+BRAID_EXTERN int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason);
+
+/* Closes the channel: client requests still pending complete with BRAID_ECANCELED, answers
+ * already queued are flushed, the connection closes, and on_close runs once all server
+ * requests are answered. Calling it again does nothing. Returns 0. */
+BRAID_EXTERN int braid_rpc_close(braid_rpc_t *rpc);
+
+/* The channel's connection (NULL once it is closed). */
+BRAID_EXTERN braid_conn_t *braid_rpc_conn(const braid_rpc_t *rpc);
+
+/* Copies the channel's counters into out. */
+BRAID_EXTERN void braid_rpc_stats(const braid_rpc_t *rpc, braid_rpc_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,985 @@
+/* TCP connections: reads into the loop's shared buffer, a coalescing write queue flushed once
+ * per loop iteration, watermarks, timeouts on one lazy timer, bandwidth limits, half-close,
+ * graceful and abortive close.
+ *
+ * Write queue. Each write is a segment: bytes copied into a chunk, borrowed bytes, a blob
+ * range, or a heap copy of a large write. Chunks come from the loop's pool and never move, so
+ * segments point straight at their bytes and a uv_write in flight needs no freezing. A copied
+ * write that lands right after the previous one in the same chunk extends that segment, so a
+ * burst of small writes becomes one iovec. Completion is accounted in bytes from the head: the
+ * kernel took n bytes, so the first segments covering n bytes are done, in order.
+ *
+ * Flushing tries uv_try_write() first; only what the kernel did not take goes to uv_write(),
+ * and at most one uv_write is in flight. Errors are never reported from inside the flush:
+ * the connection closes, and every segment still queued is completed from the final close
+ * callback, after libuv cancelled its own requests, so each write callback runs once. */
+#include <limits.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "internal.h"
+
+#define MAX_IOVS 64 /* per writev; more segments are sent in further rounds */
+#define MAX_IOV_BYTES ((size_t)1 << 30)
+
+enum seg_kind { SEG_CHUNK, SEG_BORROW, SEG_BLOB, SEG_HEAP };
+
+typedef struct chunk_s {
+  size_t size; /* bytes of data[] */
+  size_t used;
+  unsigned refs; /* segments pointing into it */
+  char data[];
+} chunk_t;
+
+#define CHUNK_DATA_SIZE (BRAID__CHUNK_SIZE - sizeof(chunk_t))
+
+typedef struct seg_s {
+  const char *base; /* next byte to send */
+  size_t len;       /* bytes left to send */
+  void *owner;      /* chunk_t, braid_blob_t or heap block, by kind */
+  braid_write_cb cb;
+  void *arg;
+  uint8_t kind;
+} seg_t;
+
+enum conn_state {
+  ST_CREATED, /* handle initialised, not connected yet */
+  ST_OPEN,
+  ST_CLOSING, /* graceful close: flushing, then close */
+  ST_CLOSED   /* handles closing; the final callback frees */
+};
+
+struct braid_conn_s {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  braid_loop_t *loop;
+  braid_conn_callbacks_t cbs;
+  braid__flush_t flush;
+  braid__node_t owner_node;
+  braid__conn_owner_t *owner;
+  uv_write_t *wreq; /* made the first time the kernel pushes back */
+
+  /* Options, as needed on the hot path. */
+  uint64_t idle_timeout_ms, read_timeout_ms, write_timeout_ms, close_flush_timeout_ms;
+  size_t high_wm, low_wm, max_queue, copy_threshold;
+  braid_ratelimit_t *send_rl, *recv_rl;       /* this connection's buckets, or NULL */
+  braid_ratelimit_t *send_group, *recv_group; /* shared buckets, or NULL */
+
+  /* Write queue: a ring of segments. */
+  seg_t *segs;
+  unsigned seg_head, seg_count, seg_cap;
+  size_t queued;   /* bytes in segments, not yet taken by the kernel */
+  size_t inflight; /* of those, bytes handed to the uv_write in flight */
+  chunk_t *tail;   /* chunk that copies append to */
+
+  uint8_t state;
+  bool want_read;     /* the user asked for reading */
+  bool reading;       /* uv_read_start is in effect */
+  bool rate_paused;   /* reading or writing waits for tokens */
+  bool write_inflight;
+  bool in_flush;
+  bool shutdown_requested, shutdown_sent;
+  bool peer_eof;
+  bool above_wm;
+  bool timer_armed;
+  bool discarded; /* never handed to the user: no callbacks at close */
+  bool reset_on_close;
+  int close_status;
+  unsigned open_handles;
+
+  uint64_t last_read_ms, last_activity_ms, last_progress_ms, close_started_ms, rate_wait_until;
+  uint64_t timer_due;
+  braid_conn_stats_t stats;
+};
+
+static void do_flush(braid_conn_t *c);
+static void arm_timer(braid_conn_t *c);
+static void close_handles(braid_conn_t *c, int status);
+
+/* ---- options -------------------------------------------------------------------------- */
+
+void braid_conn_opts_init(braid_conn_opts_t *o) {
+  memset(o, 0, sizeof(*o));
+  o->close_flush_timeout_ms = 10000;
+  o->high_watermark_bytes = 1 << 20;
+  o->low_watermark_bytes = 256 << 10;
+  o->max_queue_bytes = 64 << 20;
+  o->copy_threshold_bytes = 16 << 10;
+}
+
+int braid_conn_opts_validate(const braid_conn_opts_t *o) {
+  const uint64_t big = (uint64_t)1 << 40;
+  if (!o)
+    return BRAID_EINVAL;
+  if (o->max_queue_bytes < 1 || (uint64_t)o->max_queue_bytes > big)
+    return BRAID_EINVAL;
+  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes ||
+      o->low_watermark_bytes >= o->high_watermark_bytes)
+    return BRAID_EINVAL;
+  if (o->copy_threshold_bytes < 64 || o->copy_threshold_bytes > (1 << 20))
+    return BRAID_EINVAL;
+  if (o->send_rate_bytes_per_s > big || o->recv_rate_bytes_per_s > big)
+    return BRAID_EINVAL;
+  if (o->idle_timeout_ms > big || o->read_timeout_ms > big || o->write_timeout_ms > big ||
+      o->close_flush_timeout_ms > big)
+    return BRAID_EINVAL;
+  return 0;
+}
+
+/* ---- life cycle ----------------------------------------------------------------------- */
+
+static void on_flush(braid__flush_t *f) {
+  do_flush(BRAID__CONTAINER_OF(f, braid_conn_t, flush));
+}
+
+int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_conn_t **out) {
+  braid_conn_opts_t defaults;
+  if (!opts) {
+    braid_conn_opts_init(&defaults);
+    opts = &defaults;
+  }
+  braid_conn_t *c = braid__calloc(1, sizeof(*c));
+  if (!c)
+    return BRAID_ENOMEM;
+  uint64_t now = braid__now(loop);
+  c->send_rl = opts->send_rate_bytes_per_s ? braid__calloc(1, sizeof(*c->send_rl)) : NULL;
+  c->recv_rl = opts->recv_rate_bytes_per_s ? braid__calloc(1, sizeof(*c->recv_rl)) : NULL;
+  if ((opts->send_rate_bytes_per_s && !c->send_rl) ||
+      (opts->recv_rate_bytes_per_s && !c->recv_rl)) {
+    braid__free(c->send_rl);
+    braid__free(c->recv_rl);
+    braid__free(c);
+    return BRAID_ENOMEM;
+  }
+  int rc = uv_tcp_init(loop->uv, &c->tcp);
+  if (rc) {
+    braid__free(c->send_rl);
+    braid__free(c->recv_rl);
+    braid__free(c);
+    return rc;
+  }
+  uv_timer_init(loop->uv, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->open_handles = 2;
+  c->loop = loop;
+  c->flush.fn = on_flush;
+  c->idle_timeout_ms = opts->idle_timeout_ms;
+  c->read_timeout_ms = opts->read_timeout_ms;
+  c->write_timeout_ms = opts->write_timeout_ms;
+  c->close_flush_timeout_ms = opts->close_flush_timeout_ms;
+  c->high_wm = opts->high_watermark_bytes;
+  c->low_wm = opts->low_watermark_bytes;
+  c->max_queue = opts->max_queue_bytes;
+  c->copy_threshold = opts->copy_threshold_bytes;
+  if (c->send_rl)
+    braid__ratelimit_init(c->send_rl, opts->send_rate_bytes_per_s, 0, now);
+  if (c->recv_rl)
+    braid__ratelimit_init(c->recv_rl, opts->recv_rate_bytes_per_s, 0, now);
+  c->send_group = opts->send_group;
+  c->recv_group = opts->recv_group;
+  if (c->send_group)
+    braid__ratelimit_attach(c->send_group);
+  if (c->recv_group)
+    braid__ratelimit_attach(c->recv_group);
+  c->state = ST_CREATED;
+  c->stats.created_ms = now;
+  braid__loop_ref(loop);
+  *out = c;
+  return 0;
+}
+
+int braid__conn_established(braid_conn_t *c, const braid_sockopts_t *so) {
+  if (so) {
+    uv_os_fd_t fd;
+    int rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+    if (rc)
+      return rc;
+    rc = braid_sockopts_apply(fd, so, 0);
+    if (rc)
+      return rc;
+  }
+  uint64_t now = braid__now(c->loop);
+  c->state = ST_OPEN;
+  c->last_read_ms = c->last_activity_ms = c->last_progress_ms = now;
+  arm_timer(c);
+  return 0;
+}
+
+void braid__conn_discard(braid_conn_t *c) {
+  c->discarded = true;
+  close_handles(c, BRAID_ECANCELED);
+}
+
+void braid__conn_set_owner(braid_conn_t *c, braid__conn_owner_t *owner) {
+  c->owner = owner;
+}
+
+braid__node_t *braid__conn_node(braid_conn_t *c) {
+  return &c->owner_node;
+}
+
+braid_conn_t *braid__conn_from_node(braid__node_t *node) {
+  return BRAID__CONTAINER_OF(node, braid_conn_t, owner_node);
+}
+
+int braid_conn_set_callbacks(braid_conn_t *c, const braid_conn_callbacks_t *cbs) {
+  if (!c || !cbs)
+    return BRAID_EINVAL;
+  c->cbs = *cbs;
+  return 0;
+}
+
+/* ---- the write queue ------------------------------------------------------------------ */
+
+static seg_t *seg_at(braid_conn_t *c, unsigned i) {
+  return &c->segs[(c->seg_head + i) & (c->seg_cap - 1)];
+}
+
+static int seg_reserve(braid_conn_t *c) {
+  if (c->seg_count < c->seg_cap)
+    return 0;
+  unsigned cap = c->seg_cap ? c->seg_cap * 2 : 8;
+  seg_t *n = braid__malloc(cap * sizeof(*n));
+  if (!n)
+    return BRAID_ENOMEM;
+  for (unsigned i = 0; i < c->seg_count; i++)
+    n[i] = *seg_at(c, i);
+  braid__free(c->segs);
+  c->segs = n;
+  c->seg_cap = cap;
+  c->seg_head = 0;
+  return 0;
+}
+
+static void release_chunk(braid_conn_t *c, chunk_t *ch) {
+  if (--ch->refs > 0)
+    return;
+  if (ch == c->tail) {
+    ch->used = 0; /* keep appending to it from the start */
+    return;
+  }
+  if (ch->size == CHUNK_DATA_SIZE)
+    braid__loop_chunk_put(c->loop, ch);
+  else
+    braid__free(ch);
+}
+
+static void seg_release(braid_conn_t *c, seg_t *s) {
+  switch (s->kind) {
+  case SEG_CHUNK:
+    release_chunk(c, s->owner);
+    break;
+  case SEG_BLOB:
+    braid_blob_unref(s->owner);
+    break;
+  case SEG_HEAP:
+    braid__free(s->owner);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Pops the head segment, releasing what it holds, and runs its callback. The queue is
+ * consistent before the callback runs, so the callback may write or close. */
+static void seg_complete_head(braid_conn_t *c, int status) {
+  seg_t s = *seg_at(c, 0);
+  c->seg_head = (c->seg_head + 1) & (c->seg_cap - 1);
+  c->seg_count--;
+  c->queued -= s.len;
+  seg_release(c, &s);
+  if (s.cb)
+    s.cb(c, status, s.arg);
+}
+
+static void check_watermarks(braid_conn_t *c) {
+  if (!c->above_wm && c->queued >= c->high_wm) {
+    c->above_wm = true;
+    c->stats.watermark_pauses++;
+    if (c->cbs.on_watermark)
+      c->cbs.on_watermark(c, 1, c->cbs.arg);
+  } else if (c->above_wm && c->queued <= c->low_wm) {
+    c->above_wm = false;
+    if (c->cbs.on_watermark)
+      c->cbs.on_watermark(c, 0, c->cbs.arg);
+  }
+}
+
+/* The kernel took n bytes from the head of the queue: complete what they cover, plus any
+ * empty segments that now stand at the head. */
+static void consume(braid_conn_t *c, size_t n) {
+  c->stats.bytes_written += n;
+  /* Runs to the end even if a callback closes the connection: the kernel took these bytes,
+   * so their writes succeeded. */
+  while (c->seg_count > 0) {
+    seg_t *s = seg_at(c, 0);
+    if (s->len > n) {
+      s->base += n;
+      s->len -= n;
+      c->queued -= n;
+      break;
+    }
+    n -= s->len;
+    seg_complete_head(c, 0);
+  }
+  check_watermarks(c);
+}
+
+static void drop_tail_chunk(braid_conn_t *c) {
+  chunk_t *ch = c->tail;
+  if (!ch)
+    return;
+  c->tail = NULL;
+  if (ch->refs == 0) {
+    if (ch->size == CHUNK_DATA_SIZE)
+      braid__loop_chunk_put(c->loop, ch);
+    else
+      braid__free(ch);
+  }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  braid_conn_t *c = req->data;
+  braid__free(req);
+  if (status < 0 && status != UV_ECANCELED)
+    close_handles(c, status);
+}
+
+/* Everything queued has reached the kernel. */
+static void on_drained(braid_conn_t *c) {
+  /* An idle connection keeps no write memory: the chunk goes back to the loop's pool. */
+  drop_tail_chunk(c);
+  if (c->seg_cap > 64) {
+    braid__free(c->segs);
+    c->segs = NULL;
+    c->seg_cap = c->seg_head = 0;
+  }
+  if (c->state == ST_CLOSING) {
+    close_handles(c, c->close_status);
+    return;
+  }
+  if (c->shutdown_requested && !c->shutdown_sent && c->state == ST_OPEN) {
+    uv_shutdown_t *req = braid__malloc(sizeof(*req));
+    if (!req) {
+      close_handles(c, BRAID_ENOMEM);
+      return;
+    }
+    req->data = c;
+    c->shutdown_sent = true;
+    int rc = uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown);
+    if (rc) {
+      braid__free(req);
+      close_handles(c, rc);
+    }
+  }
+}
+
+/* len more bytes are queued: counters, the write deadline, the flush, the watermarks. */
+static void note_queued(braid_conn_t *c, size_t len) {
+  bool was_empty = c->queued == 0;
+  c->queued += len;
+  c->stats.writes++;
+  if (c->queued > c->stats.max_queued_bytes)
+    c->stats.max_queued_bytes = c->queued;
+  if (was_empty && c->write_timeout_ms) {
+    c->last_progress_ms = braid__now(c->loop);
+    arm_timer(c);
+  }
+  braid__loop_want_flush(c->loop, &c->flush);
+  check_watermarks(c);
+}
+
+static int queue_write(braid_conn_t *c, uint8_t kind, const char *base, size_t len, void *owner,
+                       braid_write_cb cb, void *arg) {
+  int rc = seg_reserve(c);
+  if (rc)
+    return rc;
+  seg_t *s = seg_at(c, c->seg_count);
+  *s = (seg_t){base, len, owner, cb, arg, kind};
+  c->seg_count++;
+  note_queued(c, len);
+  return 0;
+}
+
+static int write_check(braid_conn_t *c, size_t len) {
+  if (!c)
+    return BRAID_EINVAL;
+  if (c->state != ST_OPEN || c->shutdown_requested)
+    return BRAID_ECLOSED;
+  if (len > c->max_queue - c->queued)
+    return BRAID_EQUEUEFULL;
+  return 0;
+}
+
+/* Copies a small write into the tail chunk, extending the last segment when the bytes land
+ * right after it and it has no callback of its own (its callback would fire too late). */
+static int copy_small(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                      void *arg) {
+  chunk_t *ch = c->tail;
+  if (!ch || ch->size - ch->used < len) {
+    chunk_t *fresh;
+    if (len <= CHUNK_DATA_SIZE) {
+      fresh = braid__loop_chunk_get(c->loop);
+      if (!fresh)
+        return BRAID_ENOMEM;
+      fresh->size = CHUNK_DATA_SIZE;
+    } else {
+      fresh = braid__malloc(sizeof(chunk_t) + len);
+      if (!fresh)
+        return BRAID_ENOMEM;
+      fresh->size = len;
+    }
+    fresh->used = 0;
+    fresh->refs = 0;
+    if (seg_reserve(c)) {
+      /* Fail before touching the tail so nothing is half done. */
+      if (fresh->size == CHUNK_DATA_SIZE)
+        braid__loop_chunk_put(c->loop, fresh);
+      else
+        braid__free(fresh);
+      return BRAID_ENOMEM;
+    }
+    drop_tail_chunk(c);
+    c->tail = ch = fresh;
+  }
+  char *dst = ch->data + ch->used;
+  if (c->seg_count > 0) {
+    seg_t *last = seg_at(c, c->seg_count - 1);
+    if (last->kind == SEG_CHUNK && last->owner == ch && last->base + last->len == dst &&
+        !last->cb) {
+      if (len) /* data may be NULL for an empty write */
+        memcpy(dst, data, len);
+      ch->used += len;
+      last->len += len;
+      last->cb = cb;
+      last->arg = arg;
+      note_queued(c, len);
+      return 0;
+    }
+  }
+  int rc = queue_write(c, SEG_CHUNK, dst, len, ch, cb, arg);
+  if (rc)
+    return rc;
+  if (len)
+    memcpy(dst, data, len);
+  ch->used += len;
+  ch->refs++;
+  return 0;
+}
+
+int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                     void *arg) {
+  int rc = write_check(c, len);
+  if (rc)
+    return rc;
+  if (!data && len)
+    return BRAID_EINVAL;
+  if (len <= c->copy_threshold)
+    return copy_small(c, data, len, cb, arg);
+  void *copy = braid__malloc(len);
+  if (!copy)
+    return BRAID_ENOMEM;
+  memcpy(copy, data, len);
+  rc = queue_write(c, SEG_HEAP, copy, len, copy, cb, arg);
+  if (rc)
+    braid__free(copy);
+  return rc;
+}
+
+int braid_conn_write_borrow(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                            void *arg) {
+  int rc = write_check(c, len);
+  if (rc)
+    return rc;
+  if (!cb || (!data && len))
+    return BRAID_EINVAL;
+  return queue_write(c, SEG_BORROW, data, len, NULL, cb, arg);
+}
+
+int braid_conn_write_blob(braid_conn_t *c, braid_blob_t *blob, size_t offset, size_t len,
+                          braid_write_cb cb, void *arg) {
+  int rc = write_check(c, len);
+  if (rc)
+    return rc;
+  if (!blob || offset > braid_blob_len(blob) || len > braid_blob_len(blob) - offset)
+    return BRAID_EINVAL;
+  rc = queue_write(c, SEG_BLOB, (const char *)braid_blob_data(blob) + offset, len, blob, cb,
+                   arg);
+  if (rc == 0)
+    braid_blob_ref(blob);
+  return rc;
+}
+
+/* ---- flushing ------------------------------------------------------------------------- */
+
+/* Grants up to want bytes from the send buckets; 0 means wait (the timer is armed). */
+static size_t send_allowance(braid_conn_t *c, size_t want) {
+  if (!c->send_rl && !c->send_group)
+    return want;
+  uint64_t now = braid__now(c->loop);
+  uint64_t got = want;
+  if (c->send_rl)
+    got = braid__ratelimit_take(c->send_rl, now, got);
+  if (got && c->send_group) {
+    uint64_t g = braid__ratelimit_take(c->send_group, now, got);
+    if (c->send_rl)
+      braid__ratelimit_refund(c->send_rl, got - g);
+    got = g;
+  }
+  if (got == 0) {
+    uint64_t wait = 0;
+    if (c->send_rl)
+      wait = braid__ratelimit_wait_ms(c->send_rl, now, want);
+    if (c->send_group) {
+      uint64_t w = braid__ratelimit_wait_ms(c->send_group, now, want);
+      wait = w > wait ? w : wait;
+    }
+    c->rate_wait_until = now + wait;
+    c->rate_paused = true;
+    c->stats.rate_waits++;
+    arm_timer(c);
+  }
+  return (size_t)got;
+}
+
+static void refund_send(braid_conn_t *c, size_t unused) {
+  if (!unused)
+    return;
+  if (c->send_rl)
+    braid__ratelimit_refund(c->send_rl, unused);
+  if (c->send_group)
+    braid__ratelimit_refund(c->send_group, unused);
+}
+
+/* Fills iov from the queue, skipping skip bytes, up to limit bytes. Returns the count. */
+static unsigned fill_iov(braid_conn_t *c, uv_buf_t *iov, unsigned max, size_t skip, size_t limit,
+                         size_t *total) {
+  unsigned n = 0;
+  size_t sum = 0;
+  for (unsigned i = 0; i < c->seg_count && n < max && sum < limit; i++) {
+    seg_t *s = seg_at(c, i);
+    if (s->len <= skip) {
+      skip -= s->len;
+      continue;
+    }
+    size_t len = s->len - skip;
+    if (len > MAX_IOV_BYTES) /* uv_buf_t lengths are unsigned int */
+      len = MAX_IOV_BYTES;
+    if (len > limit - sum)
+      len = limit - sum;
+    iov[n++] = uv_buf_init((char *)s->base + skip, (unsigned)len);
+    sum += len;
+    if (len < s->len - skip)
+      break; /* the rest of this segment goes first in the next round */
+    skip = 0;
+  }
+  *total = sum;
+  return n;
+}
+
+static void after_write(uv_write_t *req, int status) {
+  braid_conn_t *c = req->data;
+  c->write_inflight = false;
+  if (status < 0) {
+    /* UV_ECANCELED: the handle is closing; the final close completes the segments. */
+    if (status != UV_ECANCELED)
+      close_handles(c, status);
+    return;
+  }
+  size_t n = c->inflight;
+  c->inflight = 0;
+  c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+  consume(c, n);
+  do_flush(c);
+}
+
+static void do_flush(braid_conn_t *c) {
+  if (c->in_flush || c->write_inflight || c->state == ST_CLOSED || c->state == ST_CREATED)
+    return;
+  c->in_flush = true;
+  while (c->state != ST_CLOSED) {
+    if (c->seg_count == 0) {
+      c->in_flush = false;
+      on_drained(c);
+      return;
+    }
+    if (c->queued == 0) { /* only empty segments: they complete in order, now */
+      consume(c, 0);
+      continue;
+    }
+    size_t allow = send_allowance(c, c->queued);
+    if (allow == 0)
+      break;
+    uv_buf_t iov[MAX_IOVS];
+    size_t total;
+    unsigned n_iov = fill_iov(c, iov, MAX_IOVS, 0, allow, &total);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, iov, n_iov);
+    c->stats.write_syscalls++;
+    if (n == UV_EAGAIN)
+      n = 0;
+    if (n < 0) {
+      refund_send(c, allow);
+      c->in_flush = false;
+      close_handles(c, n);
+      return;
+    }
+    refund_send(c, allow - total);
+    if ((size_t)n < total) {
+      /* The kernel is full: hand the rest of this round to libuv, which writes it when the
+       * socket drains; more rounds follow from after_write. */
+      if (!c->wreq) {
+        c->wreq = braid__malloc(sizeof(*c->wreq));
+        if (!c->wreq) {
+          c->in_flush = false;
+          close_handles(c, BRAID_ENOMEM);
+          return;
+        }
+        c->wreq->data = c;
+      }
+      size_t rest;
+      n_iov = fill_iov(c, iov, MAX_IOVS, (size_t)n, total - (size_t)n, &rest);
+      int rc = uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, n_iov, after_write);
+      if (rc) {
+        c->in_flush = false;
+        close_handles(c, rc);
+        return;
+      }
+      c->write_inflight = true;
+      c->inflight = rest;
+      c->stats.write_syscalls++;
+      if (n > 0) {
+        c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+        consume(c, (size_t)n);
+      }
+      break;
+    }
+    c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+    consume(c, (size_t)n);
+  }
+  c->in_flush = false;
+}
+
+int braid_conn_flush(braid_conn_t *c) {
+  if (!c)
+    return BRAID_EINVAL;
+  if (c->state == ST_CLOSED)
+    return BRAID_ECLOSED;
+  braid__loop_cancel_flush(&c->flush);
+  do_flush(c);
+  return 0;
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  braid_conn_t *c = h->data;
+  braid__loop_read_alloc(c->loop, buf);
+}
+
+/* After n bytes arrived: pays for them, and pauses reading while the buckets are in debt. */
+static void recv_account(braid_conn_t *c, size_t n) {
+  uint64_t now = braid__now(c->loop);
+  int64_t debt = 0;
+  if (c->recv_rl) {
+    braid__ratelimit_consume(c->recv_rl, now, n);
+    debt = c->recv_rl->tokens < 0 ? -c->recv_rl->tokens : 0;
+  }
+  if (c->recv_group) {
+    braid__ratelimit_consume(c->recv_group, now, n);
+    if (c->recv_group->tokens < 0 && -c->recv_group->tokens > debt)
+      debt = -c->recv_group->tokens;
+  }
+  if (debt == 0 || !c->reading)
+    return;
+  uint64_t wait = 0;
+  if (c->recv_rl && c->recv_rl->tokens < 0)
+    wait = braid__ratelimit_wait_ms(c->recv_rl, now, 1);
+  if (c->recv_group && c->recv_group->tokens < 0) {
+    uint64_t w = braid__ratelimit_wait_ms(c->recv_group, now, 1);
+    wait = w > wait ? w : wait;
+  }
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = false;
+  c->rate_paused = true;
+  c->rate_wait_until = now + wait;
+  c->stats.rate_waits++;
+  arm_timer(c);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  braid_conn_t *c = stream->data;
+  if (nread > 0) {
+    c->stats.bytes_read += (uint64_t)nread;
+    c->stats.reads++;
+    c->last_read_ms = c->last_activity_ms = braid__now(c->loop);
+    if (c->recv_rl || c->recv_group)
+      recv_account(c, (size_t)nread);
+    if (c->state == ST_OPEN && c->cbs.on_read)
+      c->cbs.on_read(c, 0, buf->base, (size_t)nread, c->cbs.arg);
+    braid__loop_read_release(c->loop, buf);
+    return;
+  }
+  braid__loop_read_release(c->loop, buf);
+  if (nread == 0)
+    return;
+  c->reading = false;
+  if (nread == UV_EOF) {
+    /* libuv stopped reading; the connection stays open for writing. */
+    uv_read_stop(stream);
+    c->peer_eof = true;
+    if (c->state == ST_OPEN && c->cbs.on_read)
+      c->cbs.on_read(c, BRAID_EOF, NULL, 0, c->cbs.arg);
+    return;
+  }
+  int deliver = c->state == ST_OPEN;
+  close_handles(c, (int)nread);
+  if (deliver && c->cbs.on_read)
+    c->cbs.on_read(c, (int)nread, NULL, 0, c->cbs.arg);
+}
+
+static int start_reading(braid_conn_t *c) {
+  if (c->reading || c->peer_eof || c->rate_paused)
+    return 0;
+  int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  if (rc == 0)
+    c->reading = true;
+  return rc;
+}
+
+int braid_conn_read_start(braid_conn_t *c) {
+  if (!c || !c->cbs.on_read)
+    return BRAID_EINVAL;
+  if (c->state != ST_OPEN)
+    return BRAID_ECLOSED;
+  if (!c->want_read)
+    c->last_read_ms = braid__now(c->loop);
+  c->want_read = true;
+  int rc = start_reading(c);
+  if (rc == 0)
+    arm_timer(c);
+  return rc;
+}
+
+int braid_conn_read_stop(braid_conn_t *c) {
+  if (!c)
+    return BRAID_EINVAL;
+  if (c->state != ST_OPEN && c->state != ST_CLOSING)
+    return BRAID_ECLOSED;
+  c->want_read = false;
+  if (c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+  }
+  return 0;
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+static uint64_t min_u64(uint64_t a, uint64_t b) {
+  return a < b ? a : b;
+}
+
+static uint64_t next_deadline(const braid_conn_t *c) {
+  uint64_t d = UINT64_MAX;
+  if (c->state != ST_OPEN && c->state != ST_CLOSING)
+    return d;
+  if (c->idle_timeout_ms)
+    d = min_u64(d, c->last_activity_ms + c->idle_timeout_ms);
+  if (c->read_timeout_ms && c->want_read && !c->peer_eof)
+    d = min_u64(d, c->last_read_ms + c->read_timeout_ms);
+  if (c->write_timeout_ms && c->queued > 0)
+    d = min_u64(d, c->last_progress_ms + c->write_timeout_ms);
+  if (c->state == ST_CLOSING && c->close_flush_timeout_ms)
+    d = min_u64(d, c->close_started_ms + c->close_flush_timeout_ms);
+  if (c->rate_paused)
+    d = min_u64(d, c->rate_wait_until);
+  return d;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Deadlines only move later with activity, so the timer is re-armed only when a deadline
+ * comes earlier than the one it is set for; when it fires early it re-arms itself. */
+static void arm_timer(braid_conn_t *c) {
+  uint64_t d = next_deadline(c);
+  if (d == UINT64_MAX || (c->timer_armed && d >= c->timer_due))
+    return;
+  uint64_t now = braid__now(c->loop);
+  uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
+  c->timer_armed = true;
+  c->timer_due = d;
+}
+
+static void set_linger_zero(braid_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+    struct linger l = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  }
+}
+
+static void on_timer(uv_timer_t *t) {
+  braid_conn_t *c = t->data;
+  c->timer_armed = false;
+  uint64_t now = braid__now(c->loop);
+  if (c->rate_paused && c->rate_wait_until <= now) {
+    c->rate_paused = false;
+    if (c->want_read && !c->reading && c->state == ST_OPEN) {
+      int rc = start_reading(c);
+      if (rc) {
+        close_handles(c, rc);
+        return;
+      }
+    }
+    do_flush(c);
+    if (c->state == ST_CLOSED)
+      return;
+  }
+  if (c->state == ST_CLOSING && c->close_flush_timeout_ms &&
+      now >= c->close_started_ms + c->close_flush_timeout_ms) {
+    c->reset_on_close = true;
+    close_handles(c, BRAID_ETIMEDOUT);
+    return;
+  }
+  if (c->write_timeout_ms && c->queued > 0 && now >= c->last_progress_ms + c->write_timeout_ms) {
+    /* The peer stopped reading: a FIN would wait behind the unsent data, so reset. */
+    c->reset_on_close = true;
+    close_handles(c, BRAID_ETIMEDOUT);
+    return;
+  }
+  if ((c->idle_timeout_ms && now >= c->last_activity_ms + c->idle_timeout_ms) ||
+      (c->read_timeout_ms && c->want_read && !c->peer_eof &&
+       now >= c->last_read_ms + c->read_timeout_ms)) {
+    close_handles(c, BRAID_ETIMEDOUT);
+    return;
+  }
+  arm_timer(c);
+}
+
+/* ---- closing -------------------------------------------------------------------------- */
+
+static void finalize(braid_conn_t *c) {
+  /* Writes still queued never reached the kernel: they fail with the reason the connection
+   * ended, or BRAID_ECANCELED when the user closed it. */
+  int status = c->close_status < 0 ? c->close_status : BRAID_ECANCELED;
+  while (c->seg_count > 0)
+    seg_complete_head(c, status);
+  drop_tail_chunk(c);
+  if (c->send_group)
+    braid__ratelimit_detach(c->send_group);
+  if (c->recv_group)
+    braid__ratelimit_detach(c->recv_group);
+  braid_loop_t *loop = c->loop;
+  if (!c->discarded) {
+    if (c->owner)
+      c->owner->on_conn_closed(c->owner, c);
+    if (c->cbs.on_close)
+      c->cbs.on_close(c, c->close_status, c->cbs.arg);
+  }
+  braid__free(c->segs);
+  braid__free(c->wreq);
+  braid__free(c->send_rl);
+  braid__free(c->recv_rl);
+  braid__free(c);
+  braid__loop_unref(loop);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  braid_conn_t *c = h->data;
+  if (--c->open_handles == 0)
+    finalize(c);
+}
+
+static void close_handles(braid_conn_t *c, int status) {
+  if (c->state == ST_CLOSED)
+    return;
+  c->state = ST_CLOSED;
+  c->close_status = status;
+  c->reading = false;
+  braid__loop_cancel_flush(&c->flush);
+  if (c->reset_on_close)
+    set_linger_zero(c);
+  uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+int braid_conn_close(braid_conn_t *c) {
+  if (!c)
+    return BRAID_EINVAL;
+  if (c->state != ST_OPEN)
+    return 0;
+  braid_conn_read_stop(c);
+  if (c->seg_count == 0 || c->close_flush_timeout_ms == 0) {
+    if (c->seg_count > 0)
+      c->reset_on_close = true; /* unsent data is dropped: say so to the peer */
+    close_handles(c, 0);
+    return 0;
+  }
+  c->state = ST_CLOSING;
+  c->close_status = 0;
+  c->close_started_ms = braid__now(c->loop);
+  arm_timer(c);
+  braid__loop_want_flush(c->loop, &c->flush);
+  return 0;
+}
+
+int braid_conn_abort(braid_conn_t *c) {
+  if (!c)
+    return BRAID_EINVAL;
+  if (c->state == ST_CLOSED)
+    return 0;
+  c->reset_on_close = true;
+  close_handles(c, 0);
+  return 0;
+}
+
+int braid_conn_shutdown(braid_conn_t *c) {
+  if (!c)
+    return BRAID_EINVAL;
+  if (c->state != ST_OPEN || c->shutdown_requested)
+    return BRAID_ECLOSED;
+  c->shutdown_requested = true;
+  braid__loop_want_flush(c->loop, &c->flush);
+  return 0;
+}
+
+/* ---- introspection -------------------------------------------------------------------- */
+
+void braid_conn_stats(const braid_conn_t *c, braid_conn_stats_t *out) {
+  *out = c->stats;
+  out->queued_bytes = c->queued;
+}
+
+int braid_conn_sockopts(const braid_conn_t *c, braid_sockopts_effective_t *out) {
+  uv_os_fd_t fd;
+  if (c->state == ST_CLOSED || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
+    return BRAID_ECLOSED;
+  return braid_sockopts_read(fd, out);
+}
+
+int braid_conn_sockname(const braid_conn_t *c, struct sockaddr_storage *out) {
+  if (c->state == ST_CLOSED)
+    return BRAID_ECLOSED;
+  int len = sizeof(*out);
+  return uv_tcp_getsockname(&c->tcp, (struct sockaddr *)out, &len);
+}
+
+int braid_conn_peername(const braid_conn_t *c, struct sockaddr_storage *out) {
+  if (c->state == ST_CLOSED)
+    return BRAID_ECLOSED;
+  int len = sizeof(*out);
+  return uv_tcp_getpeername(&c->tcp, (struct sockaddr *)out, &len);
+}
+
+braid_loop_t *braid_conn_loop(const braid_conn_t *c) {
+  return c->loop;
+}
+
+uv_tcp_t *braid_conn_uv(braid_conn_t *c) {
+  return &c->tcp;
+}
+
+int braid_conn_is_open(const braid_conn_t *c) {
+  return c->state == ST_OPEN;
+}

@@ -1,0 +1,1033 @@
+/* Request/response channels over one connection.
+ *
+ * Client. Request ids strictly increase (the protocol requires it), so the requests on the
+ * wire always have ids in [head_id, next_id): they live in a ring indexed by id, and an
+ * answer finds its request in O(1) without hashing. A request that times out leaves a hole
+ * (braid mode: a late answer then matches nothing and is dropped) or a tombstone (ordered
+ * mode: the late answer still arrives in its turn and is consumed and dropped). head_id
+ * advances past holes. Requests past max_inflight wait in a FIFO with their bytes.
+ *
+ * Server. Each request gets a braid_rpc_req_t from a free list. Braid-protocol answers are
+ * written as they are given; ordered-protocol answers are written in request order, the
+ * early ones held until those before them are given. A batch frame becomes one request per
+ * item plus a collector that writes the batch answer when the last item is answered.
+ *
+ * Deadlines share one timer per channel, set for the earliest; it re-arms itself when it
+ * fires. Callbacks may call back into the channel (call, respond, close): state is made
+ * consistent before each user callback, and loops re-read it afterwards. */
+#include "internal.h"
+
+#define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
+
+enum { SLOT_HOLE = 0, SLOT_LIVE, SLOT_TOMBSTONE };
+
+typedef struct slot_s {
+  uint32_t id;
+  uint8_t state;
+  braid_rpc_response_cb cb;
+  void *arg;
+  uint64_t deadline_ms; /* 0: none */
+} slot_t;
+
+typedef struct queued_s {
+  struct queued_s *next;
+  braid_rpc_response_cb cb;
+  void *arg;
+  uint64_t deadline_ms;
+  size_t len;
+  uint8_t flags;
+  uint8_t data[];
+} queued_t;
+
+typedef struct batch_s {
+  uint32_t id;
+  uint32_t count, answered;
+  struct {
+    uint16_t status;
+    uint32_t len;
+    uint8_t *data;
+  } *items;
+} batch_t;
+
+struct braid_rpc_req_s {
+  braid_rpc_t *rpc;
+  braid_rpc_req_t *next; /* free list, or the ordered-answer FIFO */
+  uint32_t id;
+  uint32_t index; /* within its batch */
+  batch_t *batch;
+  bool answered;
+  uint8_t *answer; /* ordered mode: an answer held until those before it are written */
+  size_t answer_len;
+};
+
+struct braid_rpc_s {
+  braid_conn_t *conn;
+  braid_loop_t *loop;
+  braid_rpc_opts_t o;
+  bool server;
+  bool closing;       /* braid_rpc_close() or a fatal error: no new work */
+  bool goaway;        /* client: got one; server: sent one */
+  bool read_paused;
+  bool above_wm;
+  bool peer_eof;
+  int fail_status; /* why pending client requests fail when the connection ends */
+  braid_framebuf_t fb;
+  uv_timer_t timer;
+  bool timer_armed;
+  uint64_t timer_due;
+  bool conn_closed, timer_closed;
+
+  /* client */
+  slot_t *ring;
+  uint32_t ring_cap; /* power of two */
+  uint32_t head_id, next_id;
+  uint32_t live;
+  queued_t *q_head, *q_tail;
+  uint32_t q_len;
+
+  /* server */
+  braid_rpc_req_t *free_reqs;
+  uint32_t free_count;
+  uint32_t outstanding;               /* requests not answered yet (including after close) */
+  uint32_t last_seen_id;              /* braid mode: newest request id read (for GOAWAY) */
+  braid_rpc_req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
+
+  braid_rpc_stats_t stats;
+};
+
+static void rpc_maybe_finish(braid_rpc_t *rpc);
+static void client_fail_all(braid_rpc_t *rpc, int status);
+static void arm_timer(braid_rpc_t *rpc, uint64_t deadline);
+
+/* ---- options ------------------------------------------------------------------------- */
+
+void braid_rpc_opts_init(braid_rpc_opts_t *o) {
+  memset(o, 0, sizeof(*o));
+  o->mode = BRAID_RPC_BRAID;
+  o->max_payload_bytes = BRAID_FRAME_DEFAULT_MAX_PAYLOAD;
+  o->max_inflight = 1024;
+  o->max_queued = 65536;
+}
+
+static int opts_check(const braid_rpc_opts_t *o, bool server) {
+  if (o->mode != BRAID_RPC_BRAID && o->mode != BRAID_RPC_ORDERED)
+    return BRAID_EINVAL;
+  if (o->mode == BRAID_RPC_BRAID && braid_frame_check_max(o->max_payload_bytes))
+    return BRAID_EINVAL;
+  if (o->mode == BRAID_RPC_ORDERED && !o->framer_set)
+    return BRAID_EINVAL;
+  if (o->max_inflight < 1 || o->max_inflight > (1u << 20) || o->max_queued > (1u << 24))
+    return BRAID_EINVAL;
+  if (o->timeout_ms > ((uint64_t)1 << 40))
+    return BRAID_EINVAL;
+  if (server && !o->on_request)
+    return BRAID_EINVAL;
+  return 0;
+}
+
+/* ---- writing frames ------------------------------------------------------------------- */
+
+static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t id,
+                       const uv_buf_t *parts, unsigned nparts) {
+  size_t len = 0;
+  for (unsigned i = 0; i < nparts; i++)
+    len += parts[i].len;
+  if (len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
+    return BRAID_ETOOBIG;
+  braid_frame_header_t h = {BRAID_FRAME_VERSION, type, flags, id, (uint32_t)len};
+  uint8_t hdr[BRAID_FRAME_HEADER_SIZE];
+  if (braid_frame_header_encode(hdr, &h) != BRAID_FRAME_HEADER_SIZE)
+    return BRAID_EINVAL;
+  /* The connection copies both into one chunk: header and payload leave in one iovec. */
+  int rc = braid_conn_write(rpc->conn, hdr, sizeof(hdr), NULL, NULL);
+  for (unsigned i = 0; rc == 0 && i < nparts; i++)
+    rc = braid_conn_write(rpc->conn, parts[i].base, parts[i].len, NULL, NULL);
+  return rc;
+}
+
+static void send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
+  size_t mlen = msg ? strlen(msg) : 0;
+  if (mlen > 1024)
+    mlen = 1024;
+  uint8_t buf[2 + 1024];
+  int n = braid_frame_error_encode(buf, sizeof(buf), code, msg, mlen);
+  if (n > 0) {
+    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
+    write_frame(rpc, BRAID_FRAME_ERROR, 0, id, &part, 1);
+  }
+}
+
+/* A fatal protocol error: tell the peer (braid mode), then close. */
+static void protocol_error(braid_rpc_t *rpc, int err, uint16_t code, const char *msg) {
+  if (rpc->o.mode == BRAID_RPC_BRAID && rpc->conn && braid_conn_is_open(rpc->conn))
+    send_error_frame(rpc, 0, code, msg);
+  rpc->closing = true;
+  rpc->fail_status = err;
+  if (!rpc->server)
+    client_fail_all(rpc, err);
+  if (rpc->conn)
+    braid_conn_close(rpc->conn);
+}
+
+/* ---- client: the ring ----------------------------------------------------------------- */
+
+static slot_t *slot_of(braid_rpc_t *rpc, uint32_t id) {
+  return &rpc->ring[id & (rpc->ring_cap - 1)];
+}
+
+static int ring_reserve(braid_rpc_t *rpc) {
+  uint32_t span = rpc->next_id - rpc->head_id;
+  if (span < rpc->ring_cap)
+    return 0;
+  if (rpc->ring_cap >= RING_MAX)
+    return BRAID_EQUEUEFULL;
+  uint32_t cap = rpc->ring_cap ? rpc->ring_cap * 2 : 64;
+  slot_t *n = braid__calloc(cap, sizeof(*n));
+  if (!n)
+    return BRAID_ENOMEM;
+  for (uint32_t id = rpc->head_id; id != rpc->next_id; id++)
+    n[id & (cap - 1)] = *slot_of(rpc, id);
+  braid__free(rpc->ring);
+  rpc->ring = n;
+  rpc->ring_cap = cap;
+  return 0;
+}
+
+static void advance_head(braid_rpc_t *rpc) {
+  while (rpc->head_id != rpc->next_id && slot_of(rpc, rpc->head_id)->state == SLOT_HOLE)
+    rpc->head_id++;
+}
+
+static void complete(braid_rpc_t *rpc, braid_rpc_response_cb cb, void *arg, int status,
+                     uint16_t code, uint8_t flags, const uint8_t *data, size_t len) {
+  braid_rpc_result_t r = {status, code, flags, data, len};
+  cb(rpc, &r, arg);
+}
+
+static uint64_t deadline_for(braid_rpc_t *rpc, uint64_t timeout_ms) {
+  if (timeout_ms == 0)
+    timeout_ms = rpc->o.timeout_ms;
+  return timeout_ms ? braid__now(rpc->loop) + timeout_ms : 0;
+}
+
+/* Puts a request on the wire. The ring has room (ring_reserve succeeded). */
+static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, unsigned nparts,
+                        uint64_t deadline, braid_rpc_response_cb cb, void *arg) {
+  uint32_t id = rpc->next_id;
+  int rc;
+  if (rpc->o.mode == BRAID_RPC_BRAID) {
+    rc = write_frame(rpc, BRAID_FRAME_REQUEST, flags, id, parts, nparts);
+  } else {
+    rc = 0;
+    for (unsigned i = 0; rc == 0 && i < nparts; i++)
+      rc = braid_conn_write(rpc->conn, parts[i].base, parts[i].len, NULL, NULL);
+  }
+  if (rc)
+    return rc;
+  rpc->next_id++;
+  if (rpc->next_id == 0) /* ids are nonzero; after 2^32 - 1 the channel is spent */
+    rpc->goaway = true;
+  slot_t *s = slot_of(rpc, id);
+  *s = (slot_t){id, SLOT_LIVE, cb, arg, deadline};
+  rpc->live++;
+  rpc->stats.inflight = rpc->live;
+  if (deadline)
+    arm_timer(rpc, deadline);
+  return 0;
+}
+
+/* Moves queued requests onto the wire while there is room. */
+static void pump_queue(braid_rpc_t *rpc) {
+  while (rpc->q_head && rpc->live < rpc->o.max_inflight && !rpc->closing && !rpc->goaway) {
+    if (ring_reserve(rpc))
+      return; /* the id window is full: wait for the oldest to finish */
+    queued_t *q = rpc->q_head;
+    rpc->q_head = q->next;
+    if (!rpc->q_head)
+      rpc->q_tail = NULL;
+    rpc->q_len--;
+    rpc->stats.queued = rpc->q_len;
+    uv_buf_t part = uv_buf_init((char *)q->data, (unsigned)q->len);
+    int rc = send_request(rpc, q->flags, &part, 1, q->deadline_ms, q->cb, q->arg);
+    braid_rpc_response_cb cb = q->cb;
+    void *arg = q->arg;
+    braid__free(q);
+    if (rc)
+      complete(rpc, cb, arg, rc, 0, 0, NULL, 0);
+  }
+}
+
+int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, unsigned nparts,
+                         uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg) {
+  if (!rpc || !cb || rpc->server || (nparts && !parts) || timeout_ms > ((uint64_t)1 << 40))
+    return BRAID_EINVAL;
+  if (flags & ~BRAID_FRAME_FLAGS_KNOWN || (flags && rpc->o.mode != BRAID_RPC_BRAID))
+    return BRAID_EINVAL;
+  if (rpc->closing || rpc->goaway || !rpc->conn)
+    return BRAID_ECLOSED;
+  size_t len = 0;
+  for (unsigned i = 0; i < nparts; i++) {
+    if (!parts[i].base && parts[i].len)
+      return BRAID_EINVAL;
+    len += parts[i].len;
+  }
+  if (rpc->o.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
+    return BRAID_ETOOBIG;
+  uint64_t deadline = deadline_for(rpc, timeout_ms);
+  if (rpc->live < rpc->o.max_inflight && !rpc->q_head && ring_reserve(rpc) == 0) {
+    int rc = send_request(rpc, flags, parts, nparts, deadline, cb, arg);
+    if (rc)
+      return rc;
+  } else {
+    if (rpc->q_len >= rpc->o.max_queued)
+      return BRAID_EQUEUEFULL;
+    queued_t *q = braid__malloc(sizeof(*q) + len);
+    if (!q)
+      return BRAID_ENOMEM;
+    *q = (queued_t){NULL, cb, arg, deadline, len, flags};
+    size_t off = 0;
+    for (unsigned i = 0; i < nparts; i++) {
+      if (parts[i].len)
+        memcpy(q->data + off, parts[i].base, parts[i].len);
+      off += parts[i].len;
+    }
+    if (rpc->q_tail)
+      rpc->q_tail->next = q;
+    else
+      rpc->q_head = q;
+    rpc->q_tail = q;
+    rpc->q_len++;
+    rpc->stats.queued = rpc->q_len;
+    if (deadline)
+      arm_timer(rpc, deadline);
+  }
+  rpc->stats.calls++;
+  return 0;
+}
+
+int braid_rpc_call(braid_rpc_t *rpc, const void *data, size_t len, uint64_t timeout_ms,
+                   braid_rpc_response_cb cb, void *arg) {
+  if (!data && len)
+    return BRAID_EINVAL;
+  uv_buf_t part = uv_buf_init((char *)data, (unsigned)(len > UINT32_MAX ? 0 : len));
+  if (len > UINT32_MAX)
+    return BRAID_ETOOBIG;
+  return braid_rpc_call_parts(rpc, 0, &part, 1, timeout_ms, cb, arg);
+}
+
+/* The answer for the request with this id arrived (braid mode). */
+static void client_answer(braid_rpc_t *rpc, uint32_t id, int status, uint16_t code, uint8_t flags,
+                          const uint8_t *data, size_t len) {
+  if ((uint32_t)(id - rpc->head_id) >= (uint32_t)(rpc->next_id - rpc->head_id)) {
+    rpc->stats.late++; /* not outstanding: timed out earlier, or bogus; the protocol says ignore */
+    return;
+  }
+  slot_t *s = slot_of(rpc, id);
+  if (s->state != SLOT_LIVE || s->id != id) {
+    rpc->stats.late++;
+    return;
+  }
+  braid_rpc_response_cb cb = s->cb;
+  void *arg = s->arg;
+  s->state = SLOT_HOLE;
+  rpc->live--;
+  rpc->stats.inflight = rpc->live;
+  rpc->stats.completed++;
+  advance_head(rpc);
+  complete(rpc, cb, arg, status, code, flags, data, len);
+}
+
+/* An answer arrived (ordered mode): it belongs to the oldest request still waiting for one. */
+static void client_answer_ordered(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
+  if (rpc->head_id == rpc->next_id) {
+    protocol_error(rpc, BRAID_EPROTO, 0, NULL); /* an answer nobody asked for */
+    return;
+  }
+  slot_t *s = slot_of(rpc, rpc->head_id);
+  rpc->head_id++;
+  if (s->state == SLOT_TOMBSTONE) {
+    rpc->stats.late++;
+    return;
+  }
+  braid_rpc_response_cb cb = s->cb;
+  void *arg = s->arg;
+  s->state = SLOT_HOLE;
+  rpc->live--;
+  rpc->stats.inflight = rpc->live;
+  rpc->stats.completed++;
+  complete(rpc, cb, arg, 0, 0, 0, data, len);
+}
+
+/* Fails every pending client request with status, exactly once each. */
+static void client_fail_all(braid_rpc_t *rpc, int status) {
+  while (rpc->head_id != rpc->next_id) {
+    slot_t *s = slot_of(rpc, rpc->head_id);
+    rpc->head_id++;
+    if (s->state != SLOT_LIVE) {
+      s->state = SLOT_HOLE;
+      continue;
+    }
+    s->state = SLOT_HOLE;
+    rpc->live--;
+    rpc->stats.inflight = rpc->live;
+    complete(rpc, s->cb, s->arg, status, 0, 0, NULL, 0);
+  }
+  while (rpc->q_head) {
+    queued_t *q = rpc->q_head;
+    rpc->q_head = q->next;
+    if (!rpc->q_head)
+      rpc->q_tail = NULL;
+    rpc->q_len--;
+    rpc->stats.queued = rpc->q_len;
+    braid_rpc_response_cb cb = q->cb;
+    void *arg = q->arg;
+    braid__free(q);
+    complete(rpc, cb, arg, status, 0, 0, NULL, 0);
+  }
+}
+
+/* ---- deadlines ------------------------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(braid_rpc_t *rpc, uint64_t deadline) {
+  if (rpc->timer_closed || (rpc->timer_armed && deadline >= rpc->timer_due))
+    return;
+  uint64_t now = braid__now(rpc->loop);
+  uv_timer_start(&rpc->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+  rpc->timer_armed = true;
+  rpc->timer_due = deadline;
+}
+
+static void on_timer(uv_timer_t *t) {
+  braid_rpc_t *rpc = t->data;
+  rpc->timer_armed = false;
+  uint64_t now = braid__now(rpc->loop);
+  uint64_t next = UINT64_MAX;
+  /* Expire requests on the wire. Walk by id: callbacks may add requests or grow the ring. */
+  for (uint32_t id = rpc->head_id; id != rpc->next_id; id++) {
+    slot_t *s = slot_of(rpc, id);
+    if (s->state != SLOT_LIVE || !s->deadline_ms)
+      continue;
+    if (s->deadline_ms > now) {
+      next = s->deadline_ms < next ? s->deadline_ms : next;
+      continue;
+    }
+    braid_rpc_response_cb cb = s->cb;
+    void *arg = s->arg;
+    /* Braid mode: the id is forgotten, a late answer matches nothing. Ordered mode: the
+     * answer still comes in its turn, so keep the place to consume it. */
+    s->state = rpc->o.mode == BRAID_RPC_BRAID ? SLOT_HOLE : SLOT_TOMBSTONE;
+    rpc->live--;
+    rpc->stats.inflight = rpc->live;
+    rpc->stats.timeouts++;
+    if (rpc->o.mode == BRAID_RPC_BRAID && id == rpc->head_id)
+      advance_head(rpc);
+    complete(rpc, cb, arg, BRAID_ETIMEDOUT, 0, 0, NULL, 0);
+    if (rpc->conn_closed)
+      return;
+  }
+  /* Expire requests still waiting for room. */
+  queued_t **pp = &rpc->q_head, *prev = NULL;
+  while (*pp) {
+    queued_t *q = *pp;
+    if (!q->deadline_ms || q->deadline_ms > now) {
+      if (q->deadline_ms && q->deadline_ms < next)
+        next = q->deadline_ms;
+      prev = q;
+      pp = &q->next;
+      continue;
+    }
+    *pp = q->next;
+    if (rpc->q_tail == q)
+      rpc->q_tail = prev;
+    rpc->q_len--;
+    rpc->stats.queued = rpc->q_len;
+    rpc->stats.timeouts++;
+    braid_rpc_response_cb cb = q->cb;
+    void *arg = q->arg;
+    braid__free(q);
+    complete(rpc, cb, arg, BRAID_ETIMEDOUT, 0, 0, NULL, 0);
+    if (rpc->conn_closed)
+      return;
+    /* The callback may have changed the queue: start over. */
+    pp = &rpc->q_head;
+    prev = NULL;
+  }
+  pump_queue(rpc);
+  if (next != UINT64_MAX)
+    arm_timer(rpc, next);
+}
+
+/* ---- server --------------------------------------------------------------------------- */
+
+static braid_rpc_req_t *req_get(braid_rpc_t *rpc) {
+  braid_rpc_req_t *r = rpc->free_reqs;
+  if (r) {
+    rpc->free_reqs = r->next;
+    rpc->free_count--;
+  } else {
+    r = braid__malloc(sizeof(*r));
+    if (!r)
+      return NULL;
+  }
+  memset(r, 0, sizeof(*r));
+  r->rpc = rpc;
+  rpc->outstanding++;
+  rpc->stats.inflight = rpc->outstanding;
+  return r;
+}
+
+static void read_resume_maybe(braid_rpc_t *rpc) {
+  if (rpc->read_paused && !rpc->above_wm && rpc->outstanding < rpc->o.max_inflight &&
+      !rpc->closing && !rpc->goaway && rpc->conn) {
+    rpc->read_paused = false;
+    braid_conn_read_start(rpc->conn);
+  }
+}
+
+static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
+  rpc->outstanding--;
+  rpc->stats.inflight = rpc->outstanding;
+  braid__free(r->answer);
+  if (rpc->free_count < rpc->o.max_inflight) {
+    r->next = rpc->free_reqs;
+    rpc->free_reqs = r;
+    rpc->free_count++;
+  } else {
+    braid__free(r);
+  }
+  read_resume_maybe(rpc);
+  if (rpc->outstanding == 0 && (rpc->peer_eof || rpc->goaway) && rpc->conn && !rpc->closing) {
+    /* The peer is done sending (or we said goaway) and everything is answered. */
+    rpc->closing = true;
+    braid_conn_close(rpc->conn);
+  }
+}
+
+static void batch_free(batch_t *b) {
+  for (uint32_t i = 0; i < b->count; i++)
+    braid__free(b->items[i].data);
+  braid__free(b->items);
+  braid__free(b);
+}
+
+/* Every item of b has its answer: write the batch answer. */
+static void batch_send(braid_rpc_t *rpc, batch_t *b) {
+  if (!rpc->conn || !braid_conn_is_open(rpc->conn))
+    return;
+  size_t len = BRAID_BATCH_COUNT_SIZE;
+  for (uint32_t i = 0; i < b->count; i++)
+    len += BRAID_BATCH_RESP_ITEM_HEADER + b->items[i].len;
+  uint8_t *buf = braid__malloc(len);
+  braid_batch_writer_t w;
+  int n = BRAID_ENOMEM;
+  if (buf && braid_batch_writer_init(&w, buf, len, 1) == 0) {
+    for (uint32_t i = 0; i < b->count; i++)
+      if (braid_batch_writer_add(&w, b->items[i].status, b->items[i].data, b->items[i].len))
+        break;
+    n = braid_batch_writer_finish(&w);
+  }
+  if (n > 0) {
+    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
+    write_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
+  } else {
+    send_error_frame(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
+  }
+  braid__free(buf);
+}
+
+/* Writes held ordered answers that are now at the front. */
+static void ordered_flush(braid_rpc_t *rpc) {
+  while (rpc->ord_head && rpc->ord_head->answered) {
+    braid_rpc_req_t *r = rpc->ord_head;
+    rpc->ord_head = r->next;
+    if (!rpc->ord_head)
+      rpc->ord_tail = NULL;
+    if (rpc->conn && braid_conn_is_open(rpc->conn) && r->answer_len)
+      braid_conn_write(rpc->conn, r->answer, r->answer_len, NULL, NULL);
+    req_put(rpc, r);
+  }
+}
+
+static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t len) {
+  if (!req || req->answered || (!data && len))
+    return BRAID_EINVAL;
+  braid_rpc_t *rpc = req->rpc;
+  bool open = rpc->conn && braid_conn_is_open(rpc->conn);
+  if (rpc->o.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
+    return BRAID_ETOOBIG;
+  if (req->batch) {
+    batch_t *b = req->batch;
+    if (len > UINT32_MAX)
+      return BRAID_ETOOBIG;
+    uint8_t *copy = NULL;
+    if (len) {
+      copy = braid__malloc(len);
+      if (!copy)
+        return BRAID_ENOMEM;
+      memcpy(copy, data, len);
+    }
+    b->items[req->index].status = code;
+    b->items[req->index].len = (uint32_t)len;
+    b->items[req->index].data = copy;
+    req->answered = true;
+    if (++b->answered == b->count) {
+      batch_send(rpc, b);
+      batch_free(b);
+    }
+    req_put(rpc, req);
+    rpc_maybe_finish(rpc); /* last: it may free the channel */
+    return open ? 0 : BRAID_ECLOSED;
+  }
+  if (rpc->o.mode == BRAID_RPC_BRAID) {
+    req->answered = true;
+    if (open) {
+      if (code) {
+        send_error_frame(rpc, req->id, code, data);
+      } else {
+        uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
+        write_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1);
+      }
+    }
+    req_put(rpc, req);
+    rpc_maybe_finish(rpc); /* last: it may free the channel */
+    return open ? 0 : BRAID_ECLOSED;
+  }
+  /* Ordered: an answer goes out when every request before it has its answer; until then
+   * a copy is held. After the connection is gone nothing is written, but the order of
+   * release is kept so every request is freed exactly once. */
+  if (rpc->ord_head != req && open && len) {
+    req->answer = braid__malloc(len);
+    if (!req->answer)
+      return BRAID_ENOMEM;
+    memcpy(req->answer, data, len);
+    req->answer_len = len;
+  }
+  req->answered = true;
+  if (rpc->ord_head == req) {
+    rpc->ord_head = req->next;
+    if (!rpc->ord_head)
+      rpc->ord_tail = NULL;
+    if (open && len)
+      braid_conn_write(rpc->conn, data, len, NULL, NULL);
+    req_put(rpc, req);
+  }
+  ordered_flush(rpc);
+  rpc_maybe_finish(rpc); /* last: it may free the channel */
+  return open ? 0 : BRAID_ECLOSED;
+}
+
+int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len) {
+  return answer(req, 0, data, len);
+}
+
+int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg) {
+  if (!req || code == 0)
+    return BRAID_EINVAL;
+  if (req->rpc->o.mode == BRAID_RPC_ORDERED || req->batch)
+    return answer(req, req->batch ? code : 0, msg, msg ? strlen(msg) : 0);
+  return answer(req, code, msg, 0);
+}
+
+braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req) {
+  return req->rpc;
+}
+
+static void pause_reading(braid_rpc_t *rpc) {
+  if (!rpc->read_paused && rpc->conn) {
+    rpc->read_paused = true;
+    rpc->stats.read_pauses++;
+    braid_conn_read_stop(rpc->conn);
+  }
+}
+
+static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, size_t len) {
+  braid_rpc_req_t *r = req_get(rpc);
+  if (!r) {
+    if (rpc->o.mode == BRAID_RPC_BRAID)
+      send_error_frame(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
+    else
+      protocol_error(rpc, BRAID_ENOMEM, 0, NULL);
+    return;
+  }
+  r->id = id;
+  if (rpc->o.mode == BRAID_RPC_ORDERED) {
+    if (rpc->ord_tail)
+      rpc->ord_tail->next = r;
+    else
+      rpc->ord_head = r;
+    rpc->ord_tail = r;
+  }
+  rpc->stats.requests++;
+  rpc->o.on_request(rpc, r, data, len, rpc->o.arg);
+}
+
+static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, size_t len) {
+  braid_batch_reader_t rd;
+  uint32_t count;
+  if (braid_batch_reader_init(&rd, payload, len, 0, &count)) {
+    send_error_frame(rpc, id, BRAID_WIRE_BAD_REQUEST, "malformed batch");
+    return;
+  }
+  batch_t *b = braid__calloc(1, sizeof(*b));
+  braid_batch_item_t *items = braid__malloc((size_t)count * sizeof(*items));
+  braid_rpc_req_t **reqs = braid__malloc((size_t)count * sizeof(*reqs));
+  if (b)
+    b->items = braid__calloc(count, sizeof(*b->items));
+  if (!b || !b->items || !items || !reqs) {
+    if (b)
+      braid__free(b->items);
+    braid__free(b);
+    braid__free(items);
+    braid__free(reqs);
+    send_error_frame(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
+    return;
+  }
+  b->id = id;
+  b->count = count;
+  uint32_t made = 0;
+  for (; made < count; made++) {
+    braid_batch_reader_next(&rd, &items[made]);
+    reqs[made] = req_get(rpc);
+    if (!reqs[made])
+      break;
+    reqs[made]->id = id;
+    reqs[made]->batch = b;
+    reqs[made]->index = made;
+  }
+  if (made < count) {
+    /* Out of memory part way: answer what was made with the error, the rest directly. */
+    for (uint32_t i = made; i < count; i++)
+      b->items[i].status = BRAID_WIRE_OVERLOADED;
+    b->answered = count - made;
+    for (uint32_t i = 0; i < made; i++)
+      answer(reqs[i], BRAID_WIRE_OVERLOADED, NULL, 0);
+  } else {
+    rpc->stats.batches++;
+    rpc->stats.requests += count;
+    if (rpc->o.on_batch) {
+      rpc->o.on_batch(rpc, reqs, items, count, rpc->o.arg);
+    } else {
+      for (uint32_t i = 0; i < count; i++)
+        rpc->o.on_request(rpc, reqs[i], items[i].data, items[i].len, rpc->o.arg);
+    }
+  }
+  braid__free(items);
+  braid__free(reqs);
+}
+
+/* ---- incoming frames ------------------------------------------------------------------- */
+
+static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
+  braid_frame_t f;
+  braid_frame_reject_t rej;
+  int rc = braid_frame_decode(m->frame, m->frame_len, rpc->o.max_payload_bytes, &f, NULL, &rej);
+  if (rc <= 0) {
+    protocol_error(rpc, BRAID_EPROTO, rej.code, rej.message);
+    return;
+  }
+  const uint8_t *p = f.payload;
+  size_t len = f.hdr.payload_len;
+  switch (f.hdr.type) {
+  case BRAID_FRAME_PING: {
+    uv_buf_t part = uv_buf_init((char *)p, (unsigned)len);
+    write_frame(rpc, BRAID_FRAME_PONG, 0, f.hdr.id, &part, 1);
+    return;
+  }
+  case BRAID_FRAME_PONG:
+    return;
+  case BRAID_FRAME_REQUEST:
+    if (!rpc->server)
+      break;
+    if (rpc->goaway) {
+      send_error_frame(rpc, f.hdr.id, BRAID_WIRE_SHUTTING_DOWN, "shutting down");
+      return;
+    }
+    rpc->last_seen_id = f.hdr.id;
+    if (f.hdr.flags & BRAID_FRAME_FLAG_GZIP) {
+      send_error_frame(rpc, f.hdr.id, BRAID_WIRE_UNSUPPORTED, "gzip payloads are not supported");
+      return;
+    }
+    if (f.hdr.flags & BRAID_FRAME_FLAG_BATCH)
+      server_batch(rpc, f.hdr.id, p, len);
+    else
+      server_request(rpc, f.hdr.id, p, len);
+    if (rpc->outstanding >= rpc->o.max_inflight)
+      pause_reading(rpc);
+    return;
+  case BRAID_FRAME_RESPONSE:
+    if (rpc->server)
+      break;
+    if (f.hdr.flags & BRAID_FRAME_FLAG_GZIP)
+      client_answer(rpc, f.hdr.id, BRAID_ENOTSUP, 0, f.hdr.flags, NULL, 0);
+    else
+      client_answer(rpc, f.hdr.id, 0, 0, f.hdr.flags, p, len);
+    return;
+  case BRAID_FRAME_ERROR: {
+    uint16_t code;
+    const char *msg;
+    size_t mlen;
+    if (braid_frame_error_decode(p, len, &code, &msg, &mlen)) {
+      protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "short error payload");
+      return;
+    }
+    if (f.hdr.id == 0) { /* about the connection: it ends */
+      rpc->closing = true;
+      rpc->fail_status = BRAID_EREMOTE;
+      if (!rpc->server)
+        client_fail_all(rpc, BRAID_EREMOTE);
+      braid_conn_close(rpc->conn);
+      return;
+    }
+    if (rpc->server)
+      return; /* a client may only send connection errors; ignore the rest */
+    client_answer(rpc, f.hdr.id, BRAID_EREMOTE, code, 0, (const uint8_t *)msg, mlen);
+    return;
+  }
+  case BRAID_FRAME_GOAWAY: {
+    if (rpc->server)
+      break;
+    uint32_t last_id;
+    uint16_t code;
+    const char *reason;
+    size_t rlen;
+    if (braid_frame_goaway_decode(p, len, &last_id, &code, &reason, &rlen)) {
+      protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "short goaway payload");
+      return;
+    }
+    rpc->goaway = true;
+    /* Requests after last_id were not taken: fail them (safe to retry), newest first does
+     * not matter, each exactly once. */
+    for (uint32_t id = last_id + 1; (uint32_t)(id - rpc->head_id) < (uint32_t)(rpc->next_id -
+                                                                              rpc->head_id);
+         id++) {
+      slot_t *s = slot_of(rpc, id);
+      if (s->state != SLOT_LIVE)
+        continue;
+      braid_rpc_response_cb cb = s->cb;
+      void *arg = s->arg;
+      s->state = SLOT_HOLE;
+      rpc->live--;
+      rpc->stats.inflight = rpc->live;
+      complete(rpc, cb, arg, BRAID_EGOAWAY, code, 0, NULL, 0);
+      if (rpc->conn_closed)
+        return;
+    }
+    advance_head(rpc);
+    while (rpc->q_head) {
+      queued_t *q = rpc->q_head;
+      rpc->q_head = q->next;
+      if (!rpc->q_head)
+        rpc->q_tail = NULL;
+      rpc->q_len--;
+      rpc->stats.queued = rpc->q_len;
+      braid_rpc_response_cb cb = q->cb;
+      void *arg = q->arg;
+      braid__free(q);
+      complete(rpc, cb, arg, BRAID_EGOAWAY, code, 0, NULL, 0);
+      if (rpc->conn_closed)
+        return;
+    }
+    if (rpc->live == 0 && rpc->conn)
+      braid_rpc_close(rpc);
+    return;
+  }
+  default:
+    break;
+  }
+  protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "unexpected frame type");
+}
+
+static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
+  braid_rpc_t *rpc = arg;
+  if (status == BRAID_EOF) {
+    rpc->peer_eof = true;
+    if (braid_framebuf_pending(&rpc->fb) || !rpc->server) {
+      /* Mid-message, or a client whose server stopped talking: nothing more can come. */
+      rpc->fail_status = braid_framebuf_pending(&rpc->fb) ? BRAID_ETRUNCATED : UV_EOF;
+      rpc->closing = true;
+      if (!rpc->server)
+        client_fail_all(rpc, rpc->fail_status);
+      braid_conn_close(conn);
+    } else if (rpc->outstanding == 0) {
+      rpc->closing = true;
+      braid_conn_close(conn);
+    }
+    return;
+  }
+  if (status < 0) {
+    rpc->fail_status = status;
+    return; /* the connection closes; on_conn_close fails what is pending */
+  }
+  int rc = braid_framebuf_push(&rpc->fb, data, len);
+  braid_framebuf_msg_t m;
+  while (rc == 0 && (rc = braid_framebuf_next(&rpc->fb, &m)) == 1) {
+    rc = 0;
+    if (rpc->closing)
+      continue; /* drain the push without acting on it */
+    if (rpc->o.mode == BRAID_RPC_BRAID)
+      on_braid_frame(rpc, &m);
+    else if (rpc->server)
+      server_request(rpc, 0, m.payload, m.payload_len);
+    else
+      client_answer_ordered(rpc, m.payload, m.payload_len);
+  }
+  if (rc < 0 && !rpc->closing) {
+    protocol_error(rpc, rc, rc == BRAID_ETOOBIG ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_PROTOCOL,
+                   rc == BRAID_ETOOBIG ? "frame too big" : "malformed frame");
+    return;
+  }
+  if (rpc->server && rpc->outstanding >= rpc->o.max_inflight)
+    pause_reading(rpc);
+  if (!rpc->server)
+    pump_queue(rpc); /* answers made room on the wire */
+}
+
+static void on_watermark(braid_conn_t *conn, int above, void *arg) {
+  (void)conn;
+  braid_rpc_t *rpc = arg;
+  rpc->above_wm = above;
+  if (!rpc->server)
+    return;
+  /* A client that does not read its answers must not make the server buffer without end. */
+  if (above)
+    pause_reading(rpc);
+  else
+    read_resume_maybe(rpc);
+}
+
+/* ---- life cycle ----------------------------------------------------------------------- */
+
+static void rpc_free(braid_rpc_t *rpc) {
+  braid_loop_t *loop = rpc->loop;
+  braid_rpc_close_cb cb = rpc->o.on_close;
+  void *arg = rpc->o.arg;
+  int status = rpc->fail_status == UV_EOF ? 0 : rpc->fail_status;
+  if (cb)
+    cb(rpc, status, arg);
+  while (rpc->free_reqs) {
+    braid_rpc_req_t *r = rpc->free_reqs;
+    rpc->free_reqs = r->next;
+    braid__free(r);
+  }
+  braid_framebuf_free(&rpc->fb);
+  braid__free(rpc->ring);
+  braid__free(rpc);
+  braid__loop_unref(loop);
+}
+
+static void rpc_maybe_finish(braid_rpc_t *rpc) {
+  if (rpc->conn_closed && rpc->timer_closed && rpc->outstanding == 0)
+    rpc_free(rpc);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  braid_rpc_t *rpc = h->data;
+  rpc->timer_closed = true;
+  rpc_maybe_finish(rpc);
+}
+
+static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
+  (void)conn;
+  braid_rpc_t *rpc = arg;
+  if (status < 0 && (rpc->fail_status == 0 || rpc->fail_status == UV_EOF))
+    rpc->fail_status = status;
+  rpc->conn = NULL;
+  rpc->closing = true;
+  if (!rpc->server)
+    client_fail_all(rpc, rpc->fail_status ? rpc->fail_status : BRAID_ECANCELED);
+  rpc->conn_closed = true;
+  uv_close((uv_handle_t *)&rpc->timer, on_timer_closed);
+  /* Server requests not answered yet keep the channel until they are (answers return
+   * BRAID_ECLOSED). Ordered answers held for them are dropped. */
+}
+
+static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                    bool server) {
+  if (!out || !conn || !o || opts_check(o, server) || !braid_conn_is_open(conn))
+    return BRAID_EINVAL;
+  braid_rpc_t *rpc = braid__calloc(1, sizeof(*rpc));
+  if (!rpc)
+    return BRAID_ENOMEM;
+  rpc->o = *o;
+  rpc->server = server;
+  rpc->conn = conn;
+  rpc->loop = braid_conn_loop(conn);
+  rpc->head_id = rpc->next_id = 1;
+  braid_framer_t framer;
+  if (o->mode == BRAID_RPC_BRAID)
+    braid_framer_init_braid(&framer, o->max_payload_bytes);
+  else
+    framer = o->framer;
+  int rc = braid_framebuf_init(&rpc->fb, &framer);
+  if (rc) {
+    braid__free(rpc);
+    return rc;
+  }
+  braid_conn_callbacks_t cbs = {on_read, on_conn_close, on_watermark, rpc};
+  braid_conn_set_callbacks(conn, &cbs);
+  rc = braid_conn_read_start(conn);
+  if (rc) {
+    braid__free(rpc);
+    return rc;
+  }
+  uv_timer_init(braid_loop_uv(rpc->loop), &rpc->timer);
+  rpc->timer.data = rpc;
+  braid__loop_ref(rpc->loop);
+  *out = rpc;
+  return 0;
+}
+
+int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o) {
+  return rpc_open(out, conn, o, false);
+}
+
+int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o) {
+  return rpc_open(out, conn, o, true);
+}
+
+int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {
+  if (!rpc || !rpc->server || rpc->o.mode != BRAID_RPC_BRAID)
+    return BRAID_EINVAL;
+  if (rpc->goaway || rpc->closing || !rpc->conn)
+    return BRAID_ECLOSED;
+  rpc->goaway = true;
+  size_t rlen = reason ? strlen(reason) : 0;
+  if (rlen > 1024)
+    rlen = 1024;
+  uint8_t buf[6 + 1024];
+  /* Every request read so far was handed to the handler: the newest id seen is the last. */
+  int n = braid_frame_goaway_encode(buf, sizeof(buf), rpc->last_seen_id, code, reason, rlen);
+  if (n > 0) {
+    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
+    write_frame(rpc, BRAID_FRAME_GOAWAY, 0, 0, &part, 1);
+  }
+  pause_reading(rpc);
+  if (rpc->outstanding == 0) {
+    rpc->closing = true;
+    braid_conn_close(rpc->conn);
+  }
+  return 0;
+}
+
+int braid_rpc_close(braid_rpc_t *rpc) {
+  if (!rpc)
+    return BRAID_EINVAL;
+  if (rpc->closing && !rpc->conn)
+    return 0;
+  rpc->closing = true;
+  if (!rpc->server)
+    client_fail_all(rpc, BRAID_ECANCELED);
+  if (rpc->conn)
+    braid_conn_close(rpc->conn); /* idempotent; queued answers still flush */
+  return 0;
+}
+
+braid_conn_t *braid_rpc_conn(const braid_rpc_t *rpc) {
+  return rpc->conn;
+}
+
+void braid_rpc_stats(const braid_rpc_t *rpc, braid_rpc_stats_t *out) {
+  *out = rpc->stats;
+}

@@ -1,0 +1,458 @@
+/* Clients over loopback: connect timeout against a listener whose backlog is full, refused
+ * connects with retries and backoff, "localhost" resolution, IPv6, cancel at every stage,
+ * and argument checks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "../support.h"
+
+typedef struct {
+  bt_loop_t *t;
+  int calls;
+  int status;
+  int done;
+  braid_conn_t *conn;
+  uint64_t done_ms;
+  braid_connect_t *req;
+  int cancel_in_cb; /* result of braid_connect_cancel() from inside the callback */
+} result_t;
+
+static void on_conn_closed(braid_conn_t *c, int status, void *arg) {
+  (void)c;
+  (void)status;
+  *(int *)arg = 1;
+}
+
+static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+  result_t *r = arg;
+  r->calls++;
+  r->status = status;
+  r->conn = conn;
+  r->done = 1;
+  r->done_ms = uv_now(&r->t->uv);
+  assert_true(status == 0 ? conn != NULL : conn == NULL);
+  r->cancel_in_cb = braid_connect_cancel(req);
+}
+
+static void result_init(result_t *r, bt_loop_t *t) {
+  memset(r, 0, sizeof(*r));
+  r->t = t;
+}
+
+/* Closes r's connection, if any, and waits for its close callback. */
+static void result_close(result_t *r) {
+  if (!r->conn)
+    return;
+  int closed = 0;
+  braid_conn_callbacks_t cbs = {NULL, on_conn_closed, NULL, &closed};
+  assert_int_equal(braid_conn_set_callbacks(r->conn, &cbs), 0);
+  braid_conn_close(r->conn);
+  bt_run_until(r->t, &closed, 5000);
+  r->conn = NULL;
+}
+
+/* A listening socket on host with a full accept queue: listen(fd, 0) and raw connects that
+ * are never accepted. Linux drops further SYNs, so a connect to it hangs until timed out. */
+typedef struct {
+  int listener;
+  int fillers[4];
+  int nfill;
+  int port;
+} blackhole_t;
+
+static void blackhole_open(blackhole_t *b) {
+  memset(b, 0, sizeof(*b));
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  b->listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(b->listener >= 0);
+  assert_int_equal(bind(b->listener, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(listen(b->listener, 0), 0);
+  socklen_t len = sizeof(a);
+  assert_int_equal(getsockname(b->listener, (struct sockaddr *)&a, &len), 0);
+  b->port = ntohs(a.sin_port);
+  /* Backlog 0 still queues one connection; more fillers make sure the queue is full. */
+  for (int i = 0; i < 3; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    b->fillers[b->nfill++] = fd;
+  }
+  usleep(50 * 1000); /* let the handshakes that can complete, complete */
+}
+
+static void blackhole_close(blackhole_t *b) {
+  for (int i = 0; i < b->nfill; i++)
+    close(b->fillers[i]);
+  close(b->listener);
+}
+
+/* A port where nothing listens: bound (so nobody else takes it) but not listening, so SYNs
+ * get a RST. */
+static int closed_port(int *fd_out) {
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  *fd_out = fd;
+  return ntohs(a.sin_port);
+}
+
+/* ---- a braid echo server to connect to ------------------------------------------------ */
+
+typedef struct {
+  int closed_flag;
+  int server_conns;
+} echo_t;
+
+static void echo_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+  (void)arg;
+  if (status < 0)
+    braid_conn_close(c);
+  else
+    braid_conn_write(c, data, len, NULL, NULL);
+}
+
+static void echo_conn(braid_server_t *s, braid_conn_t *c, void *arg) {
+  (void)s;
+  echo_t *e = arg;
+  e->server_conns++;
+  braid_conn_callbacks_t cbs = {echo_read, NULL, NULL, NULL};
+  braid_conn_set_callbacks(c, &cbs);
+  braid_conn_read_start(c);
+}
+
+static void echo_closed(braid_server_t *s, int status, void *arg) {
+  (void)s;
+  (void)status;
+  ((echo_t *)arg)->closed_flag = 1;
+}
+
+static braid_server_t *echo_start(bt_loop_t *t, echo_t *e, const char *host) {
+  memset(e, 0, sizeof(*e));
+  braid_server_t *s;
+  assert_int_equal(braid_server_new(&s, t->loop, NULL, echo_conn, e), 0);
+  assert_int_equal(braid_server_listen(s, host, 0), 0);
+  return s;
+}
+
+static void echo_stop(bt_loop_t *t, braid_server_t *s, echo_t *e) {
+  assert_int_equal(braid_server_close(s, echo_closed, e), 0);
+  bt_run_until(t, &e->closed_flag, 5000);
+}
+
+/* ---- tests --------------------------------------------------------------------------- */
+
+static void test_connect_timeout(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  blackhole_t b;
+  blackhole_open(&b);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.connect_timeout_ms = 200;
+  result_t r;
+  result_init(&r, &t);
+  uint64_t start = uv_now(&t.uv);
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", b.port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(r.calls, 0); /* never from inside the call */
+  bt_run_until(&t, &r.done, 5000);
+  assert_int_equal(r.status, BRAID_ETIMEDOUT);
+  assert_true(r.done_ms - start >= 190);
+  assert_true(r.done_ms - start < 2000);
+  assert_int_equal(r.cancel_in_cb, BRAID_ECLOSED);
+  bt_run(&t, 5000);
+  assert_int_equal(r.calls, 1);
+  blackhole_close(&b);
+  bt_loop_done(&t);
+}
+
+static void test_refused(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  int hold;
+  int port = closed_port(&hold);
+  result_t r;
+  result_init(&r, &t);
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, NULL, on_connect, &r, NULL), 0);
+  bt_run(&t, 5000);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, UV_ECONNREFUSED);
+  close(hold);
+  bt_loop_done(&t);
+}
+
+static void test_refused_with_retries(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  int hold;
+  int port = closed_port(&hold);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.retries = 3;
+  o.backoff_initial_ms = 100;
+  o.backoff_max_ms = 150;
+  o.backoff_jitter = 0.0;
+  result_t r;
+  result_init(&r, &t);
+  uint64_t start = uv_now(&t.uv);
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  bt_run(&t, 10000);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, UV_ECONNREFUSED);
+  /* Delays 100, then 200 capped to 150, then 150: 400 ms of backoff. */
+  uint64_t took = r.done_ms - start;
+  assert_true(took >= 390);
+  assert_true(took < 2000);
+
+  /* With full jitter, each delay is somewhere in [0, d]: never more than without. */
+  o.backoff_jitter = 1.0;
+  o.backoff_max_ms = 100;
+  result_init(&r, &t);
+  start = uv_now(&t.uv);
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  bt_run(&t, 10000);
+  assert_int_equal(r.status, UV_ECONNREFUSED);
+  assert_true(r.done_ms - start <= 300 + 200);
+  close(hold);
+  bt_loop_done(&t);
+}
+
+static void round_trip(const char *connect_host, const char *listen_host, int family,
+                       int want_family) {
+  bt_loop_t t;
+  bt_loop_init(&t);
+  echo_t e;
+  braid_server_t *s = echo_start(&t, &e, listen_host);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.family = family;
+  o.sockopts.sndbuf_bytes = 32768;
+  o.sockopts.keepalive = BRAID_OPT_ON;
+  o.sockopts.keepalive_idle_s = 42;
+  result_t r;
+  result_init(&r, &t);
+  assert_int_equal(braid_connect(t.loop, connect_host, braid_server_port(s), &o, on_connect, &r,
+                                 NULL),
+                   0);
+  bt_run_until(&t, &r.done, 5000);
+  assert_int_equal(r.status, 0);
+  struct sockaddr_storage peer;
+  assert_int_equal(braid_conn_peername(r.conn, &peer), 0);
+  assert_int_equal(peer.ss_family, want_family);
+  /* Options were applied: buffer before connect, the rest after. */
+  braid_sockopts_effective_t eff;
+  assert_int_equal(braid_conn_sockopts(r.conn, &eff), 0);
+  assert_true(eff.sndbuf_bytes >= 32768);
+  assert_int_equal(eff.keepalive, 1);
+  assert_int_equal(eff.keepalive_idle_s, 42);
+  assert_int_equal(eff.nodelay, 1);
+  result_close(&r);
+  echo_stop(&t, s, &e);
+  assert_int_equal(e.server_conns, 1);
+  bt_loop_done(&t);
+}
+
+static void test_localhost(void **state) {
+  (void)state;
+  /* "localhost" may resolve to ::1 first, where nothing listens: the client then tries
+   * 127.0.0.1, the next address. */
+  round_trip("localhost", "127.0.0.1", AF_UNSPEC, AF_INET);
+}
+
+static void test_localhost_v4_only(void **state) {
+  (void)state;
+  round_trip("localhost", "127.0.0.1", AF_INET, AF_INET);
+}
+
+static void test_ipv6(void **state) {
+  (void)state;
+  round_trip("::1", "::1", AF_UNSPEC, AF_INET6);
+}
+
+static void test_cancel_resolving(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  result_t r;
+  result_init(&r, &t);
+  braid_connect_t *req;
+  assert_int_equal(braid_connect(t.loop, "localhost", 9, NULL, on_connect, &r, &req), 0);
+  assert_int_equal(braid_connect_cancel(req), 0);
+  bt_run(&t, 5000);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, BRAID_ECANCELED);
+  assert_int_equal(r.cancel_in_cb, BRAID_ECLOSED);
+  bt_loop_done(&t);
+}
+
+typedef struct {
+  braid_connect_t *req;
+  int rc;
+  int calls_before;
+  result_t *r;
+} canceller_t;
+
+static void on_cancel_timer(uv_timer_t *timer) {
+  canceller_t *c = timer->data;
+  c->calls_before = c->r->calls;
+  c->rc = braid_connect_cancel(c->req);
+  uv_close((uv_handle_t *)timer, NULL);
+}
+
+static void cancel_after(bt_loop_t *t, const char *host, int port, braid_client_opts_t *o,
+                         uint64_t after_ms, result_t *r, canceller_t *c) {
+  result_init(r, t);
+  memset(c, 0, sizeof(*c));
+  c->r = r;
+  c->rc = 1;
+  assert_int_equal(braid_connect(t->loop, host, port, o, on_connect, r, &c->req), 0);
+  static uv_timer_t timer;
+  uv_timer_init(&t->uv, &timer);
+  timer.data = c;
+  uv_timer_start(&timer, on_cancel_timer, after_ms, 0);
+}
+
+static void test_cancel_connecting(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  blackhole_t b;
+  blackhole_open(&b);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.connect_timeout_ms = 5000;
+  result_t r;
+  canceller_t c;
+  uint64_t start = uv_now(&t.uv);
+  cancel_after(&t, "127.0.0.1", b.port, &o, 100, &r, &c);
+  bt_run(&t, 5000);
+  assert_int_equal(c.rc, 0);
+  assert_int_equal(c.calls_before, 0);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, BRAID_ECANCELED);
+  assert_true(r.done_ms - start < 1000); /* not the 5 s timeout */
+  blackhole_close(&b);
+  bt_loop_done(&t);
+}
+
+static void test_cancel_backing_off(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  int hold;
+  int port = closed_port(&hold);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.retries = 5;
+  o.backoff_initial_ms = 2000;
+  o.backoff_jitter = 0.0;
+  result_t r;
+  canceller_t c;
+  uint64_t start = uv_now(&t.uv);
+  /* The refusal is immediate, so at 200 ms the request waits out its first backoff. */
+  cancel_after(&t, "127.0.0.1", port, &o, 200, &r, &c);
+  bt_run(&t, 5000);
+  assert_int_equal(c.rc, 0);
+  assert_int_equal(c.calls_before, 0);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, BRAID_ECANCELED);
+  assert_true(r.done_ms - start < 1500);
+  close(hold);
+  bt_loop_done(&t);
+}
+
+static void test_cancel_before_start(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  result_t r;
+  result_init(&r, &t);
+  braid_connect_t *req;
+  /* An IP literal: cancelled before the first attempt started. */
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", 9, NULL, on_connect, &r, &req), 0);
+  assert_int_equal(braid_connect_cancel(req), 0);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, BRAID_ECANCELED);
+  bt_run(&t, 5000);
+  assert_int_equal(r.calls, 1);
+  bt_loop_done(&t);
+}
+
+static void test_bad_arguments(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  result_t r;
+  result_init(&r, &t);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  assert_int_equal(o.connect_timeout_ms, 10000);
+  assert_int_equal(o.retries, 0);
+  assert_int_equal(o.backoff_initial_ms, 100);
+  assert_int_equal(o.backoff_max_ms, 10000);
+  assert_true(o.backoff_jitter == 0.5);
+  assert_int_equal(o.family, AF_UNSPEC);
+  braid_loop_t *l = t.loop;
+  assert_int_equal(braid_connect(NULL, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(l, NULL, 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(l, "", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(l, "127.0.0.1", 0, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(l, "127.0.0.1", 65536, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, NULL, &r, NULL), BRAID_EINVAL);
+  o.backoff_jitter = 1.5;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.backoff_max_ms = 50;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.backoff_initial_ms = 0;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.retries = 1001;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.connect_timeout_ms = (UINT64_C(1) << 31) + 1;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.family = AF_UNIX;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.family = AF_INET6; /* an IPv4 literal cannot be reached over IPv6 only */
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  braid_client_opts_init(&o);
+  o.sockopts.dscp = 64;
+  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect_cancel(NULL), BRAID_EINVAL);
+  assert_int_equal(r.calls, 0);
+  bt_loop_done(&t);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_connect_timeout),    cmocka_unit_test(test_refused),
+      cmocka_unit_test(test_refused_with_retries), cmocka_unit_test(test_localhost),
+      cmocka_unit_test(test_localhost_v4_only),  cmocka_unit_test(test_ipv6),
+      cmocka_unit_test(test_cancel_resolving),
+      cmocka_unit_test(test_cancel_connecting),  cmocka_unit_test(test_cancel_backing_off),
+      cmocka_unit_test(test_cancel_before_start), cmocka_unit_test(test_bad_arguments),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,612 @@
+/* Request/response channels over loopback: pipelining, out-of-order answers, one request's
+ * deadline among many, the in-flight cap, connection loss with requests pending (each
+ * completes exactly once), remote errors, batches, ordered (pipelined) protocols with
+ * late answers, goaway, and garbage from the peer. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../support.h"
+
+/* ---- fixture: a braid server whose connections become rpc server channels --------------- */
+
+typedef struct held_s {
+  braid_rpc_req_t *req;
+  char data[64];
+  size_t len;
+} held_t;
+
+typedef struct fix_s {
+  bt_loop_t t;
+  braid_server_t *server;
+  braid_rpc_opts_t sopts; /* server channel options */
+  braid_rpc_opts_t copts; /* client channel options */
+  braid_rpc_t *client;
+  braid_rpc_t *srv_rpc;
+  int connected;
+  int server_closed;
+  /* server behaviour */
+  int hold;          /* hold requests instead of answering */
+  held_t held[256];
+  int n_held;
+  int max_outstanding, outstanding;
+  const char *fail_on;   /* answer requests equal to this with an error */
+  int batches_seen;
+  int client_closed, client_close_status;
+  int srv_closed;
+} fix_t;
+
+static void srv_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
+                           size_t len, void *arg) {
+  (void)rpc;
+  fix_t *f = arg;
+  f->outstanding++;
+  if (f->outstanding > f->max_outstanding)
+    f->max_outstanding = f->outstanding;
+  if (f->fail_on && len == strlen(f->fail_on) && memcmp(data, f->fail_on, len) == 0) {
+    f->outstanding--;
+    assert_int_equal(braid_rpc_respond_error(req, BRAID_WIRE_APP_MIN + 7, "no such key"), 0);
+    return;
+  }
+  if (f->hold) {
+    assert_true(f->n_held < 256 && len <= 64);
+    held_t *h = &f->held[f->n_held++];
+    h->req = req;
+    memcpy(h->data, data, len);
+    h->len = len;
+    return;
+  }
+  f->outstanding--;
+  assert_int_equal(braid_rpc_respond(req, data, len), 0);
+}
+
+static void srv_on_batch(braid_rpc_t *rpc, braid_rpc_req_t **reqs, const braid_batch_item_t *items,
+                         uint32_t count, void *arg) {
+  (void)rpc;
+  fix_t *f = arg;
+  f->batches_seen++;
+  /* Answer in reverse, upper-casing, to show the order of answers does not matter. */
+  for (uint32_t i = count; i-- > 0;) {
+    char up[64];
+    assert_true(items[i].len <= sizeof(up));
+    for (uint32_t k = 0; k < items[i].len; k++)
+      up[k] = (char)(items[i].data[k] >= 'a' && items[i].data[k] <= 'z' ? items[i].data[k] - 32
+                                                                         : items[i].data[k]);
+    if (items[i].len == 4 && memcmp(items[i].data, "fail", 4) == 0)
+      assert_int_equal(braid_rpc_respond_error(reqs[i], BRAID_WIRE_APP_MIN, "item failed"), 0);
+    else
+      assert_int_equal(braid_rpc_respond(reqs[i], up, items[i].len), 0);
+  }
+}
+
+static void srv_on_close(braid_rpc_t *rpc, int status, void *arg) {
+  (void)rpc;
+  (void)status;
+  fix_t *f = arg;
+  f->srv_closed++;
+  f->srv_rpc = NULL;
+}
+
+static void on_connection(braid_server_t *s, braid_conn_t *conn, void *arg) {
+  (void)s;
+  fix_t *f = arg;
+  assert_int_equal(braid_rpc_server(&f->srv_rpc, conn, &f->sopts), 0);
+}
+
+static void cli_on_close(braid_rpc_t *rpc, int status, void *arg) {
+  (void)rpc;
+  fix_t *f = arg;
+  f->client_closed++;
+  f->client_close_status = status;
+  f->client = NULL;
+}
+
+static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+  (void)req;
+  fix_t *f = arg;
+  assert_int_equal(status, 0);
+  assert_int_equal(braid_rpc_client(&f->client, conn, &f->copts), 0);
+  f->connected = 1;
+}
+
+static void srv_closed_cb(braid_server_t *s, int status, void *arg) {
+  (void)s;
+  (void)status;
+  ((fix_t *)arg)->server_closed = 1;
+}
+
+/* Starts a server and connects a client channel. Fill f->sopts/copts first (fix_opts). */
+static void fix_start(fix_t *f) {
+  bt_loop_init(&f->t);
+  f->sopts.on_request = srv_on_request;
+  f->sopts.on_close = srv_on_close;
+  f->sopts.arg = f;
+  f->copts.on_close = cli_on_close;
+  f->copts.arg = f;
+  assert_int_equal(braid_server_new(&f->server, f->t.loop, NULL, on_connection, f), 0);
+  assert_int_equal(braid_server_listen(f->server, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", braid_server_port(f->server), NULL,
+                                 on_connect, f, NULL),
+                   0);
+  bt_run_until(&f->t, &f->connected, 5000);
+}
+
+static void fix_opts(fix_t *f) {
+  memset(f, 0, sizeof(*f));
+  braid_rpc_opts_init(&f->sopts);
+  braid_rpc_opts_init(&f->copts);
+}
+
+static void fix_stop(fix_t *f) {
+  if (f->client)
+    braid_rpc_close(f->client);
+  assert_int_equal(braid_server_close(f->server, srv_closed_cb, f), 0);
+  bt_run(&f->t, 5000);
+  assert_true(f->server_closed);
+  bt_loop_done(&f->t);
+}
+
+/* ---- client-side result recording -------------------------------------------------------- */
+
+typedef struct res_s {
+  int calls;
+  int status;
+  uint16_t code;
+  uint8_t flags;
+  char data[4096];
+  size_t len;
+} res_t;
+
+static int done_count;
+
+static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  (void)rpc;
+  res_t *res = arg;
+  res->calls++;
+  res->status = r->status;
+  res->code = r->remote_code;
+  res->flags = r->flags;
+  res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
+  if (res->len)
+    memcpy(res->data, r->data, res->len);
+  done_count++;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_pipelined(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  enum { N = 2000 };
+  static res_t res[N];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  for (int i = 0; i < N; i++) {
+    char msg[32];
+    int n = snprintf(msg, sizeof(msg), "request %d", i);
+    assert_int_equal(braid_rpc_call(f.client, msg, (size_t)n, 0, on_result, &res[i]), 0);
+  }
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.client, &st);
+  assert_int_equal(st.calls, N);
+  assert_int_equal(st.inflight + st.queued, N);
+  while (done_count < N)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  for (int i = 0; i < N; i++) {
+    char msg[32];
+    int n = snprintf(msg, sizeof(msg), "request %d", i);
+    assert_int_equal(res[i].calls, 1);
+    assert_int_equal(res[i].status, 0);
+    assert_int_equal(res[i].len, (size_t)n);
+    assert_memory_equal(res[i].data, msg, (size_t)n);
+  }
+  braid_rpc_stats(f.client, &st);
+  assert_int_equal(st.completed, N);
+  assert_int_equal(st.inflight, 0);
+  fix_stop(&f);
+  assert_int_equal(f.client_closed, 1);
+  assert_int_equal(f.client_close_status, 0);
+}
+
+static void test_out_of_order_and_deadline(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.hold = 1;
+  fix_start(&f);
+  static res_t res[10];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  for (int i = 0; i < 10; i++) {
+    char msg[8];
+    int n = snprintf(msg, sizeof(msg), "r%d", i);
+    /* Request 5 alone has a short deadline. */
+    assert_int_equal(braid_rpc_call(f.client, msg, (size_t)n, i == 5 ? 100 : 0, on_result, &res[i]),
+                     0);
+  }
+  while (f.n_held < 10)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  /* Answer in reverse order, all but 5. */
+  for (int i = 9; i >= 0; i--) {
+    if (i == 5)
+      continue;
+    assert_int_equal(braid_rpc_respond(f.held[i].req, f.held[i].data, f.held[i].len), 0);
+  }
+  while (done_count < 9)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_int_equal(res[5].calls, 0);
+  bt_run_until(&f.t, &res[5].calls, 5000);
+  assert_int_equal(res[5].status, BRAID_ETIMEDOUT);
+  for (int i = 0; i < 10; i++) {
+    if (i == 5)
+      continue;
+    char msg[8];
+    int n = snprintf(msg, sizeof(msg), "r%d", i);
+    assert_int_equal(res[i].status, 0);
+    assert_memory_equal(res[i].data, msg, (size_t)n);
+  }
+  /* The late answer is dropped; the connection still serves. */
+  assert_int_equal(braid_rpc_respond(f.held[5].req, "late", 4), 0);
+  f.hold = 0;
+  res_t after = {0};
+  assert_int_equal(braid_rpc_call(f.client, "after", 5, 0, on_result, &after), 0);
+  bt_run_until(&f.t, &after.calls, 5000);
+  assert_int_equal(after.status, 0);
+  assert_memory_equal(after.data, "after", 5);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.client, &st);
+  assert_int_equal(st.timeouts, 1);
+  assert_int_equal(st.late, 1);
+  assert_int_equal(res[5].calls, 1);
+  fix_stop(&f);
+}
+
+static void test_inflight_cap(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.copts.max_inflight = 4;
+  f.copts.max_queued = 96;
+  f.hold = 1;
+  fix_start(&f);
+  static res_t res[101];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, on_result, &res[i]), 0);
+  assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, on_result, &res[100]), BRAID_EQUEUEFULL);
+  /* Release held requests one by one; the server never sees more than 4 at once. */
+  int answered = 0;
+  while (done_count < 100) {
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+    while (answered < f.n_held) {
+      assert_true(f.n_held - answered <= 4);
+      f.outstanding--;
+      assert_int_equal(braid_rpc_respond(f.held[answered].req, "y", 1), 0);
+      answered++;
+    }
+  }
+  assert_int_equal(f.max_outstanding, 4);
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(res[i].calls, 1);
+  assert_int_equal(res[100].calls, 0);
+  fix_stop(&f);
+}
+
+static void test_connection_lost(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.copts.max_inflight = 8;
+  f.hold = 1;
+  fix_start(&f);
+  static res_t res[50];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, on_result, &res[i]), 0);
+  while (f.n_held < 8)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  /* The server's side resets the connection with 8 on the wire and 42 queued. */
+  braid_conn_abort(braid_rpc_conn(f.srv_rpc));
+  while (done_count < 50)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(res[i].calls, 1);
+    assert_true(res[i].status < 0);
+  }
+  /* Held server requests are still answered exactly once: the answer is dropped. */
+  for (int i = 0; i < 8; i++)
+    assert_int_equal(braid_rpc_respond(f.held[i].req, "late", 4), BRAID_ECLOSED);
+  bt_run_until(&f.t, &f.client_closed, 5000);
+  assert_true(f.client_close_status < 0);
+  fix_stop(&f);
+  assert_int_equal(f.srv_closed, 1);
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(res[i].calls, 1);
+}
+
+static void test_remote_error(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.fail_on = "missing";
+  fix_start(&f);
+  res_t ok = {0}, bad = {0};
+  assert_int_equal(braid_rpc_call(f.client, "missing", 7, 0, on_result, &bad), 0);
+  assert_int_equal(braid_rpc_call(f.client, "present", 7, 0, on_result, &ok), 0);
+  bt_run_until(&f.t, &ok.calls, 5000);
+  assert_int_equal(bad.calls, 1);
+  assert_int_equal(bad.status, BRAID_EREMOTE);
+  assert_int_equal(bad.code, BRAID_WIRE_APP_MIN + 7);
+  assert_int_equal(bad.len, 11);
+  assert_memory_equal(bad.data, "no such key", 11);
+  assert_int_equal(ok.status, 0);
+  fix_stop(&f);
+}
+
+static void batch_round_trip(int with_batch_cb) {
+  static fix_t f;
+  fix_opts(&f);
+  if (with_batch_cb)
+    f.sopts.on_batch = srv_on_batch;
+  fix_start(&f);
+  uint8_t buf[256];
+  braid_batch_writer_t w;
+  assert_int_equal(braid_batch_writer_init(&w, buf, sizeof(buf), 0), 0);
+  const char *items[] = {"alpha", "beta", "fail", "gamma"};
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(braid_batch_writer_add(&w, 0, items[i], strlen(items[i])), 0);
+  int n = braid_batch_writer_finish(&w);
+  assert_true(n > 0);
+  if (!with_batch_cb)
+    f.fail_on = "fail";
+  res_t res = {0};
+  uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
+  assert_int_equal(
+      braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_BATCH, &part, 1, 0, on_result, &res), 0);
+  bt_run_until(&f.t, &res.calls, 5000);
+  assert_int_equal(res.status, 0);
+  assert_true(res.flags & BRAID_FRAME_FLAG_BATCH);
+  braid_batch_reader_t rd;
+  uint32_t count;
+  assert_int_equal(braid_batch_reader_init(&rd, res.data, res.len, 1, &count), 0);
+  assert_int_equal(count, 4);
+  for (int i = 0; i < 4; i++) {
+    braid_batch_item_t it;
+    assert_int_equal(braid_batch_reader_next(&rd, &it), 1);
+    if (i == 2) {
+      assert_int_not_equal(it.status, 0);
+      continue;
+    }
+    assert_int_equal(it.status, 0);
+    assert_int_equal(it.len, strlen(items[i]));
+    if (with_batch_cb)
+      assert_true(it.data[0] >= 'A' && it.data[0] <= 'Z');
+    else
+      assert_memory_equal(it.data, items[i], it.len);
+  }
+  assert_int_equal(f.batches_seen, with_batch_cb ? 1 : 0);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.srv_rpc, &st);
+  assert_int_equal(st.batches, 1);
+  assert_int_equal(st.requests, 4);
+  fix_stop(&f);
+}
+
+static void test_batch_with_batch_handler(void **state) {
+  (void)state;
+  batch_round_trip(1);
+}
+
+static void test_batch_split_into_requests(void **state) {
+  (void)state;
+  batch_round_trip(0);
+}
+
+/* Ordered mode: lines in, lines out. The server holds the first request and answers the
+ * second first; the client still gets them in order. A timed-out request's late answer is
+ * consumed in its turn. */
+static void test_ordered_protocol(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  braid_delimiter_opts_t d;
+  braid_delimiter_opts_init(&d);
+  d.delimiter = "\n";
+  d.delimiter_len = 1;
+  d.strip_delimiter = 0;
+  assert_int_equal(braid_framer_init_delimiter(&f.sopts.framer, &d), 0);
+  f.sopts.framer_set = 1;
+  f.sopts.mode = BRAID_RPC_ORDERED;
+  f.copts = f.sopts;
+  f.hold = 1;
+  fix_start(&f);
+  res_t r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0};
+  done_count = 0;
+  assert_int_equal(braid_rpc_call(f.client, "one\n", 4, 0, on_result, &r1), 0);
+  assert_int_equal(braid_rpc_call(f.client, "two\n", 4, 0, on_result, &r2), 0);
+  assert_int_equal(braid_rpc_call(f.client, "three\n", 6, 100, on_result, &r3), 0);
+  assert_int_equal(braid_rpc_call(f.client, "four\n", 5, 0, on_result, &r4), 0);
+  while (f.n_held < 4)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_int_equal(braid_rpc_respond(f.held[1].req, "TWO\n", 4), 0); /* held back */
+  bt_run_for(&f.t, 50);
+  assert_int_equal(done_count, 0);
+  assert_int_equal(braid_rpc_respond(f.held[0].req, "ONE\n", 4), 0);
+  while (done_count < 2)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_memory_equal(r1.data, "ONE\n", 4);
+  assert_memory_equal(r2.data, "TWO\n", 4);
+  bt_run_until(&f.t, &r3.calls, 5000); /* three times out */
+  assert_int_equal(r3.status, BRAID_ETIMEDOUT);
+  assert_int_equal(braid_rpc_respond(f.held[2].req, "THREE\n", 6), 0); /* late, dropped */
+  assert_int_equal(braid_rpc_respond(f.held[3].req, "FOUR\n", 5), 0);
+  bt_run_until(&f.t, &r4.calls, 5000);
+  assert_int_equal(r4.status, 0);
+  assert_int_equal(r4.len, 5);
+  assert_memory_equal(r4.data, "FOUR\n", 5);
+  assert_int_equal(r3.calls, 1);
+  fix_stop(&f);
+}
+
+static void test_goaway(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.copts.max_inflight = 2;
+  f.hold = 1;
+  fix_start(&f);
+  static res_t res[5];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, on_result, &res[i]), 0);
+  while (f.n_held < 2)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_int_equal(braid_rpc_goaway(f.srv_rpc, BRAID_WIRE_SHUTTING_DOWN, "draining"), 0);
+  assert_int_equal(braid_rpc_goaway(f.srv_rpc, 0, NULL), BRAID_ECLOSED);
+  /* Queued requests were never sent: they fail with EGOAWAY (safe to retry). */
+  while (done_count < 3)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  for (int i = 2; i < 5; i++)
+    assert_int_equal(res[i].status, BRAID_EGOAWAY);
+  assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, on_result, &res[0]), BRAID_ECLOSED);
+  /* Taken requests are still answered, then the connection closes. */
+  f.outstanding -= 2;
+  assert_int_equal(braid_rpc_respond(f.held[0].req, "a", 1), 0);
+  assert_int_equal(braid_rpc_respond(f.held[1].req, "b", 1), 0);
+  bt_run_until(&f.t, &f.client_closed, 5000);
+  assert_int_equal(res[0].status, 0);
+  assert_int_equal(res[1].status, 0);
+  fix_stop(&f);
+}
+
+/* Garbage from a client: the server answers with a connection ERROR and closes. */
+typedef struct raw_s {
+  char rx[256];
+  size_t len;
+  int eof;
+  int closed;
+} raw_t;
+
+static void raw_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+  raw_t *r = arg;
+  if (status == 0 && r->len + len <= sizeof(r->rx)) {
+    memcpy(r->rx + r->len, data, len);
+    r->len += len;
+  }
+  if (status < 0) {
+    r->eof = 1;
+    braid_conn_close(c);
+  }
+}
+
+static void raw_close(braid_conn_t *c, int status, void *arg) {
+  (void)c;
+  (void)status;
+  ((raw_t *)arg)->closed = 1;
+}
+
+static raw_t raw;
+static void on_raw_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+  (void)req;
+  assert_int_equal(status, 0);
+  braid_conn_callbacks_t cbs = {raw_read, raw_close, NULL, &raw};
+  braid_conn_set_callbacks(conn, &cbs);
+  braid_conn_read_start(conn);
+  assert_int_equal(braid_conn_write(conn, "GET / HTTP/1.1\r\n\r\n", 18, NULL, NULL), 0);
+  *(int *)arg = 1;
+}
+
+static void test_garbage_gets_error_frame(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  bt_loop_init(&f.t);
+  f.sopts.on_request = srv_on_request;
+  f.sopts.on_close = srv_on_close;
+  f.sopts.arg = &f;
+  memset(&raw, 0, sizeof(raw));
+  assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
+  assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
+  int connected = 0;
+  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
+                                 on_raw_connect, &connected, NULL),
+                   0);
+  bt_run_until(&f.t, &raw.closed, 5000);
+  assert_true(raw.len >= BRAID_FRAME_HEADER_SIZE + 2);
+  braid_frame_t fr;
+  assert_true(braid_frame_decode(raw.rx, raw.len, BRAID_FRAME_DEFAULT_MAX_PAYLOAD, &fr, NULL,
+                                 NULL) > 0);
+  assert_int_equal(fr.hdr.type, BRAID_FRAME_ERROR);
+  assert_int_equal(fr.hdr.id, 0);
+  uint16_t code;
+  const char *msg;
+  size_t mlen;
+  assert_int_equal(braid_frame_error_decode(fr.payload, fr.hdr.payload_len, &code, &msg, &mlen),
+                   0);
+  assert_int_equal(code, BRAID_WIRE_PROTOCOL);
+  assert_int_equal(braid_server_close(f.server, srv_closed_cb, &f), 0);
+  bt_run(&f.t, 5000);
+  assert_int_equal(f.srv_closed, 1);
+  bt_loop_done(&f.t);
+}
+
+static void test_bad_arguments(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  braid_rpc_opts_t o;
+  braid_rpc_opts_init(&o);
+  o.mode = BRAID_RPC_ORDERED; /* no framer */
+  braid_rpc_t *r;
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  braid_rpc_opts_init(&o);
+  o.max_inflight = 0;
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  braid_rpc_opts_init(&o);
+  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  res_t res = {0};
+  assert_int_equal(braid_rpc_call(f.client, NULL, 3, 0, on_result, &res), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_call_parts(f.client, 0x80, NULL, 0, 0, on_result, &res),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_rpc_respond(NULL, "x", 1), BRAID_EINVAL);
+  /* Close with requests pending: each completes once with ECANCELED. */
+  f.hold = 1;
+  res_t a = {0}, b = {0};
+  assert_int_equal(braid_rpc_call(f.client, "a", 1, 0, on_result, &a), 0);
+  assert_int_equal(braid_rpc_call(f.client, "b", 1, 0, on_result, &b), 0);
+  while (f.n_held < 2)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_int_equal(braid_rpc_close(f.client), 0);
+  assert_int_equal(a.calls, 1);
+  assert_int_equal(b.calls, 1);
+  assert_int_equal(a.status, BRAID_ECANCELED);
+  assert_int_equal(braid_rpc_close(f.client), 0);
+  bt_run_until(&f.t, &f.client_closed, 5000);
+  for (int i = 0; i < 2; i++)
+    braid_rpc_respond(f.held[i].req, "z", 1);
+  fix_stop(&f);
+  assert_int_equal(a.calls, 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_pipelined),
+      cmocka_unit_test(test_out_of_order_and_deadline),
+      cmocka_unit_test(test_inflight_cap),
+      cmocka_unit_test(test_connection_lost),
+      cmocka_unit_test(test_remote_error),
+      cmocka_unit_test(test_batch_with_batch_handler),
+      cmocka_unit_test(test_batch_split_into_requests),
+      cmocka_unit_test(test_ordered_protocol),
+      cmocka_unit_test(test_goaway),
+      cmocka_unit_test(test_garbage_gets_error_frame),
+      cmocka_unit_test(test_bad_arguments),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
