@@ -18,20 +18,7 @@
 #include <sys/mman.h>
 #endif
 
-/* ---- the store ------------------------------------------------------------------------ */
-
-typedef struct entry_s {
-  uint32_t klen;
-  uint32_t vlen;      /* inline value length (0 when blob is set) */
-  uint64_t expire_ms; /* 0: never */
-  braid_blob_t *blob; /* the value, when held as a blob */
-  int32_t err;        /* negative entry: the cached load error; 0 for values */
-  uint8_t visited;    /* SIEVE */
-  uint8_t pad[3];
-  braid__node_t node; /* policy list: oldest first (LRU: least recent first) */
-  uint64_t hash;
-  unsigned char data[]; /* key, then the inline value */
-} entry_t;
+/* ---- hash tables of pointers (the in-flight loads) ------------------------------------- */
 
 typedef struct {
   uint64_t hash;
@@ -40,108 +27,20 @@ typedef struct {
 
 typedef struct {
   slot_t *slots;
-  void *raw;   /* the allocation slots lives in (slots may be aligned inside it) */
   size_t mask; /* capacity - 1; capacity is a power of two */
   size_t count;
 } table_t;
 
-typedef struct core_s {
-  table_t tab;
-  braid__node_t list;
-  braid__node_t *hand; /* SIEVE: next candidate (NULL: start from the oldest) */
-  braid_hash_key_t key;
-  braid_loop_t *loop; /* clock; NULL: uv_hrtime */
-  braid_cache_policy_t policy;
-  uint64_t max_entries, max_bytes, max_value_bytes, default_ttl_ms;
-  uint64_t negative_max, negatives;
-  size_t sweep_cursor;
-  braid_cache_stats_t st;
-} core_t;
-
 #define TAB_MIN 16
 #define HUGE_PAGE ((size_t)2 << 20)
 
-/* The bytes a table of cap slots allocates. From 4 MiB up the slots are aligned to a 2 MiB
- * boundary inside a larger allocation and marked for transparent huge pages: a random probe
- * into a 32 MiB table then costs no TLB miss, which is a large share of a hit at 1M entries.
- * The alignment slack is allocated, so it is charged. */
-static size_t table_cost(size_t cap) {
-  size_t b = cap * sizeof(slot_t);
-  return b >= 2 * HUGE_PAGE ? b + HUGE_PAGE : b;
-}
-
-static inline uint64_t core_now(const core_t *c) {
-  return c->loop ? braid__now(c->loop) : uv_hrtime() / 1000000;
-}
-
-static inline uint64_t hash_key(const core_t *c, const void *key, size_t klen) {
-  return braid__siphash(c->key.k0, c->key.k1, klen ? key : "", klen, 1, 3);
-}
-
-static inline size_t entry_cost(const entry_t *e) {
-  size_t v = e->blob ? braid_blob_len(e->blob) + BRAID_CACHE_BLOB_OVERHEAD : e->vlen;
-  return BRAID_CACHE_ENTRY_OVERHEAD + e->klen + v;
-}
-
-static inline bool entry_expired(const entry_t *e, uint64_t now) {
-  return e->expire_ms != 0 && now >= e->expire_ms;
-}
-
 static int table_init(table_t *t, size_t cap) {
-  size_t bytes = cap * sizeof(slot_t);
-  t->raw = braid__calloc(1, table_cost(cap));
-  if (!t->raw)
+  t->slots = braid__calloc(cap, sizeof(slot_t));
+  if (!t->slots)
     return BRAID_ENOMEM;
-  t->slots = t->raw;
-  if (table_cost(cap) != bytes) {
-    uintptr_t p = ((uintptr_t)t->raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    t->slots = (slot_t *)((char *)t->raw + (p - (uintptr_t)t->raw));
-#if defined(MADV_HUGEPAGE)
-    (void)madvise(t->slots, bytes, MADV_HUGEPAGE); /* advice only: failure is harmless */
-#endif
-  }
   t->mask = cap - 1;
   t->count = 0;
   return 0;
-}
-
-/* Short keys (the common case: ids, paths, digests) compare word by word inline; memcmp's
- * call costs more than the comparison itself at these sizes. */
-static inline bool key_equal(const unsigned char *a, const void *bv, size_t n) {
-  const unsigned char *b = bv;
-  if (n > 64)
-    return memcmp(a, b, n) == 0;
-  uint64_t diff = 0;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x, y;
-    memcpy(&x, a + i, 8);
-    memcpy(&y, b + i, 8);
-    diff |= x ^ y;
-  }
-  for (; i < n; i++)
-    diff |= (uint64_t)(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-/* Finds the slot of the entry with this key; the probe stops at the first empty slot. */
-static inline size_t core_find(const core_t *c, uint64_t h, const void *key, size_t klen) {
-  const slot_t *s = c->tab.slots;
-  size_t mask = c->tab.mask;
-  for (size_t i = h & mask;; i = (i + 1) & mask) {
-    const entry_t *e = s[i].p;
-    if (!e)
-      return SIZE_MAX;
-    if (s[i].hash != h)
-      continue;
-#if defined(__GNUC__)
-    /* The key and value usually run into the entry's second cache line: fetch it in
-     * parallel with the first instead of after it. */
-    __builtin_prefetch((const char *)e + 64);
-#endif
-    if (e->klen == klen && key_equal(e->data, key, klen))
-      return i;
-  }
 }
 
 static size_t table_slot_of(const table_t *t, uint64_t h, const void *p) {
@@ -188,63 +87,280 @@ static int table_grow(table_t *t) {
   for (size_t i = 0; i <= t->mask; i++)
     if (t->slots[i].p)
       table_insert(&n, t->slots[i].hash, t->slots[i].p);
-  braid__free(t->raw);
+  braid__free(t->slots);
   *t = n;
   return 0;
 }
 
-static void core_unlink(core_t *c, entry_t *e) {
-  if (c->hand == &e->node) {
-    c->hand = e->node.next;
-    if (c->hand == &c->list)
-      c->hand = NULL;
+/* Short keys (the common case: ids, paths, digests) compare word by word inline; memcmp's
+ * call costs more than the comparison itself at these sizes. */
+static inline bool key_equal(const unsigned char *a, const void *bv, size_t n) {
+  const unsigned char *b = bv;
+  if (n > 64)
+    return memcmp(a, b, n) == 0;
+  uint64_t diff = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    diff |= x ^ y;
   }
-  braid__list_remove(&e->node);
+  for (; i < n; i++)
+    diff |= (uint64_t)(a[i] ^ b[i]);
+  return diff == 0;
 }
 
-static void entry_free(entry_t *e) {
-  braid_blob_unref(e->blob);
-  braid__free(e);
+/* ---- the store ------------------------------------------------------------------------- */
+
+/* One slot of the store: a 128-byte record, two cache lines, holding the entry itself. A
+ * key and inline value of up to REC_INLINE bytes together live in the record; longer ones
+ * in one external allocation the record points to. A hit on a small entry therefore reads
+ * the tag byte and the record, both addressed straight from the hash, so the two fetches
+ * overlap: one memory round trip, where a pointer-based table needs two (slot, then entry). */
+#define REC_INLINE 80
+#define NIL UINT32_MAX
+
+typedef struct rec_s {
+  uint64_t hash;
+  uint64_t expire_ms; /* 0: never */
+  uint32_t klen;
+  uint32_t vlen;   /* inline value length (0 when blob is set) */
+  uint8_t visited; /* SIEVE */
+  uint8_t external;
+  uint8_t pad[2];
+  int32_t err; /* negative entry: the cached load error; 0 for values */
+  union {
+    unsigned char data[REC_INLINE]; /* key, then the inline value */
+    unsigned char *ext;             /* the same, when they do not fit */
+  } u;
+  braid_blob_t *blob; /* the value, when held as a blob */
+  uint32_t prev, next; /* policy list (record indices): oldest first */
+} rec_t;
+
+/* Tag bytes, one per record: which slots are live, without touching the records. */
+#define TAG_EMPTY 0
+#define TAG_DELETED 1
+static inline uint8_t tag_of(uint64_t h) {
+  return (uint8_t)(0x80 | (h >> 57));
 }
 
-/* Removes e from index, list and accounting, and frees it. */
-static void core_remove(core_t *c, entry_t *e) {
-  table_remove_at(&c->tab, table_slot_of(&c->tab, e->hash, e));
-  core_unlink(c, e);
-  c->st.bytes -= entry_cost(e);
+typedef struct core_s {
+  rec_t *recs;
+  uint8_t *tags;
+  void *raw;       /* the allocation recs and tags live in */
+  size_t mask;     /* capacity - 1 */
+  size_t used;     /* live + deleted slots (deleted ones lengthen probes until a rehash) */
+  uint32_t head, tail; /* oldest and newest entry */
+  uint32_t hand;       /* SIEVE: next candidate (NIL: start from the oldest) */
+  braid_hash_key_t key;
+  braid_loop_t *loop; /* clock; NULL: uv_hrtime */
+  braid_cache_policy_t policy;
+  uint64_t max_entries, max_bytes, max_value_bytes, default_ttl_ms;
+  uint64_t negative_max, negatives;
+  size_t sweep_cursor;
+  braid_cache_stats_t st;
+} core_t;
+
+#define REC_MIN 16
+
+/* The bytes a store of cap slots allocates: the records, the tags, and, from 4 MiB up, the
+ * slack that lets the records start on a 2 MiB boundary, marked for transparent huge pages
+ * (a random probe into a large table then costs no TLB miss: a large share of a hit at 1M
+ * entries, more so under a hypervisor). */
+static size_t store_cost(size_t cap) {
+  size_t b = cap * (sizeof(rec_t) + 1);
+  return b >= 2 * HUGE_PAGE ? b + HUGE_PAGE : b;
+}
+
+static int store_alloc(core_t *c, size_t cap) {
+  size_t cost = store_cost(cap);
+  void *raw = braid__malloc(cost);
+  if (!raw)
+    return BRAID_ENOMEM;
+  char *base = raw;
+  if (cost != cap * (sizeof(rec_t) + 1)) {
+    uintptr_t p = ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    base += p - (uintptr_t)raw;
+#if defined(MADV_HUGEPAGE)
+    (void)madvise(base, cap * sizeof(rec_t), MADV_HUGEPAGE); /* advice: failure is harmless */
+#endif
+  }
+  c->raw = raw;
+  c->recs = (rec_t *)base;
+  c->tags = (uint8_t *)(base + cap * sizeof(rec_t));
+  memset(c->tags, TAG_EMPTY, cap);
+  c->mask = cap - 1;
+  c->used = 0;
+  return 0;
+}
+
+static inline uint64_t core_now(const core_t *c) {
+  return c->loop ? braid__now(c->loop) : uv_hrtime() / 1000000;
+}
+
+static inline uint64_t hash_key(const core_t *c, const void *key, size_t klen) {
+  return braid__siphash(c->key.k0, c->key.k1, klen ? key : "", klen, 1, 3);
+}
+
+static inline const unsigned char *rec_key(const rec_t *r) {
+  return r->external ? r->u.ext : r->u.data;
+}
+
+/* Bytes an entry costs beyond its slot: the external key+value block, the blob. */
+static inline size_t ext_cost(size_t klen, size_t inline_vlen, const braid_blob_t *blob) {
+  size_t c = blob ? braid_blob_len(blob) + BRAID_CACHE_BLOB_OVERHEAD : 0;
+  if (klen + inline_vlen > REC_INLINE)
+    c += klen + inline_vlen + BRAID_CACHE_EXTERNAL_OVERHEAD;
+  return c;
+}
+
+static inline bool rec_expired(const rec_t *r, uint64_t now) {
+  return r->expire_ms != 0 && now >= r->expire_ms;
+}
+
+/* Finds the slot of the entry with this key, or SIZE_MAX. */
+static inline size_t core_find(const core_t *c, uint64_t h, const void *key, size_t klen) {
+  size_t mask = c->mask;
+  size_t i = h & mask;
+#if defined(__GNUC__)
+  /* The home record's two lines, fetched while the tags are read. */
+  __builtin_prefetch(&c->recs[i]);
+  __builtin_prefetch((const char *)&c->recs[i] + 64);
+#endif
+  uint8_t want = tag_of(h);
+  for (;; i = (i + 1) & mask) {
+    uint8_t t = c->tags[i];
+    if (t == TAG_EMPTY)
+      return SIZE_MAX;
+    if (t != want)
+      continue;
+    const rec_t *r = &c->recs[i];
+    if (r->hash == h && r->klen == klen && key_equal(rec_key(r), key, klen))
+      return i;
+  }
+}
+
+static void list_unlink(core_t *c, uint32_t i) {
+  rec_t *r = &c->recs[i];
+  if (c->hand == i)
+    c->hand = r->next; /* NIL when it was the newest */
+  if (r->prev != NIL)
+    c->recs[r->prev].next = r->next;
+  else
+    c->head = r->next;
+  if (r->next != NIL)
+    c->recs[r->next].prev = r->prev;
+  else
+    c->tail = r->prev;
+}
+
+static void list_push_back(core_t *c, uint32_t i) {
+  rec_t *r = &c->recs[i];
+  r->prev = c->tail;
+  r->next = NIL;
+  if (c->tail != NIL)
+    c->recs[c->tail].next = i;
+  else
+    c->head = i;
+  c->tail = i;
+}
+
+static void rec_release(rec_t *r) {
+  braid_blob_unref(r->blob);
+  if (r->external)
+    braid__free(r->u.ext);
+}
+
+/* Removes the entry in slot i from list and accounting and frees what it owns. */
+static void core_remove(core_t *c, size_t i) {
+  rec_t *r = &c->recs[i];
+  list_unlink(c, (uint32_t)i);
+  c->st.bytes -= ext_cost(r->klen, r->vlen, r->blob);
   c->st.entries--;
-  if (e->err)
+  if (r->err)
     c->negatives--;
-  entry_free(e);
+  rec_release(r);
+  /* A slot whose successor is empty ends no probe run: it can be empty again at once. */
+  if (c->tags[(i + 1) & c->mask] == TAG_EMPTY) {
+    c->tags[i] = TAG_EMPTY;
+    c->used--;
+  } else {
+    c->tags[i] = TAG_DELETED;
+  }
+}
+
+/* Moves every entry into a store of new_cap slots, without deleted slots. The old store is
+ * read in slot order (sequentially: reading it in list order would be a cache miss per
+ * entry), with a map from old to new slot to rewrite the list links afterwards. */
+static int store_rehash(core_t *c, size_t new_cap) {
+  core_t n = *c;
+  size_t old_cap = c->mask + 1;
+  uint32_t *map = braid__malloc(old_cap * sizeof(uint32_t));
+  if (!map)
+    return BRAID_ENOMEM;
+  int rc = store_alloc(&n, new_cap);
+  if (rc) {
+    braid__free(map);
+    return rc;
+  }
+  for (size_t i = 0; i < old_cap; i++) {
+    if (c->tags[i] < 0x80)
+      continue;
+    const rec_t *r = &c->recs[i];
+    size_t j = r->hash & n.mask;
+    while (n.tags[j] != TAG_EMPTY)
+      j = (j + 1) & n.mask;
+    n.tags[j] = c->tags[i];
+    n.recs[j] = *r;
+    n.used++;
+    map[i] = (uint32_t)j;
+  }
+  for (size_t j = 0; j < new_cap; j++) {
+    if (n.tags[j] < 0x80)
+      continue;
+    rec_t *r = &n.recs[j];
+    if (r->prev != NIL)
+      r->prev = map[r->prev];
+    if (r->next != NIL)
+      r->next = map[r->next];
+  }
+  n.head = c->head == NIL ? NIL : map[c->head];
+  n.tail = c->tail == NIL ? NIL : map[c->tail];
+  n.hand = c->hand == NIL ? NIL : map[c->hand];
+  braid__free(map);
+  braid__free(c->raw);
+  n.sweep_cursor = 0;
+  *c = n;
+  return 0;
 }
 
 /* Picks the policy's victim. SIEVE: the hand walks from the oldest entry towards the newest,
- * clearing visited bits, and stops at the first unvisited (or expired) entry. */
-static entry_t *core_victim(core_t *c) {
-  if (braid__list_empty(&c->list))
-    return NULL;
+ * clearing visited bits, and stops at the first unvisited (or expired) entry; removing it
+ * leaves the hand on the next newer entry. */
+static uint32_t core_victim(core_t *c) {
+  if (c->head == NIL)
+    return NIL;
   if (c->policy == BRAID_CACHE_LRU)
-    return BRAID__CONTAINER_OF(c->list.next, entry_t, node);
+    return c->head;
   uint64_t now = core_now(c);
-  braid__node_t *n = c->hand ? c->hand : c->list.next;
+  uint32_t i = c->hand != NIL ? c->hand : c->head;
   for (;;) {
-    entry_t *e = BRAID__CONTAINER_OF(n, entry_t, node);
-    if (!e->visited || entry_expired(e, now)) {
-      c->hand = n; /* removing the victim moves the hand on to the next newer entry */
-      return e;
+    rec_t *r = &c->recs[i];
+    if (!r->visited || rec_expired(r, now)) {
+      c->hand = i;
+      return i;
     }
-    e->visited = 0;
-    n = n->next;
-    if (n == &c->list)
-      n = c->list.next;
+    r->visited = 0;
+    i = r->next != NIL ? r->next : c->head;
   }
 }
 
 static bool core_evict_one(core_t *c) {
-  entry_t *v = core_victim(c);
-  if (!v)
+  uint32_t v = core_victim(c);
+  if (v == NIL)
     return false;
-  if (entry_expired(v, core_now(c)))
+  if (rec_expired(&c->recs[v], core_now(c)))
     c->st.expirations++;
   else
     c->st.evictions++;
@@ -255,10 +371,10 @@ static bool core_evict_one(core_t *c) {
 static int core_init(core_t *c, const braid_cache_opts_t *o, uint64_t max_entries,
                      uint64_t max_bytes, const braid_hash_key_t *key) {
   memset(c, 0, sizeof(*c));
-  int rc = table_init(&c->tab, TAB_MIN);
+  int rc = store_alloc(c, REC_MIN);
   if (rc)
     return rc;
-  braid__list_init(&c->list);
+  c->head = c->tail = c->hand = NIL;
   c->key = *key;
   c->policy = o->policy;
   c->max_entries = max_entries;
@@ -267,19 +383,21 @@ static int core_init(core_t *c, const braid_cache_opts_t *o, uint64_t max_entrie
   c->default_ttl_ms = o->default_ttl_ms;
   uint64_t neg = o->max_entries * o->negative_max_percent / 100;
   c->negative_max = neg ? neg : 1;
-  c->st.bytes = table_cost(TAB_MIN);
+  c->st.bytes = store_cost(REC_MIN);
   return 0;
 }
 
 static void core_clear(core_t *c) {
-  while (!braid__list_empty(&c->list))
-    core_remove(c, BRAID__CONTAINER_OF(c->list.next, entry_t, node));
+  while (c->head != NIL)
+    core_remove(c, c->head);
 }
 
 static void core_destroy(core_t *c) {
   core_clear(c);
-  braid__free(c->tab.raw);
-  c->tab.slots = c->tab.raw = NULL;
+  braid__free(c->raw);
+  c->raw = NULL;
+  c->recs = NULL;
+  c->tags = NULL;
 }
 
 static int ttl_to_expire(const core_t *c, uint64_t ttl_ms, uint64_t *expire) {
@@ -296,33 +414,34 @@ static int ttl_to_expire(const core_t *c, uint64_t ttl_ms, uint64_t *expire) {
 }
 
 /* Looks key up; returns the live entry (touched for the policy) or NULL. An expired entry
- * is removed unless keep_stale_ms says it may still serve as stale (then *stale is set). */
-static inline entry_t *core_lookup(core_t *c, uint64_t h, const void *key, size_t klen,
-                                   uint64_t keep_stale_ms, entry_t **stale) {
+ * is removed unless keep_stale_ms says it may still serve as stale (then *stale is set).
+ * The pointer is valid until the next insert. */
+static inline rec_t *core_lookup(core_t *c, uint64_t h, const void *key, size_t klen,
+                                 uint64_t keep_stale_ms, rec_t **stale) {
   size_t i = core_find(c, h, key, klen);
   if (i == SIZE_MAX)
     return NULL;
-  entry_t *e = c->tab.slots[i].p;
-  if (e->expire_ms) {
+  rec_t *r = &c->recs[i];
+  if (r->expire_ms) {
     uint64_t now = core_now(c);
-    if (now >= e->expire_ms) {
-      if (keep_stale_ms && !e->err && now < e->expire_ms + keep_stale_ms) {
-        *stale = e;
+    if (now >= r->expire_ms) {
+      if (keep_stale_ms && !r->err && now < r->expire_ms + keep_stale_ms) {
+        *stale = r;
       } else {
         c->st.expirations++;
-        core_remove(c, e);
+        core_remove(c, i);
       }
       return NULL;
     }
   }
   if (c->policy == BRAID_CACHE_SIEVE) {
-    if (!e->visited)
-      e->visited = 1;
-  } else if (e->node.next != &c->list) {
-    braid__list_remove(&e->node);
-    braid__list_push_back(&c->list, &e->node);
+    if (!r->visited)
+      r->visited = 1;
+  } else if (r->next != NIL) {
+    list_unlink(c, (uint32_t)i);
+    list_push_back(c, (uint32_t)i);
   }
-  return e;
+  return r;
 }
 
 /* Stores a new entry (value copied inline, or blob referenced, or err for a negative entry).
@@ -331,56 +450,72 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
                     size_t vlen, braid_blob_t *blob, int err, uint64_t expire) {
   size_t old = core_find(c, h, key, klen);
   if (old != SIZE_MAX)
-    core_remove(c, c->tab.slots[old].p);
+    core_remove(c, old);
   size_t value_bytes = blob ? braid_blob_len(blob) : vlen;
   if (value_bytes > c->max_value_bytes) {
     c->st.rejected++;
     return BRAID_ETOOBIG;
   }
   size_t inline_len = blob ? 0 : vlen;
-  size_t cost = BRAID_CACHE_ENTRY_OVERHEAD + klen +
-                (blob ? value_bytes + BRAID_CACHE_BLOB_OVERHEAD : inline_len);
-  if (cost + table_cost(TAB_MIN) > c->max_bytes) {
+  size_t cost = ext_cost(klen, inline_len, blob);
+  if (cost + store_cost(REC_MIN) > c->max_bytes) {
     c->st.rejected++;
     return BRAID_ETOOBIG;
   }
   if (err && c->negatives >= c->negative_max)
     return BRAID_ETOOBIG;
-  /* Make room: both bounds, counting the table's growth if this insert needs it (grow past
-   * 3/4 full). Evicting may make the growth unnecessary, so re-check each round. */
+  /* Make room: both bounds, counting the store's growth if this insert needs it (grow when
+   * more than 3/4 of the slots would be live; a rehash at the same size when deleted slots
+   * fill them). Evicting may make the growth unnecessary, so re-check each round. */
+  size_t new_cap;
   for (;;) {
-    size_t cap = c->tab.mask + 1;
-    bool grow = (c->tab.count + 1) * 4 > cap * 3;
-    uint64_t need = cost + (grow ? table_cost(cap * 2) - table_cost(cap) : 0);
+    size_t cap = c->mask + 1;
+    new_cap = cap;
+    if ((c->st.entries + 1) * 4 > cap * 3)
+      new_cap = cap * 2;
+    uint64_t need = cost + store_cost(new_cap) - store_cost(cap);
     if (c->st.entries + 1 <= c->max_entries && c->st.bytes + need <= c->max_bytes)
       break;
     if (!core_evict_one(c)) {
       c->st.rejected++;
-      return BRAID_ETOOBIG; /* the table alone leaves no room (tiny max_bytes) */
+      return BRAID_ETOOBIG; /* the store alone leaves no room (tiny max_bytes) */
     }
   }
-  if ((c->tab.count + 1) * 4 > (c->tab.mask + 1) * 3) {
-    size_t cap = c->tab.mask + 1;
-    if (table_grow(&c->tab))
+  size_t cap = c->mask + 1;
+  if (new_cap != cap || (c->used + 1) * 4 > cap * 3) {
+    if (store_rehash(c, new_cap))
       return BRAID_ENOMEM;
-    c->st.bytes += table_cost(cap * 2) - table_cost(cap);
+    c->st.bytes += store_cost(new_cap) - store_cost(cap);
   }
-  entry_t *e = braid__malloc(sizeof(entry_t) + klen + inline_len);
-  if (!e)
-    return BRAID_ENOMEM;
-  e->klen = (uint32_t)klen;
-  e->vlen = (uint32_t)inline_len;
-  e->expire_ms = expire;
-  e->blob = blob ? braid_blob_ref(blob) : NULL;
-  e->err = err;
-  e->visited = 0;
-  e->hash = h;
+  unsigned char *ext = NULL;
+  if (klen + inline_len > REC_INLINE) {
+    ext = braid__malloc(klen + inline_len);
+    if (!ext)
+      return BRAID_ENOMEM;
+  }
+  size_t i = h & c->mask;
+  while (c->tags[i] >= 0x80)
+    i = (i + 1) & c->mask;
+  if (c->tags[i] == TAG_EMPTY)
+    c->used++;
+  c->tags[i] = tag_of(h);
+  rec_t *r = &c->recs[i];
+  r->hash = h;
+  r->expire_ms = expire;
+  r->klen = (uint32_t)klen;
+  r->vlen = (uint32_t)inline_len;
+  r->visited = 0;
+  r->external = ext != NULL;
+  r->err = err;
+  r->blob = blob ? braid_blob_ref(blob) : NULL;
+  unsigned char *d = ext ? ext : r->u.data;
+  if (ext)
+    r->u.ext = ext;
   if (klen)
-    memcpy(e->data, key, klen);
+    memcpy(d, key, klen);
   if (inline_len)
-    memcpy(e->data + klen, val, inline_len);
-  table_insert(&c->tab, h, e);
-  braid__list_push_back(&c->list, &e->node);
+    memcpy(d + klen, val, inline_len);
+  list_push_back(c, (uint32_t)i);
   c->st.bytes += cost;
   c->st.entries++;
   c->st.inserts++;
@@ -389,26 +524,26 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
   return 0;
 }
 
-static inline const void *entry_value(const entry_t *e, size_t *len) {
-  if (e->blob) {
-    *len = braid_blob_len(e->blob);
-    return braid_blob_data(e->blob);
+static inline const void *rec_value(const rec_t *r, size_t *len) {
+  if (r->blob) {
+    *len = braid_blob_len(r->blob);
+    return braid_blob_data(r->blob);
   }
-  *len = e->vlen;
-  return e->data + e->klen;
+  *len = r->vlen;
+  return rec_key(r) + r->klen;
 }
 
 static inline int core_get(core_t *c, uint64_t h, const void *key, size_t klen, void *buf,
                            size_t cap, size_t *len) {
-  entry_t *stale = NULL;
-  entry_t *e = core_lookup(c, h, key, klen, 0, &stale);
-  if (!e || e->err) {
+  rec_t *stale = NULL;
+  rec_t *r = core_lookup(c, h, key, klen, 0, &stale);
+  if (!r || r->err) {
     c->st.misses++;
     return BRAID_ENOTFOUND;
   }
   c->st.hits++;
   size_t n;
-  const void *v = entry_value(e, &n);
+  const void *v = rec_value(r, &n);
   if (len)
     *len = n;
   if (n > cap)
@@ -418,31 +553,31 @@ static inline int core_get(core_t *c, uint64_t h, const void *key, size_t klen, 
   return 0;
 }
 
-static int entry_to_blob(const entry_t *e, braid_blob_t **out) {
-  if (e->blob) {
-    *out = braid_blob_ref(e->blob);
+static int rec_to_blob(const rec_t *r, braid_blob_t **out) {
+  if (r->blob) {
+    *out = braid_blob_ref(r->blob);
     return 0;
   }
-  return braid_blob_copy(out, e->data + e->klen, e->vlen);
+  return braid_blob_copy(out, rec_key(r) + r->klen, r->vlen);
 }
 
 static inline int core_get_blob(core_t *c, uint64_t h, const void *key, size_t klen,
                                 braid_blob_t **out) {
-  entry_t *stale = NULL;
-  entry_t *e = core_lookup(c, h, key, klen, 0, &stale);
-  if (!e || e->err) {
+  rec_t *stale = NULL;
+  rec_t *r = core_lookup(c, h, key, klen, 0, &stale);
+  if (!r || r->err) {
     c->st.misses++;
     return BRAID_ENOTFOUND;
   }
   c->st.hits++;
-  return entry_to_blob(e, out);
+  return rec_to_blob(r, out);
 }
 
 static int core_delete(core_t *c, uint64_t h, const void *key, size_t klen) {
   size_t i = core_find(c, h, key, klen);
   if (i == SIZE_MAX)
     return BRAID_ENOTFOUND;
-  core_remove(c, c->tab.slots[i].p);
+  core_remove(c, i);
   return 0;
 }
 
@@ -729,19 +864,18 @@ static void sweep_fire(uv_timer_t *t) {
   core_t *core = &c->core;
   uint64_t now = braid__now(c->loop);
   size_t n = c->opts.sweep_max_entries;
-  size_t cap = core->tab.mask + 1;
+  size_t cap = core->mask + 1;
   if (n > cap)
     n = cap;
-  size_t i = core->sweep_cursor & core->tab.mask;
-  /* A removal shifts a later entry into slot i, so re-examine i before moving on. */
+  size_t i = core->sweep_cursor & core->mask;
   while (n--) {
-    entry_t *e = core->tab.slots[i].p;
-    if (e && e->expire_ms && now >= e->expire_ms + (e->err ? 0 : c->opts.stale_ms)) {
+    rec_t *r = &core->recs[i];
+    if (core->tags[i] >= 0x80 && r->expire_ms &&
+        now >= r->expire_ms + (r->err ? 0 : c->opts.stale_ms)) {
       core->st.expirations++;
-      core_remove(core, e);
-      continue;
+      core_remove(core, i);
     }
-    i = (i + 1) & core->tab.mask;
+    i = (i + 1) & core->mask;
   }
   core->sweep_cursor = i;
 }
@@ -774,7 +908,7 @@ int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts, braid_ca
     rc = table_init(&c->flights, TAB_MIN);
   }
   if (rc) {
-    braid__free(c->core.tab.raw);
+    braid__free(c->core.raw);
     braid__free(c);
     return rc;
   }
@@ -829,8 +963,8 @@ int braid_cache_close(braid_cache_t *c, braid_cache_close_cb cb, void *arg) {
       }
     }
   }
-  braid__free(c->flights.raw);
-  c->flights.slots = c->flights.raw = NULL;
+  braid__free(c->flights.slots);
+  c->flights.slots = NULL;
   core_destroy(&c->core);
   uv_close((uv_handle_t *)&c->sweep_timer, cache_handle_closed);
   uv_close((uv_handle_t *)&c->deadline_timer, cache_handle_closed);
@@ -956,14 +1090,14 @@ static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t kl
 
 /* Delivers an entry's value (or cached error) to cb, holding a reference across the call so
  * the callback may delete the entry or close the cache. */
-static int deliver_entry(braid_cache_t *c, entry_t *e, braid_cache_memo_cb cb, void *arg) {
+static int deliver_entry(braid_cache_t *c, rec_t *e, braid_cache_memo_cb cb, void *arg) {
   if (e->err) {
     c->core.st.negative_hits++;
     cb(c, e->err, NULL, arg);
     return 0;
   }
   braid_blob_t *b;
-  int rc = entry_to_blob(e, &b);
+  int rc = rec_to_blob(e, &b);
   if (rc)
     return rc;
   cb(c, 0, b, arg);
@@ -986,8 +1120,8 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
     return BRAID_ECLOSED;
   core_t *core = &c->core;
   uint64_t h = hash_key(core, key, klen);
-  entry_t *stale = NULL;
-  entry_t *e = core_lookup(core, h, key, klen, c->opts.stale_ms, &stale);
+  rec_t *stale = NULL;
+  rec_t *e = core_lookup(core, h, key, klen, c->opts.stale_ms, &stale);
   if (e) {
     core->st.hits++;
     return deliver_entry(c, e, cb, arg);
@@ -1003,7 +1137,7 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
     if (i != SIZE_MAX) { /* a synchronous revalidation may already have replaced it */
       core->st.stale_hits++;
       core->st.hits++;
-      return deliver_entry(c, core->tab.slots[i].p, cb, arg);
+      return deliver_entry(c, &core->recs[i], cb, arg);
     }
   }
   core->st.misses++;
@@ -1023,13 +1157,13 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
 
 void braid__cache_probe_stats(const braid_cache_t *c, size_t *max_probe, double *mean_probe,
                               size_t *capacity) {
-  const table_t *t = &c->core.tab;
-  size_t cap = t->mask + 1, maxp = 0, total = 0, n = 0;
+  const core_t *k = &c->core;
+  size_t cap = k->mask + 1, maxp = 0, total = 0, n = 0;
   for (size_t i = 0; i < cap; i++) {
-    if (!t->slots[i].p)
+    if (k->tags[i] < 0x80)
       continue;
-    size_t home = t->slots[i].hash & t->mask;
-    size_t d = ((i + cap - home) & t->mask) + 1;
+    size_t home = k->recs[i].hash & k->mask;
+    size_t d = ((i + cap - home) & k->mask) + 1;
     if (d > maxp)
       maxp = d;
     total += d;
@@ -1087,7 +1221,7 @@ int braid_cache_shared_new(const braid_cache_opts_t *opts, braid_cache_shared_t 
     if (rc == 0) {
       rc = uv_mutex_init(&st[i].mu);
       if (rc)
-        braid__free(st[i].core.tab.raw);
+        braid__free(st[i].core.raw);
     }
     if (rc) {
       s->nstripes = i;

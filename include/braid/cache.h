@@ -27,10 +27,10 @@
  * loop): it expires lazily and through eviction, so an expired entry may hold space until it
  * is looked up or evicted (it still counts against the bounds, which always hold).
  *
- * Memory: the bound counts every byte the cache allocates for its entries and index (entry
- * header, key, inline value, a blob value's length, the hash table's slots); only the cache
- * object itself and its in-flight loads (a few hundred bytes each, bounded by max_waiters per
- * key) are outside it. A blob value shared with other holders is charged in full. */
+ * Memory: the bound counts every byte the cache allocates for its entries and index (the
+ * table's slots, external key/value blocks, a blob value's length); only the cache object
+ * itself and its in-flight loads (a few hundred bytes each, bounded by max_waiters per key)
+ * are outside it. A blob value shared with other holders is charged in full. */
 #ifndef BRAID_CACHE_H
 #define BRAID_CACHE_H
 
@@ -58,17 +58,23 @@ typedef enum {
 #define BRAID_CACHE_TTL_NONE UINT64_MAX
 #define BRAID_CACHE_TTL_MAX (UINT64_C(1) << 40)
 
-/* Fixed bookkeeping charged to every entry on top of its key and value bytes (the entry
- * header). A value held as a blob is charged its length plus BRAID_CACHE_BLOB_OVERHEAD. The
- * hash table is charged separately, 16 bytes per slot. */
-#define BRAID_CACHE_ENTRY_OVERHEAD 64
+/* What the byte bound charges. Entries live in slots of BRAID_CACHE_SLOT_BYTES each (a
+ * 128-byte record and a tag byte), allocated with the hash table, which runs at most 3/4
+ * full; a key and an inline value of up to BRAID_CACHE_INLINE_BYTES together sit in the slot
+ * and cost nothing more. Longer ones are stored in one external block, charged its length
+ * plus BRAID_CACHE_EXTERNAL_OVERHEAD; a blob value is charged its length plus
+ * BRAID_CACHE_BLOB_OVERHEAD. Tables of 4 MiB and more also allocate, and are charged, 2 MiB
+ * of alignment slack (so they can use huge pages). */
+#define BRAID_CACHE_SLOT_BYTES 129
+#define BRAID_CACHE_INLINE_BYTES 80
+#define BRAID_CACHE_EXTERNAL_OVERHEAD 16
 #define BRAID_CACHE_BLOB_OVERHEAD 16
 
 typedef struct braid_cache_opts_s {
   /* Most entries held. Default 65536; 1 .. 2^30. */
   uint64_t max_entries;
-  /* Most bytes held: keys + values + BRAID_CACHE_ENTRY_OVERHEAD per entry + the hash table.
-   * Default 64 MiB; 4096 .. 2^46. */
+  /* Most bytes held: the table's slots, plus external keys, values and blobs (see
+   * BRAID_CACHE_SLOT_BYTES). Default 64 MiB; 4096 .. 2^46. */
   uint64_t max_bytes;
   /* A value longer than this is not cached (put returns BRAID_ETOOBIG; a memo load still
    * delivers it to its waiters). 0 (the default) means max_bytes / 8. Otherwise
