@@ -1,13 +1,16 @@
 /* braid: the memoizing cache (see include/braid/cache.h).
  *
- * Layout, chosen for the hit path:
- * - The index is an open-addressing table of 16-byte slots {64-bit hash, entry pointer} with
- *   linear probing (four slots per cache line) and backward-shift deletion (no tombstones).
- *   Comparing the stored full hash first means the entry is dereferenced only for the key
- *   that matches, so a hit touches the slot's line and the entry's line(s).
- * - An entry is one allocation: header, key, then the value inline (or a blob pointer).
- * - LRU moves the entry to the list tail on a hit; SIEVE only sets a byte (written only when
- *   it was clear, so a hot entry's line stays clean and shared between cores' caches).
+ * Layout, chosen for the hit path (a hit at 1M entries is bound by memory round trips):
+ * - The store is a flat open-addressing table of 128-byte records plus one tag byte per
+ *   record (linear probing, at most 3/4 full, deletions leave tombstones until the next
+ *   rehash). A small entry (key + value <= 80 bytes) lives entirely in its record; a larger
+ *   one keeps key and value in one external block. The tag (7 hash bits) and the home record
+ *   are both addressed straight from the hash, so a hit overlaps their fetches: about one
+ *   memory round trip, where a table of pointers needs two (slot, then entry) and a chained
+ *   LRU needs three or more (bucket, node, list neighbours).
+ * - Large tables are 2 MiB aligned and advised for transparent huge pages (no TLB misses).
+ * - Policy lists link record indices. LRU moves the record to the tail on a hit; SIEVE only
+ *   sets a byte in the record's first line (written only when clear).
  * The "core" below is the single-threaded store; braid_cache_t adds the loop, memoization
  * and timers; braid_cache_shared_t is an array of cores behind mutexes. */
 #include "internal.h"

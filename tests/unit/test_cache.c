@@ -30,6 +30,7 @@ static void on_closed(braid_cache_t *c, void *arg) {
 
 static void close_cache(bt_loop_t *t, braid_cache_t *c) {
   int before = closed_count;
+  uv_update_time(&t->uv); /* a long synchronous test body leaves the loop clock behind */
   assert_int_equal(braid_cache_close(c, on_closed, NULL), 0);
   bt_run(t, 5000);
   assert_int_equal(closed_count, before + 1);
