@@ -143,7 +143,6 @@ typedef struct rec_s {
 
 /* Tag bytes, one per record: which slots are live, without touching the records. */
 #define TAG_EMPTY 0
-#define TAG_DELETED 1
 static inline uint8_t tag_of(uint64_t h) {
   return (uint8_t)(0x80 | (h >> 57));
 }
@@ -153,7 +152,7 @@ typedef struct core_s {
   uint8_t *tags;
   void *raw;       /* the allocation recs and tags live in */
   size_t mask;     /* capacity - 1 */
-  size_t used;     /* live + deleted slots (deleted ones lengthen probes until a rehash) */
+  size_t used;     /* live slots */
   uint32_t head, tail; /* oldest and newest entry */
   uint32_t hand;       /* SIEVE: next candidate (NIL: start from the oldest) */
   braid_hash_key_t key;
@@ -275,7 +274,27 @@ static void rec_release(rec_t *r) {
     braid__free(r->u.ext);
 }
 
-/* Removes the entry in slot i from list and accounting and frees what it owns. */
+/* Moves the record in slot from to the empty slot to, re-pointing its list neighbours. */
+static void store_move(core_t *c, size_t from, size_t to) {
+  c->recs[to] = c->recs[from];
+  c->tags[to] = c->tags[from];
+  rec_t *r = &c->recs[to];
+  if (r->prev != NIL)
+    c->recs[r->prev].next = (uint32_t)to;
+  else
+    c->head = (uint32_t)to;
+  if (r->next != NIL)
+    c->recs[r->next].prev = (uint32_t)to;
+  else
+    c->tail = (uint32_t)to;
+  if (c->hand == from)
+    c->hand = (uint32_t)to;
+}
+
+/* Removes the entry in slot i from list and accounting and frees what it owns. Deletion
+ * shifts later members of the probe run back (no tombstones: with evictions running all the
+ * time, tombstones would force a full rehash every few hundred thousand inserts). Records
+ * move, so slot indices and record pointers taken before a removal are stale after it. */
 static void core_remove(core_t *c, size_t i) {
   rec_t *r = &c->recs[i];
   list_unlink(c, (uint32_t)i);
@@ -284,13 +303,21 @@ static void core_remove(core_t *c, size_t i) {
   if (r->err)
     c->negatives--;
   rec_release(r);
-  /* A slot whose successor is empty ends no probe run: it can be empty again at once. */
-  if (c->tags[(i + 1) & c->mask] == TAG_EMPTY) {
-    c->tags[i] = TAG_EMPTY;
-    c->used--;
-  } else {
-    c->tags[i] = TAG_DELETED;
+  size_t j = i;
+  for (;;) {
+    j = (j + 1) & c->mask;
+    if (c->tags[j] == TAG_EMPTY)
+      break;
+    size_t home = c->recs[j].hash & c->mask;
+    /* Slot j may move to i only if its home is not cyclically inside (i, j]. */
+    bool inside = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (!inside) {
+      store_move(c, j, i);
+      i = j;
+    }
   }
+  c->tags[i] = TAG_EMPTY;
+  c->used--;
 }
 
 /* Moves every entry into a store of new_cap slots, without deleted slots. The old store is
@@ -308,7 +335,7 @@ static int store_rehash(core_t *c, size_t new_cap) {
     return rc;
   }
   for (size_t i = 0; i < old_cap; i++) {
-    if (c->tags[i] < 0x80)
+    if (c->tags[i] == TAG_EMPTY)
       continue;
     const rec_t *r = &c->recs[i];
     size_t j = r->hash & n.mask;
@@ -320,7 +347,7 @@ static int store_rehash(core_t *c, size_t new_cap) {
     map[i] = (uint32_t)j;
   }
   for (size_t j = 0; j < new_cap; j++) {
-    if (n.tags[j] < 0x80)
+    if (n.tags[j] == TAG_EMPTY)
       continue;
     rec_t *r = &n.recs[j];
     if (r->prev != NIL)
@@ -374,7 +401,13 @@ static bool core_evict_one(core_t *c) {
 static int core_init(core_t *c, const braid_cache_opts_t *o, uint64_t max_entries,
                      uint64_t max_bytes, const braid_hash_key_t *key) {
   memset(c, 0, sizeof(*c));
-  int rc = store_alloc(c, REC_MIN);
+  /* Small caches get their whole table at once (growing costs a copy and fresh pages each
+   * time); large ones start small and double, so an empty 1M-entry cache stays cheap. */
+  size_t cap = REC_MIN;
+  while (cap < (size_t)1 << 31 && cap / 4 * 3 < max_entries &&
+         store_cost(cap * 2) <= ((size_t)1 << 20) && store_cost(cap * 2) <= max_bytes / 2)
+    cap *= 2;
+  int rc = store_alloc(c, cap);
   if (rc)
     return rc;
   c->head = c->tail = c->hand = NIL;
@@ -386,7 +419,7 @@ static int core_init(core_t *c, const braid_cache_opts_t *o, uint64_t max_entrie
   c->default_ttl_ms = o->default_ttl_ms;
   uint64_t neg = o->max_entries * o->negative_max_percent / 100;
   c->negative_max = neg ? neg : 1;
-  c->st.bytes = store_cost(REC_MIN);
+  c->st.bytes = store_cost(cap);
   return 0;
 }
 
@@ -468,8 +501,8 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
   if (err && c->negatives >= c->negative_max)
     return BRAID_ETOOBIG;
   /* Make room: both bounds, counting the store's growth if this insert needs it (grow when
-   * more than 3/4 of the slots would be live; a rehash at the same size when deleted slots
-   * fill them). Evicting may make the growth unnecessary, so re-check each round. */
+   * more than 3/4 of the slots would be live). Evicting may make the growth unnecessary, so
+   * re-check each round. */
   size_t new_cap;
   for (;;) {
     size_t cap = c->mask + 1;
@@ -485,7 +518,7 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
     }
   }
   size_t cap = c->mask + 1;
-  if (new_cap != cap || (c->used + 1) * 4 > cap * 3) {
+  if (new_cap != cap) {
     if (store_rehash(c, new_cap))
       return BRAID_ENOMEM;
     c->st.bytes += store_cost(new_cap) - store_cost(cap);
@@ -497,10 +530,9 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
       return BRAID_ENOMEM;
   }
   size_t i = h & c->mask;
-  while (c->tags[i] >= 0x80)
+  while (c->tags[i] != TAG_EMPTY)
     i = (i + 1) & c->mask;
-  if (c->tags[i] == TAG_EMPTY)
-    c->used++;
+  c->used++;
   c->tags[i] = tag_of(h);
   rec_t *r = &c->recs[i];
   r->hash = h;
@@ -871,12 +903,14 @@ static void sweep_fire(uv_timer_t *t) {
   if (n > cap)
     n = cap;
   size_t i = core->sweep_cursor & core->mask;
+  /* A removal shifts a later entry into slot i, so re-examine i before moving on. */
   while (n--) {
     rec_t *r = &core->recs[i];
-    if (core->tags[i] >= 0x80 && r->expire_ms &&
+    if (core->tags[i] != TAG_EMPTY && r->expire_ms &&
         now >= r->expire_ms + (r->err ? 0 : c->opts.stale_ms)) {
       core->st.expirations++;
       core_remove(core, i);
+      continue;
     }
     i = (i + 1) & core->mask;
   }
@@ -1163,7 +1197,7 @@ void braid__cache_probe_stats(const braid_cache_t *c, size_t *max_probe, double 
   const core_t *k = &c->core;
   size_t cap = k->mask + 1, maxp = 0, total = 0, n = 0;
   for (size_t i = 0; i < cap; i++) {
-    if (k->tags[i] < 0x80)
+    if (k->tags[i] == TAG_EMPTY)
       continue;
     size_t home = k->recs[i].hash & k->mask;
     size_t d = ((i + cap - home) & k->mask) + 1;
