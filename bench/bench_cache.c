@@ -342,7 +342,8 @@ static void bench_size(braid_loop_t *loop, const char *tag, size_t n, size_t q, 
   for (size_t i = 0; i < nq; i++)
     free(qk[i]);
   if (python)
-    run_python(python, tag, keys, n + fresh, n, qnames, qidx, nq, q, reps < 3 ? reps : 3);
+    run_python(python, tag, keys, n + fresh * (size_t)(reps < 3 ? reps : 3), n, qnames, qidx,
+               nq, q, reps < 3 ? reps : 3);
   for (size_t i = 0; i < nq; i++)
     free(qidx[i]);
   free(perm);
@@ -512,6 +513,13 @@ int main(int argc, char **argv) {
     reps = 5;
   if (strcmp(python, "none") == 0)
     python = NULL;
+  double load_before[3] = {0, 0, 0}, load_after[3] = {0, 0, 0};
+  FILE *la = fopen("/proc/loadavg", "r");
+  if (la) {
+    if (fscanf(la, "%lf %lf %lf", &load_before[0], &load_before[1], &load_before[2]) != 3)
+      load_before[0] = -1;
+    fclose(la);
+  }
   braid_loop_t *loop;
   int rc = braid_loop_new(&loop, NULL);
   if (rc)
@@ -526,6 +534,15 @@ int main(int argc, char **argv) {
     bench_ratio(loop, quick ? 300000 : 2000000);
   }
   braid_loop_close(loop);
+  la = fopen("/proc/loadavg", "r");
+  if (la) {
+    if (fscanf(la, "%lf %lf %lf", &load_after[0], &load_after[1], &load_after[2]) != 3)
+      load_after[0] = -1;
+    fclose(la);
+  }
+  printf("load average (1 min) before %.2f, after %.2f (the machine is shared: read ratios, "
+         "not absolutes)\n",
+         load_before[0], load_after[0]);
 
   printf("get-hit and put, ns/op (median of %d; ratios: baseline/braid, lru_cache/braid)\n",
          reps);
@@ -576,9 +593,10 @@ int main(int argc, char **argv) {
     FILE *f = fopen(json, "w");
     if (!f)
       die("open --json path", 0);
-    fprintf(f, "{\"bench\":\"cache\",\"reps\":%d,\"entries_large\":%zu,\"queries\":%zu,"
-               "\"metrics\":{",
-            reps, big, q);
+    fprintf(f,
+            "{\"bench\":\"cache\",\"reps\":%d,\"entries_large\":%zu,\"queries\":%zu,"
+            "\"loadavg_before\":%.2f,\"loadavg_after\":%.2f,\"metrics\":{",
+            reps, big, q, load_before[0], load_after[0]);
     for (int i = 0; i < nmetrics; i++)
       fprintf(f, "%s\"%s\":%.4f", i ? "," : "", metrics[i].name,
               isnan(metrics[i].value) ? -1.0 : metrics[i].value);

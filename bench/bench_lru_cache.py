@@ -88,15 +88,12 @@ def main():
     print(f"loop_call_ns {statistics.median(loop_call):.1f}")
 
     # A miss on a full cache: calls the function, inserts, evicts the least recent entry.
-    # Cycling through all len(keys) > n keys in order makes every call a miss under LRU.
+    # Each rep uses its own slice of keys never seen before, so every call misses.
     if fresh:
-        cycle = keys[n:] + keys[:n]
-        per = len(fresh)
+        per = len(fresh) // max(args.reps, 1)
         evicts = []
-        pos = 0
-        for _ in range(args.reps):
-            batch = [cycle[(pos + i) % len(cycle)] for i in range(per)]
-            pos += per
+        for r in range(args.reps):
+            batch = fresh[r * per:(r + 1) * per]
             misses = f.cache_info().misses
             t0 = time.perf_counter_ns()
             for k in batch:
