@@ -185,7 +185,7 @@ static int store_alloc(core_t *c, size_t cap) {
     uintptr_t p = ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
     base += p - (uintptr_t)raw;
 #if defined(MADV_HUGEPAGE)
-    (void)madvise(base, cap * sizeof(rec_t), MADV_HUGEPAGE); /* advice: failure is harmless */
+    (void)madvise(base, cap * (sizeof(rec_t) + 1), MADV_HUGEPAGE); /* advice only */
 #endif
   }
   c->raw = raw;
