@@ -155,8 +155,10 @@ BRAID_EXTERN int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *o
  * closing: cb will not be called). */
 BRAID_EXTERN int braid_cache_close(braid_cache_t *cache, braid_cache_close_cb cb, void *arg);
 
-/* Stores a copy of value[0..value_len) under key[0..key_len), replacing any entry for the key,
- * with ttl_ms (see BRAID_CACHE_TTL_NONE). Evicts by the policy until both bounds hold.
+/* Stores a copy of value[0..value_len) under key[0..key_len), replacing any entry for the key
+ * (the replacement is a new entry for the policy: most recent under LRU, newest and unvisited
+ * under SIEVE), with ttl_ms (see BRAID_CACHE_TTL_NONE). Evicts by the policy until both
+ * bounds hold.
  * key may be NULL only when key_len is 0 (the empty key is a valid key); likewise value.
  * key_len is at most 2^31. Returns 0, BRAID_EINVAL, BRAID_ETOOBIG (the value exceeds
  * max_value_bytes or the entry alone exceeds max_bytes: not stored, and any old entry for
