@@ -17,6 +17,7 @@
 #include "braid/frame.h"
 #include "braid/framer.h"
 #include "braid/rpc.h"
+#include "braid/batch.h"
 #include "braid/cache.h"
 
 #endif

@@ -38,11 +38,17 @@ setup() { # setup DIR ARGS...
 run_suites() { # run_suites DIR [meson test args...]
   local dir=$1; shift
   ninja -C "$dir" >/dev/null || { echo "build failed in $dir" >&2; ninja -C "$dir" | tail -40; failed=$((failed + 1)); return; }
-  meson test -C "$dir" --print-errorlogs --no-stdsplit "$@" | grep -vE '^ *[0-9]+/[0-9]+ .* OK '
+  # A run that dies before writing its log must not count the previous run's results.
+  rm -f "$dir/meson-logs/testlog.json"
+  meson test -C "$dir" --no-rebuild --print-errorlogs --no-stdsplit "$@" | grep -vE '^ *[0-9]+/[0-9]+ .* OK '
+  if [[ ! -f "$dir/meson-logs/testlog.json" ]]; then
+    echo "meson test did not run in $dir" >&2
+    failed=$((failed + 1))
+  fi
   count "$dir"
 }
 
-echo "== build/test: debug build, all default suites"
+echo "== build/test: debugoptimized build, all default suites"
 setup build/test -Dbuildtype=debugoptimized -Dfuzz=false && \
   run_suites build/test --no-suite slow || failed=$((failed + 1))
 
@@ -55,6 +61,12 @@ echo "== build/test: slow suite (budget ${budget}s)"
 if meson test -C build/test --list --suite slow >/dev/null 2>&1 && \
    [[ -n "$(meson test -C build/test --list --suite slow 2>/dev/null)" ]]; then
   BRAID_SLOW_BUDGET_S=$budget run_suites build/test --suite slow
+fi
+
+echo "== build/fuzz: libFuzzer campaigns (clang, BRAID_FUZZ_SECONDS=${BRAID_FUZZ_SECONDS:-60} each)"
+if command -v clang >/dev/null; then
+  CC=clang setup build/fuzz -Dbuildtype=debugoptimized -Dfuzz=true -Dexamples=false \
+    -Dbench=false && run_suites build/fuzz --suite campaign || failed=$((failed + 1))
 fi
 
 echo

@@ -7,169 +7,7 @@
 
 #include "../support.h"
 
-/* ---- fixture: a braid server whose connections become rpc server channels --------------- */
-
-typedef struct held_s {
-  braid_rpc_req_t *req;
-  char data[64];
-  size_t len;
-} held_t;
-
-typedef struct fix_s {
-  bt_loop_t t;
-  braid_server_t *server;
-  braid_rpc_opts_t sopts; /* server channel options */
-  braid_rpc_opts_t copts; /* client channel options */
-  braid_rpc_t *client;
-  braid_rpc_t *srv_rpc;
-  int connected;
-  int server_closed;
-  /* server behaviour */
-  int hold;          /* hold requests instead of answering */
-  held_t held[256];
-  int n_held;
-  int max_outstanding, outstanding;
-  const char *fail_on;   /* answer requests equal to this with an error */
-  int batches_seen;
-  int client_closed, client_close_status;
-  int srv_closed;
-} fix_t;
-
-static void srv_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
-                           size_t len, void *arg) {
-  (void)rpc;
-  fix_t *f = arg;
-  f->outstanding++;
-  if (f->outstanding > f->max_outstanding)
-    f->max_outstanding = f->outstanding;
-  if (f->fail_on && len == strlen(f->fail_on) && memcmp(data, f->fail_on, len) == 0) {
-    f->outstanding--;
-    assert_int_equal(braid_rpc_respond_error(req, BRAID_WIRE_APP_MIN + 7, "no such key"), 0);
-    return;
-  }
-  if (f->hold) {
-    assert_true(f->n_held < 256 && len <= 64);
-    held_t *h = &f->held[f->n_held++];
-    h->req = req;
-    memcpy(h->data, data, len);
-    h->len = len;
-    return;
-  }
-  f->outstanding--;
-  assert_int_equal(braid_rpc_respond(req, data, len), 0);
-}
-
-static void srv_on_batch(braid_rpc_t *rpc, braid_rpc_req_t **reqs, const braid_batch_item_t *items,
-                         uint32_t count, void *arg) {
-  (void)rpc;
-  fix_t *f = arg;
-  f->batches_seen++;
-  /* Answer in reverse, upper-casing, to show the order of answers does not matter. */
-  for (uint32_t i = count; i-- > 0;) {
-    char up[64];
-    assert_true(items[i].len <= sizeof(up));
-    for (uint32_t k = 0; k < items[i].len; k++)
-      up[k] = (char)(items[i].data[k] >= 'a' && items[i].data[k] <= 'z' ? items[i].data[k] - 32
-                                                                         : items[i].data[k]);
-    if (items[i].len == 4 && memcmp(items[i].data, "fail", 4) == 0)
-      assert_int_equal(braid_rpc_respond_error(reqs[i], BRAID_WIRE_APP_MIN, "item failed"), 0);
-    else
-      assert_int_equal(braid_rpc_respond(reqs[i], up, items[i].len), 0);
-  }
-}
-
-static void srv_on_close(braid_rpc_t *rpc, int status, void *arg) {
-  (void)rpc;
-  (void)status;
-  fix_t *f = arg;
-  f->srv_closed++;
-  f->srv_rpc = NULL;
-}
-
-static void on_connection(braid_server_t *s, braid_conn_t *conn, void *arg) {
-  (void)s;
-  fix_t *f = arg;
-  assert_int_equal(braid_rpc_server(&f->srv_rpc, conn, &f->sopts), 0);
-}
-
-static void cli_on_close(braid_rpc_t *rpc, int status, void *arg) {
-  (void)rpc;
-  fix_t *f = arg;
-  f->client_closed++;
-  f->client_close_status = status;
-  f->client = NULL;
-}
-
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
-  (void)req;
-  fix_t *f = arg;
-  assert_int_equal(status, 0);
-  assert_int_equal(braid_rpc_client(&f->client, conn, &f->copts), 0);
-  f->connected = 1;
-}
-
-static void srv_closed_cb(braid_server_t *s, int status, void *arg) {
-  (void)s;
-  (void)status;
-  ((fix_t *)arg)->server_closed = 1;
-}
-
-/* Starts a server and connects a client channel. Fill f->sopts/copts first (fix_opts). */
-static void fix_start(fix_t *f) {
-  bt_loop_init(&f->t);
-  f->sopts.on_request = srv_on_request;
-  f->sopts.on_close = srv_on_close;
-  f->sopts.arg = f;
-  f->copts.on_close = cli_on_close;
-  f->copts.arg = f;
-  assert_int_equal(braid_server_new(&f->server, f->t.loop, NULL, on_connection, f), 0);
-  assert_int_equal(braid_server_listen(f->server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", braid_server_port(f->server), NULL,
-                                 on_connect, f, NULL),
-                   0);
-  bt_run_until(&f->t, &f->connected, 5000);
-}
-
-static void fix_opts(fix_t *f) {
-  memset(f, 0, sizeof(*f));
-  braid_rpc_opts_init(&f->sopts);
-  braid_rpc_opts_init(&f->copts);
-}
-
-static void fix_stop(fix_t *f) {
-  if (f->client)
-    braid_rpc_close(f->client);
-  assert_int_equal(braid_server_close(f->server, srv_closed_cb, f), 0);
-  bt_run(&f->t, 5000);
-  assert_true(f->server_closed);
-  bt_loop_done(&f->t);
-}
-
-/* ---- client-side result recording -------------------------------------------------------- */
-
-typedef struct res_s {
-  int calls;
-  int status;
-  uint16_t code;
-  uint8_t flags;
-  char data[4096];
-  size_t len;
-} res_t;
-
-static int done_count;
-
-static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
-  (void)rpc;
-  res_t *res = arg;
-  res->calls++;
-  res->status = r->status;
-  res->code = r->remote_code;
-  res->flags = r->flags;
-  res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
-  if (res->len)
-    memcpy(res->data, r->data, res->len);
-  done_count++;
-}
+#include "rpc_fixture.h"
 
 /* ---- tests ------------------------------------------------------------------------------ */
 
@@ -510,18 +348,19 @@ static void raw_close(braid_conn_t *c, int status, void *arg) {
 }
 
 static raw_t raw;
+static const char *raw_send = "GET / HTTP/1.1\r\n\r\n";
+static size_t raw_send_len = 18;
 static void on_raw_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
   (void)req;
   assert_int_equal(status, 0);
   braid_conn_callbacks_t cbs = {raw_read, raw_close, NULL, &raw};
   braid_conn_set_callbacks(conn, &cbs);
   braid_conn_read_start(conn);
-  assert_int_equal(braid_conn_write(conn, "GET / HTTP/1.1\r\n\r\n", 18, NULL, NULL), 0);
+  assert_int_equal(braid_conn_write(conn, raw_send, raw_send_len, NULL, NULL), 0);
   *(int *)arg = 1;
 }
 
-static void test_garbage_gets_error_frame(void **state) {
-  (void)state;
+static void garbage_gets_error_frame(uint16_t expected) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
@@ -547,11 +386,27 @@ static void test_garbage_gets_error_frame(void **state) {
   size_t mlen;
   assert_int_equal(braid_frame_error_decode(fr.payload, fr.hdr.payload_len, &code, &msg, &mlen),
                    0);
-  assert_int_equal(code, BRAID_WIRE_PROTOCOL);
+  assert_int_equal(code, expected);
   assert_int_equal(braid_server_close(f.server, srv_closed_cb, &f), 0);
   bt_run(&f.t, 5000);
   assert_int_equal(f.srv_closed, 1);
   bt_loop_done(&f.t);
+}
+
+static void test_garbage_gets_error_frame(void **state) {
+  (void)state;
+  raw_send = "GET / HTTP/1.1\r\n\r\n";
+  raw_send_len = 18;
+  garbage_gets_error_frame(BRAID_WIRE_PROTOCOL);
+}
+
+static void test_other_version_gets_version_error(void **state) {
+  (void)state;
+  /* A version 2 header: refused with the spec's VERSION code, not a generic one. */
+  static const char v2[16] = {'B', 'R', 2, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+  raw_send = v2;
+  raw_send_len = sizeof(v2);
+  garbage_gets_error_frame(BRAID_WIRE_VERSION);
 }
 
 static void test_bad_arguments(void **state) {
@@ -606,6 +461,7 @@ int main(void) {
       cmocka_unit_test(test_ordered_protocol),
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_garbage_gets_error_frame),
+      cmocka_unit_test(test_other_version_gets_version_error),
       cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
