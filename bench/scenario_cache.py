@@ -40,6 +40,9 @@ class Cache:
         return res['table'].rstrip()
 
     def failures(self, res):
+        # The targets are stated for 1M entries; --quick runs 64K and says nothing about them.
+        if res.get('entries_large', 0) < (1 << 20):
+            return []
         m = res['metrics']
         out = []
 
