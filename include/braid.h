@@ -8,6 +8,7 @@
 #include "braid/loop.h"
 #include "braid/blob.h"
 #include "braid/stats.h"
+#include "braid/hash.h"
 #include "braid/sockopts.h"
 #include "braid/ratelimit.h"
 #include "braid/conn.h"
@@ -18,5 +19,6 @@
 #include "braid/gzip.h"
 #include "braid/rpc.h"
 #include "braid/batch.h"
+#include "braid/cache.h"
 
 #endif

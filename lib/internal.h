@@ -212,6 +212,12 @@ void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 
+/* ---- cache (cache.c), for tests ---------------------------------------------------------- */
+
+/* The cache's index: longest and mean probe distance (1 = found in its home slot) over the
+ * entries held, and the slot count. Lets tests assert that crafted keys do not cluster. */
+void braid__cache_probe_stats(const braid_cache_t *cache, size_t *max_probe, double *mean_probe,
+                              size_t *capacity);
 
 /* ---- rpc (rpc.c), for batch.c -------------------------------------------------------- */
 
