@@ -94,6 +94,8 @@ struct braid_rpc_s {
   uint32_t last_seen_id;              /* braid mode: newest request id read (for GOAWAY) */
   braid_rpc_req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
 
+  braid_gzip_t *gz; /* made on first use: compressing, or a gzip-flagged payload arrived */
+
   braid_rpc_stats_t stats;
 };
 
@@ -109,6 +111,7 @@ void braid_rpc_opts_init(braid_rpc_opts_t *o) {
   o->max_payload_bytes = BRAID_FRAME_DEFAULT_MAX_PAYLOAD;
   o->max_inflight = 1024;
   o->max_queued = 65536;
+  o->gzip_level = 1;
 }
 
 static int opts_check(const braid_rpc_opts_t *o, bool server) {
@@ -122,12 +125,69 @@ static int opts_check(const braid_rpc_opts_t *o, bool server) {
     return BRAID_EINVAL;
   if (o->timeout_ms > ((uint64_t)1 << 40))
     return BRAID_EINVAL;
+  if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING || o->gzip_level < 1 ||
+      o->gzip_level > 9)
+    return BRAID_EINVAL;
   if (server && !o->on_request)
     return BRAID_EINVAL;
   return 0;
 }
 
 /* ---- writing frames ------------------------------------------------------------------- */
+
+static braid_gzip_t *channel_gzip(braid_rpc_t *rpc) {
+  if (!rpc->gz) {
+    braid_gzip_opts_t go;
+    braid_gzip_opts_init(&go);
+    go.level = rpc->o.gzip_level;
+    go.min_size_bytes = rpc->o.gzip_min_bytes;
+    go.max_output_bytes = rpc->o.max_payload_bytes; /* a frame never decodes past its max */
+    go.max_members = 1;                             /* PROTOCOL.md: one gzip member */
+    braid_gzip_new(&rpc->gz, &go);
+  }
+  return rpc->gz;
+}
+
+static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t id,
+                       const uv_buf_t *parts, unsigned nparts);
+
+/* Sends a REQUEST or RESPONSE, compressed when the channel asks for it and it pays. */
+static int write_payload_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t id,
+                               const uv_buf_t *parts, unsigned nparts) {
+  size_t len = 0;
+  for (unsigned i = 0; i < nparts; i++)
+    len += parts[i].len;
+  if (!rpc->o.gzip_min_bytes || len < rpc->o.gzip_min_bytes || rpc->o.mode != BRAID_RPC_BRAID ||
+      (flags & BRAID_FRAME_FLAG_GZIP)) /* the caller compressed it already */
+    return write_frame(rpc, type, flags, id, parts, nparts);
+  braid_gzip_t *gz = channel_gzip(rpc);
+  uint8_t *flat = NULL;
+  const uint8_t *in = (const uint8_t *)parts[0].base;
+  if (nparts > 1) {
+    flat = braid__malloc(len);
+    if (!flat)
+      return BRAID_ENOMEM;
+    size_t off = 0;
+    for (unsigned i = 0; i < nparts; i++) {
+      memcpy(flat + off, parts[i].base, parts[i].len);
+      off += parts[i].len;
+    }
+    in = flat;
+  }
+  void *z = NULL;
+  size_t zlen = 0;
+  int rc = gz ? braid_gzip_compress_alloc(gz, in, len, &z, &zlen) : BRAID_ENOMEM;
+  braid__free(flat);
+  if (rc == 0 && zlen < len) {
+    uv_buf_t part = uv_buf_init(z, (unsigned)zlen);
+    rc = write_frame(rpc, type, flags | BRAID_FRAME_FLAG_GZIP, id, &part, 1);
+    braid_gzip_buf_free(z);
+    return rc;
+  }
+  /* Skipped, did not shrink, or failed: the plain frame is always correct. */
+  braid_gzip_buf_free(z);
+  return write_frame(rpc, type, flags, id, parts, nparts);
+}
 
 static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t id,
                        const uv_buf_t *parts, unsigned nparts) {
@@ -218,7 +278,7 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   uint32_t id = rpc->next_id;
   int rc;
   if (rpc->o.mode == BRAID_RPC_BRAID) {
-    rc = write_frame(rpc, BRAID_FRAME_REQUEST, flags, id, parts, nparts);
+    rc = write_payload_frame(rpc, BRAID_FRAME_REQUEST, flags, id, parts, nparts);
   } else {
     rc = 0;
     for (unsigned i = 0; rc == 0 && i < nparts; i++)
@@ -532,7 +592,7 @@ static void batch_send(braid_rpc_t *rpc, batch_t *b) {
   }
   if (n > 0) {
     uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
-    write_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
+    write_payload_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
   } else {
     send_error_frame(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
   }
@@ -589,7 +649,7 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
         send_error_frame(rpc, req->id, code, data);
       } else {
         uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
-        write_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1);
+        write_payload_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1);
       }
     }
     req_put(rpc, req);
@@ -721,6 +781,9 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
 
 /* ---- incoming frames ------------------------------------------------------------------- */
 
+static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const uint8_t *p,
+                             size_t len, int gz_err);
+
 static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   braid_frame_t f;
   braid_frame_reject_t rej;
@@ -731,6 +794,28 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   }
   const uint8_t *p = f.payload;
   size_t len = f.hdr.payload_len;
+  void *inflated = NULL; /* a gzip-flagged payload, decompressed; freed below */
+  int gz_err = 0;
+  if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) &&
+      (f.hdr.type == BRAID_FRAME_REQUEST || f.hdr.type == BRAID_FRAME_RESPONSE)) {
+    braid_gzip_t *gz = channel_gzip(rpc);
+    size_t out_len = 0;
+    gz_err = gz ? braid_gzip_decompress(gz, p, len, &inflated, &out_len) : BRAID_ENOMEM;
+    if (gz_err == 0) {
+      p = inflated;
+      len = out_len;
+      f.hdr.flags &= (uint8_t)~BRAID_FRAME_FLAG_GZIP;
+    }
+  }
+  on_braid_payload(rpc, &f.hdr, p, len, gz_err);
+  braid_gzip_buf_free(inflated);
+}
+
+/* A whole frame with its payload as the application sees it (decompressed); gz_err is the
+ * decompression error of a gzip-flagged payload, or 0. */
+static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const uint8_t *p,
+                             size_t len, int gz_err) {
+  braid_frame_t f = {*hdr, p};
   switch (f.hdr.type) {
   case BRAID_FRAME_PING: {
     uv_buf_t part = uv_buf_init((char *)p, (unsigned)len);
@@ -747,8 +832,11 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
       return;
     }
     rpc->last_seen_id = f.hdr.id;
-    if (f.hdr.flags & BRAID_FRAME_FLAG_GZIP) {
-      send_error_frame(rpc, f.hdr.id, BRAID_WIRE_UNSUPPORTED, "gzip payloads are not supported");
+    if (gz_err) {
+      /* One bad or oversized compressed request fails alone; the connection goes on. */
+      bool big = gz_err == BRAID_EOUTPUTCAP || gz_err == BRAID_ERATIO;
+      send_error_frame(rpc, f.hdr.id, big ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_BAD_REQUEST,
+                       braid_strerror(gz_err));
       return;
     }
     if (f.hdr.flags & BRAID_FRAME_FLAG_BATCH)
@@ -761,8 +849,8 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   case BRAID_FRAME_RESPONSE:
     if (rpc->server)
       break;
-    if (f.hdr.flags & BRAID_FRAME_FLAG_GZIP)
-      client_answer(rpc, f.hdr.id, BRAID_ENOTSUP, 0, f.hdr.flags, NULL, 0);
+    if (gz_err)
+      client_answer(rpc, f.hdr.id, gz_err, 0, f.hdr.flags, NULL, 0);
     else
       client_answer(rpc, f.hdr.id, 0, 0, f.hdr.flags, p, len);
     return;
@@ -913,6 +1001,7 @@ static void rpc_free(braid_rpc_t *rpc) {
     braid__free(r);
   }
   braid_framebuf_free(&rpc->fb);
+  braid_gzip_free(rpc->gz);
   braid__free(rpc->ring);
   braid__free(rpc);
   braid__loop_unref(loop);

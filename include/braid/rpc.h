@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "framer.h"
+#include "gzip.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,6 +96,16 @@ typedef struct braid_rpc_opts_s {
   unsigned max_queued;
   /* Client: deadline of a request whose call passes 0. 0 = none (the default). */
   uint64_t timeout_ms;
+  /* Braid mode: payloads this channel sends (requests on a client, answers on a server) of
+   * at least this many bytes go out gzip-compressed (the GZIP flag) when that makes them
+   * smaller. 0 = never (the default). Whatever this says, gzip-flagged payloads from the
+   * peer are always accepted, decompressed with output capped at max_payload_bytes (a bomb
+   * fails that one request: BRAID_WIRE_TOO_BIG). Compression runs on the loop thread, so
+   * keep max_payload_bytes modest where it is on. Bounds 0..BRAID_FRAME_MAX_PAYLOAD_CEILING. */
+  size_t gzip_min_bytes;
+  /* Compression level for gzip_min_bytes, 1 (fastest) to 9 (smallest). Default 1: on a
+   * network path the speed usually matters more than the last few percent. */
+  int gzip_level;
   braid_rpc_request_cb on_request; /* server: required */
   braid_rpc_batch_cb on_batch;     /* server, braid mode: optional */
   braid_rpc_close_cb on_close;     /* optional */

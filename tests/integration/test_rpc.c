@@ -409,6 +409,68 @@ static void test_other_version_gets_version_error(void **state) {
   garbage_gets_error_frame(BRAID_WIRE_VERSION);
 }
 
+/* The GZIP flag: both sides compress what is worth it; a bomb or corrupt data fails only its
+ * own request, and the connection goes on. */
+static void test_gzip_payloads(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.sopts.gzip_min_bytes = 512;
+  f.sopts.max_payload_bytes = 64 << 10;
+  f.copts.gzip_min_bytes = 512;
+  fix_start(&f);
+  static char text[20000];
+  for (size_t i = 0; i < sizeof(text); i++)
+    text[i] = "the quick brown fox jumps over the lazy dog "[i % 44];
+  static res_t big;
+  memset(&big, 0, sizeof(big));
+  braid_conn_stats_t before, after;
+  braid_conn_stats(braid_rpc_conn(f.client), &before);
+  assert_int_equal(braid_rpc_call(f.client, text, sizeof(text), 0, on_result, &big), 0);
+  bt_run_until(&f.t, &big.calls, 5000);
+  assert_int_equal(big.status, 0);
+  assert_int_equal(big.len, sizeof(big.data)); /* res_t keeps the first 4 KiB */
+  assert_memory_equal(big.data, text, sizeof(big.data));
+  braid_conn_stats(braid_rpc_conn(f.client), &after);
+  /* Both ways compressed: far fewer bytes moved than the 20,000 sent and echoed. */
+  assert_true(after.bytes_written - before.bytes_written < 2000);
+  assert_true(after.bytes_read - before.bytes_read < 2000);
+
+  /* A bomb: 1 MiB of zeros in a few KiB, against a 64 KiB maximum. */
+  braid_gzip_t *gz;
+  assert_int_equal(braid_gzip_new(&gz, NULL), 0);
+  char *zeros = calloc(1, 1 << 20);
+  void *bomb;
+  size_t bomb_len;
+  assert_int_equal(braid_gzip_compress_alloc(gz, zeros, 1 << 20, &bomb, &bomb_len), 0);
+  free(zeros);
+  res_t r_bomb = {0}, r_bad = {0}, r_after = {0};
+  uv_buf_t part = uv_buf_init(bomb, (unsigned)bomb_len);
+  assert_int_equal(braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &part, 1, 0, on_result,
+                                        &r_bomb),
+                   0);
+  static char junk_bytes[] = "\x1f\x8b\x08\x00 not deflate at all";
+  uv_buf_t junk = uv_buf_init(junk_bytes, sizeof(junk_bytes) - 1);
+  assert_int_equal(
+      braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &junk, 1, 0, on_result, &r_bad), 0);
+  assert_int_equal(braid_rpc_call(f.client, "still here", 10, 0, on_result, &r_after), 0);
+  bt_run_until(&f.t, &r_after.calls, 5000);
+  assert_int_equal(r_bomb.status, BRAID_EREMOTE);
+  assert_int_equal(r_bomb.code, BRAID_WIRE_TOO_BIG);
+  assert_int_equal(r_bad.status, BRAID_EREMOTE);
+  assert_int_equal(r_bad.code, BRAID_WIRE_BAD_REQUEST);
+  assert_int_equal(r_after.status, 0);
+  assert_memory_equal(r_after.data, "still here", 10);
+  braid_gzip_buf_free(bomb);
+  braid_gzip_free(gz);
+  braid_rpc_opts_t o;
+  braid_rpc_opts_init(&o);
+  o.gzip_level = 0;
+  braid_rpc_t *r;
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  fix_stop(&f);
+}
+
 static void test_bad_arguments(void **state) {
   (void)state;
   static fix_t f;
@@ -462,6 +524,7 @@ int main(void) {
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_garbage_gets_error_frame),
       cmocka_unit_test(test_other_version_gets_version_error),
+      cmocka_unit_test(test_gzip_payloads),
       cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
