@@ -298,17 +298,32 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   return 0;
 }
 
+/* Takes the oldest waiting request off the queue; the caller frees it. */
+static queued_t *queue_pop(braid_rpc_t *rpc) {
+  queued_t *q = rpc->q_head;
+  rpc->q_head = q->next;
+  if (!rpc->q_head)
+    rpc->q_tail = NULL;
+  rpc->q_len--;
+  rpc->stats.queued = rpc->q_len;
+  return q;
+}
+
+/* Fails the oldest waiting request with status (and remote code). */
+static void queue_fail_head(braid_rpc_t *rpc, int status, uint16_t code) {
+  queued_t *q = queue_pop(rpc);
+  braid_rpc_response_cb cb = q->cb;
+  void *arg = q->arg;
+  braid__free(q);
+  complete(rpc, cb, arg, status, code, 0, NULL, 0);
+}
+
 /* Moves queued requests onto the wire while there is room. */
 static void pump_queue(braid_rpc_t *rpc) {
   while (rpc->q_head && rpc->live < rpc->o.max_inflight && !rpc->closing && !rpc->goaway) {
     if (ring_reserve(rpc))
       return; /* the id window is full: wait for the oldest to finish */
-    queued_t *q = rpc->q_head;
-    rpc->q_head = q->next;
-    if (!rpc->q_head)
-      rpc->q_tail = NULL;
-    rpc->q_len--;
-    rpc->stats.queued = rpc->q_len;
+    queued_t *q = queue_pop(rpc);
     uv_buf_t part = uv_buf_init((char *)q->data, (unsigned)q->len);
     int rc = send_request(rpc, q->flags, &part, 1, q->deadline_ms, q->cb, q->arg);
     braid_rpc_response_cb cb = q->cb;
@@ -434,18 +449,8 @@ static void client_fail_all(braid_rpc_t *rpc, int status) {
     rpc->stats.inflight = rpc->live;
     complete(rpc, s->cb, s->arg, status, 0, 0, NULL, 0);
   }
-  while (rpc->q_head) {
-    queued_t *q = rpc->q_head;
-    rpc->q_head = q->next;
-    if (!rpc->q_head)
-      rpc->q_tail = NULL;
-    rpc->q_len--;
-    rpc->stats.queued = rpc->q_len;
-    braid_rpc_response_cb cb = q->cb;
-    void *arg = q->arg;
-    braid__free(q);
-    complete(rpc, cb, arg, status, 0, 0, NULL, 0);
-  }
+  while (rpc->q_head)
+    queue_fail_head(rpc, status, 0);
 }
 
 /* ---- deadlines ------------------------------------------------------------------------ */
@@ -906,16 +911,7 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
     }
     advance_head(rpc);
     while (rpc->q_head) {
-      queued_t *q = rpc->q_head;
-      rpc->q_head = q->next;
-      if (!rpc->q_head)
-        rpc->q_tail = NULL;
-      rpc->q_len--;
-      rpc->stats.queued = rpc->q_len;
-      braid_rpc_response_cb cb = q->cb;
-      void *arg = q->arg;
-      braid__free(q);
-      complete(rpc, cb, arg, BRAID_EGOAWAY, code, 0, NULL, 0);
+      queue_fail_head(rpc, BRAID_EGOAWAY, code);
       if (rpc->conn_closed)
         return;
     }
