@@ -17,5 +17,6 @@
 #include "braid/framer.h"
 #include "braid/rpc.h"
 #include "braid/batch.h"
+#include "braid/pool.h"
 
 #endif
