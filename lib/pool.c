@@ -483,18 +483,25 @@ static void pc_close(pconn_t *pc, close_why_t why) {
   braid_rpc_close(pc->rpc); /* requests still in flight fail now, with BRAID_ECANCELED */
 }
 
-/* Closes the least recently used idle connection. */
-static bool close_lru_idle(braid_pool_t *p) {
+/* Closes the least recently used idle connection; with only_useless, only one that the
+ * oldest waiter cannot use (not fresh enough for its retry, or on an ejected endpoint). */
+static bool close_lru_idle(braid_pool_t *p, bool only_useless) {
+  uint64_t fresh_after = 0;
+  if (only_useless) {
+    if (braid__list_empty(&p->waiters))
+      return false;
+    fresh_after = BRAID__CONTAINER_OF(p->waiters.next, pcall_t, node)->fresh_after;
+  }
   pconn_t *victim = NULL;
   for (unsigned i = 0; i < p->n_eps; i++) {
     endpoint_t *ep = p->eps[i];
     for (braid__node_t *n = ep->conns.prev; n != &ep->conns; n = n->prev) {
       pconn_t *pc = BRAID__CONTAINER_OF(n, pconn_t, node);
-      if (is_idle(pc)) {
-        if (!victim || pc->last_used_ms < victim->last_used_ms)
-          victim = pc;
-        break; /* the list is in use order: the first idle one from the back is its oldest */
-      }
+      if (!is_idle(pc) || (only_useless && !ep->ejected && pc->serial > fresh_after))
+        continue;
+      if (!victim || pc->last_used_ms < victim->last_used_ms)
+        victim = pc;
+      break; /* the list is in use order: the first match from the back is its oldest */
     }
   }
   if (!victim)
@@ -517,7 +524,7 @@ static void pc_settle(pconn_t *pc) {
   if (pc->inflight > 0 || p->closing)
     return;
   if (p->n_idle > p->o.max_idle) {
-    close_lru_idle(p);
+    close_lru_idle(p, false);
     return;
   }
   if (p->o.idle_timeout_ms)
@@ -690,7 +697,7 @@ static void grow(braid_pool_t *p) {
       /* Every endpoint is at its limit or the pool at max_total, and still the head waiter
        * could not use any idle connection (not fresh enough for its retry, or on an ejected
        * endpoint): close the oldest idle one so its slot can serve the waiters. */
-      if (close_lru_idle(p))
+      if (close_lru_idle(p, true))
         continue;
       return;
     }
