@@ -752,11 +752,13 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
   c->pc = NULL;
   idle_account(pc, was);
   int st = r->status;
-  if (st == BRAID_EGOAWAY || conn_error(st))
+  /* Not taken by the server: refused by its goaway, or read after it sent one. */
+  bool refused = st == BRAID_EGOAWAY ||
+                 (st == BRAID_EREMOTE && r->remote_code == BRAID_WIRE_SHUTTING_DOWN);
+  if (refused || conn_error(st))
     pc_retire(pc, WHY_ERROR); /* hand it out no more; it closes when its requests are done */
   bool retry = !p->closing && !c->retried &&
-               (st == BRAID_EGOAWAY ||
-                ((c->flags & BRAID_POOL_IDEMPOTENT) && c->reused && conn_error(st)));
+               (refused || ((c->flags & BRAID_POOL_IDEMPOTENT) && c->reused && conn_error(st)));
   if (retry) {
     c->retried = true;
     c->fresh_after = p->serial;

@@ -153,9 +153,12 @@ BRAID_EXTERN int braid_pool_add_endpoint(braid_pool_t *pool, const char *host, i
  *   during the callback only; do not call or close it);
  * - BRAID_ETIMEDOUT with rpc NULL when it waited acquire_timeout_ms without getting room;
  * - BRAID_ECANCELED (rpc NULL or not) when the pool was closed first.
- * A request refused by a server's goaway (BRAID_EGOAWAY: the server did not take it) is sent
- * again on a fresh connection whatever the flags; with BRAID_POOL_IDEMPOTENT, one that failed
- * by a connection error on a reused connection is sent once more too. flags: 0 or
+ * A request the server did not take (BRAID_EGOAWAY, or BRAID_EREMOTE with remote code
+ * BRAID_WIRE_SHUTTING_DOWN: it came after the server's goaway) is sent once more on a fresh
+ * connection whatever the flags: it cannot have had an effect. With BRAID_POOL_IDEMPOTENT, one
+ * that failed by a connection error (not BRAID_EREMOTE, not BRAID_ETIMEDOUT) on a reused
+ * connection is sent once more too; a request is sent at most twice in all, and the second
+ * result is the one reported. flags: 0 or
  * BRAID_POOL_IDEMPOTENT. Returns 0, BRAID_EINVAL (bad argument, or no endpoint added),
  * BRAID_ETOOBIG (braid mode: over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EPOOLFULL (the
  * wait queue is full), BRAID_ECLOSED (closing) or BRAID_ENOMEM; then cb is never called. */

@@ -35,6 +35,7 @@ struct srv_s {
   int requests;
   int hold;        /* keep requests in held[] instead of answering */
   int close_after; /* close a channel after answering this many requests on it (0: never) */
+  int goaway_once;  /* after the next answer, send a goaway on that channel */
   uint64_t delay_ms; /* answer held requests every delay_ms (a slow server) */
   uv_timer_t delay_timer;
   int timer_on;
@@ -71,6 +72,10 @@ static void srv_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t
     return;
   }
   assert_int_equal(braid_rpc_respond(req, data, len), 0);
+  if (s->goaway_once) {
+    s->goaway_once = 0;
+    assert_int_equal(braid_rpc_goaway(rpc, 0, "restarting"), 0);
+  }
   if (s->close_after && ++sc->answered >= s->close_after)
     braid_rpc_close(rpc);
 }
@@ -539,6 +544,39 @@ static void test_peer_closes(void **state) {
   bt_loop_done(&t);
 }
 
+static void test_goaway_refused_are_resent(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  srv_t *list[] = {&s};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_per_endpoint = 1;
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  static res_t res[10];
+  reset_results(res, 1);
+  call_n(pool, res, 1, 0);
+  run_until_done(&t, 1, 3000);
+  /* Ten requests leave in one write; the server answers the first and sends a goaway, so
+   * it refuses the rest. They were not taken: the pool sends them again (not idempotent,
+   * and still safe), on a new connection. */
+  s.goaway_once = 1;
+  reset_results(res, 10);
+  call_n(pool, res, 10, 0);
+  run_until_done(&t, 10, 3000);
+  check_echoed(res, 10);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_true(st.retries >= 1 && st.retries <= 9);
+  assert_int_equal(s.accepted, 2);
+  assert_int_equal(s.requests, 11); /* each taken exactly once: refused ones never ran */
+  pool_stop(&t, pool);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
 /* ---- server restart under load ----------------------------------------------------------- */
 
 typedef struct load_s {
@@ -899,6 +937,7 @@ int main(void) {
       cmocka_unit_test(test_wait_queue_fifo_timeout_full),
       cmocka_unit_test(test_idle_timeout_lifetime_prewarm),
       cmocka_unit_test(test_peer_closes),
+      cmocka_unit_test(test_goaway_refused_are_resent),
       cmocka_unit_test(test_server_restart_under_load),
       cmocka_unit_test(test_eject_and_recover),
       cmocka_unit_test(test_round_robin_even),
