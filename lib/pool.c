@@ -30,7 +30,8 @@
 #define CALL_INLINE 192        /* request bytes kept inside the call context */
 #define CALL_FREE_MAX 4096     /* call contexts kept for reuse */
 
-typedef enum { PC_CONNECTING, PC_OPEN, PC_CLOSING } pc_state_t;
+/* PC_GONE: the channel closed while leased; the lease keeps the struct until released. */
+typedef enum { PC_CONNECTING, PC_OPEN, PC_CLOSING, PC_GONE } pc_state_t;
 typedef enum { WHY_NONE, WHY_IDLE, WHY_LIFETIME, WHY_ERROR, WHY_POOL } close_why_t;
 
 typedef struct endpoint_s endpoint_t;
@@ -43,6 +44,7 @@ typedef struct pconn_s {
   braid_rpc_t *rpc;      /* once open, until its on_close */
   pc_state_t state;
   bool retiring; /* not handed out any more; closes when its last request completes */
+  bool leased;   /* the user has it exclusively (braid_pool_acquire) */
   close_why_t why;
   unsigned inflight;
   uint64_t uses;
@@ -71,6 +73,7 @@ typedef struct pcall_s {
   braid_pool_t *pool;
   pconn_t *pc; /* while on a connection */
   braid_rpc_response_cb cb;
+  braid_pool_acquire_cb acquire_cb; /* set: this waiter wants a lease, not a request sent */
   void *arg;
   uint64_t timeout_ms;
   uint64_t deadline_ms; /* while waiting */
@@ -96,6 +99,9 @@ struct braid_pool_s {
   unsigned n_free;
 
   unsigned n_conns, n_connecting, n_open, n_idle;
+  unsigned n_leased;        /* leases not released yet (also of channels that closed) */
+  unsigned n_acq_waiting;   /* waiters that want a lease */
+  braid__flush_t flush;     /* serves lease waiters at the end of the iteration */
   uint64_t inflight;
   uint64_t serial;
   uint64_t rng;
@@ -114,6 +120,7 @@ struct braid_pool_s {
 };
 
 static void pump(braid_pool_t *p);
+static void on_flush(braid__flush_t *f);
 static void maint_arm(braid_pool_t *p, uint64_t due);
 static void pc_settle(pconn_t *pc);
 
@@ -207,7 +214,7 @@ static void list_push_front(braid__node_t *head, braid__node_t *n) {
 }
 
 static bool is_idle(const pconn_t *pc) {
-  return pc->state == PC_OPEN && !pc->retiring && pc->inflight == 0;
+  return pc->state == PC_OPEN && !pc->retiring && !pc->leased && pc->inflight == 0;
 }
 
 /* Brings the idle counters in line after pc changed; was: is_idle(pc) before the change. */
@@ -278,9 +285,13 @@ static void call_put(braid_pool_t *p, pcall_t *c) {
 static void call_fail(braid_pool_t *p, pcall_t *c, braid_rpc_t *rpc, int status) {
   braid_rpc_result_t r = {status, 0, 0, NULL, 0};
   braid_rpc_response_cb cb = c->cb;
+  braid_pool_acquire_cb acb = c->acquire_cb;
   void *arg = c->arg;
   call_put(p, c);
-  cb(rpc, &r, arg);
+  if (acb)
+    acb(p, NULL, NULL, status, arg);
+  else
+    cb(rpc, &r, arg);
 }
 
 /* ---- the wait queue ------------------------------------------------------------------ */
@@ -312,11 +323,15 @@ static void enqueue(braid_pool_t *p, pcall_t *c) {
   c->wait_start_ns = uv_hrtime();
   braid__list_push_back(&p->waiters, &c->node);
   p->n_waiting++;
+  if (c->acquire_cb)
+    p->n_acq_waiting++;
 }
 
 static void dequeue(braid_pool_t *p, pcall_t *c) {
   braid__list_remove(&c->node);
   p->n_waiting--;
+  if (c->acquire_cb)
+    p->n_acq_waiting--;
 }
 
 static void on_wait_timer(uv_timer_t *t) {
@@ -349,12 +364,13 @@ static void pc_retire(pconn_t *pc, close_why_t why) {
 }
 
 /* The first connection of ep, most recently used first, that can take a request now. */
-static pconn_t *ep_pick(braid_pool_t *p, endpoint_t *ep, uint64_t fresh_after, uint64_t now) {
+static pconn_t *ep_pick(braid_pool_t *p, endpoint_t *ep, uint64_t fresh_after, bool exclusive,
+                        uint64_t now) {
   braid__node_t *n = ep->conns.next;
   while (n != &ep->conns) {
     pconn_t *pc = BRAID__CONTAINER_OF(n, pconn_t, node);
     n = n->next; /* retiring pc below may not unlink it, but read next first anyway */
-    if (pc->state != PC_OPEN || pc->retiring)
+    if (pc->state != PC_OPEN || pc->retiring || pc->leased)
       continue;
     if (pc->expires_ms && now >= pc->expires_ms) {
       pc_retire(pc, WHY_LIFETIME);
@@ -367,7 +383,7 @@ static pconn_t *ep_pick(braid_pool_t *p, endpoint_t *ep, uint64_t fresh_after, u
       pc_retire(pc, WHY_ERROR);
       continue;
     }
-    if (pc->inflight >= p->o.rpc.max_inflight || pc->serial <= fresh_after)
+    if (pc->inflight >= (exclusive ? 1 : p->o.rpc.max_inflight) || pc->serial <= fresh_after)
       continue;
     return pc;
   }
@@ -397,7 +413,7 @@ static int start_connect(braid_pool_t *p, endpoint_t *ep);
 
 /* Picks the connection for a call: by the balancing policy among the endpoints that have a
  * connection with room. */
-static pconn_t *pick_conn(braid_pool_t *p, uint64_t fresh_after) {
+static pconn_t *pick_conn(braid_pool_t *p, uint64_t fresh_after, bool exclusive) {
   if (p->n_eps == 0)
     return NULL;
   uint64_t now = now_ms(p);
@@ -420,7 +436,7 @@ static pconn_t *pick_conn(braid_pool_t *p, uint64_t fresh_after) {
     if (best && p->o.balance == BRAID_POOL_LEAST_OUTSTANDING &&
         ep->outstanding >= best->ep->outstanding)
       continue;
-    pconn_t *pc = ep_pick(p, ep, fresh_after, now);
+    pconn_t *pc = ep_pick(p, ep, fresh_after, exclusive, now);
     if (!pc)
       continue;
     best = pc;
@@ -439,9 +455,22 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg);
  * channel's error. */
 static int dispatch(braid_pool_t *p, pcall_t *c) {
   for (;;) {
-    pconn_t *pc = pick_conn(p, c->fresh_after);
+    pconn_t *pc = pick_conn(p, c->fresh_after, c->acquire_cb != NULL);
     if (!pc)
       return 1;
+    if (c->acquire_cb) {
+      bool was = is_idle(pc);
+      c->pc = pc;
+      if (pc->uses++ > 0)
+        p->stats.reuses++;
+      pc->leased = true;
+      p->n_leased++;
+      braid__rpc_ref(pc->rpc); /* its memory outlives a close until the lease is released */
+      braid__list_remove(&pc->node);
+      list_push_front(&pc->ep->conns, &pc->node);
+      idle_account(pc, was);
+      return 0;
+    }
     int rc = braid_rpc_call(pc->rpc, c->data, c->len, c->timeout_ms, call_done, c);
     if (rc == BRAID_ECLOSED) {
       /* A goaway or a failure the channel knows and the pool does not yet: skip it. */
@@ -471,6 +500,14 @@ static int dispatch(braid_pool_t *p, pcall_t *c) {
 
 static void on_rpc_close(braid_rpc_t *rpc, int status, void *arg);
 static void maybe_finish(braid_pool_t *p);
+
+static void lease_granted(braid_pool_t *p, pcall_t *c) {
+  pconn_t *pc = c->pc;
+  braid_pool_acquire_cb cb = c->acquire_cb;
+  void *arg = c->arg;
+  call_put(p, c);
+  cb(p, (braid_pool_lease_t *)pc, pc->rpc, 0, arg);
+}
 
 static void pc_close(pconn_t *pc, close_why_t why) {
   if (pc->state != PC_OPEN)
@@ -514,7 +551,7 @@ static bool close_lru_idle(braid_pool_t *p, bool only_useless) {
  * schedule its idle timeout. */
 static void pc_settle(pconn_t *pc) {
   braid_pool_t *p = pc->pool;
-  if (pc->state != PC_OPEN)
+  if (pc->state != PC_OPEN || pc->leased)
     return;
   if (pc->retiring) {
     if (pc->inflight == 0)
@@ -668,7 +705,10 @@ static void on_rpc_close(braid_rpc_t *rpc, int status, void *arg) {
   ep->n_open--;
   p->n_conns--;
   p->n_open--;
-  braid__free(pc);
+  if (pc->leased)
+    pc->state = PC_GONE; /* braid_pool_release() frees it */
+  else
+    braid__free(pc);
   if (p->closing) {
     maybe_finish(p);
     return;
@@ -679,7 +719,12 @@ static void on_rpc_close(braid_rpc_t *rpc, int status, void *arg) {
 /* Opens connections for the waiters that the connects in progress will not carry. */
 static void grow(braid_pool_t *p) {
   uint64_t cap = p->o.rpc.max_inflight;
-  while (p->n_waiting > (uint64_t)p->n_connecting * cap) {
+  for (;;) {
+    /* A lease takes a connection of its own; calls share one up to the cap. */
+    uint64_t calls = p->n_waiting - p->n_acq_waiting;
+    uint64_t need = p->n_acq_waiting + (calls + cap - 1) / cap;
+    if (p->n_connecting >= need)
+      return;
     endpoint_t *pick = NULL;
     for (unsigned i = 0; i < p->n_eps; i++) {
       endpoint_t *ep = p->eps[(p->grow_rr + i) % p->n_eps];
@@ -725,6 +770,8 @@ static void pump(braid_pool_t *p) {
       braid_histogram_record(&p->stats.wait_time_us, (uv_hrtime() - c->wait_start_ns) / 1000);
       if (rc)
         call_fail(p, c, NULL, rc);
+      else if (c->acquire_cb)
+        lease_granted(p, c);
     }
     if (!p->closing)
       grow(p);
@@ -809,7 +856,7 @@ static void maintain(braid_pool_t *p) {
     while (n != &ep->conns) {
       pconn_t *pc = BRAID__CONTAINER_OF(n, pconn_t, node);
       n = n->next; /* closing does not unlink (that waits for on_close) */
-      if (pc->state != PC_OPEN || pc->retiring)
+      if (pc->state != PC_OPEN || pc->retiring || pc->leased)
         continue;
       if (pc->expires_ms && now >= pc->expires_ms) {
         pc_retire(pc, WHY_LIFETIME);
@@ -872,6 +919,7 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
   uv_timer_init(braid_loop_uv(loop), &p->maint_timer);
   p->wait_timer.data = p->maint_timer.data = p;
   p->timers_open = 2;
+  p->flush.fn = on_flush;
   braid__loop_ref(loop);
   *out = p;
   return 0;
@@ -956,6 +1004,71 @@ int braid_pool_call(braid_pool_t *p, const void *data, size_t len, unsigned flag
   return 0;
 }
 
+static void on_flush(braid__flush_t *f) {
+  pump(BRAID__CONTAINER_OF(f, braid_pool_t, flush));
+}
+
+int braid_pool_acquire(braid_pool_t *p, braid_pool_acquire_cb cb, void *arg) {
+  if (!p || !cb)
+    return BRAID_EINVAL;
+  if (p->closing)
+    return BRAID_ECLOSED;
+  if (p->n_eps == 0)
+    return BRAID_EINVAL;
+  if (p->n_waiting >= p->o.max_waiters) {
+    p->stats.rejected++;
+    return BRAID_EPOOLFULL;
+  }
+  pcall_t *c = call_get(p, NULL, 0);
+  if (!c)
+    return BRAID_ENOMEM;
+  c->acquire_cb = cb;
+  c->arg = arg;
+  /* Always through the queue and served at the end of this iteration, so the callback never
+   * runs inside this call and FIFO order holds. */
+  enqueue(p, c);
+  braid__loop_want_flush(p->loop, &p->flush);
+  wait_arm(p);
+  return 0;
+}
+
+int braid_pool_release(braid_pool_lease_t *lease) {
+  if (!lease)
+    return BRAID_EINVAL;
+  pconn_t *pc = (pconn_t *)lease;
+  braid_pool_t *p = pc->pool;
+  if (!pc->leased)
+    return BRAID_EINVAL;
+  pc->leased = false;
+  p->n_leased--;
+  idle_account(pc, false); /* from here on it is an ordinary connection again */
+  braid_rpc_t *rpc = pc->rpc;
+  if (pc->state == PC_GONE) {
+    braid__free(pc);
+    braid__rpc_unref(rpc);
+    maybe_finish(p);
+    return 0;
+  }
+  pc->last_used_ms = now_ms(p);
+  if (p->closing) {
+    braid__rpc_unref(rpc);
+    return 0;
+  }
+  braid_rpc_stats_t rs;
+  braid_rpc_stats(rpc, &rs);
+  if (rs.inflight + rs.queued > 0) {
+    /* Their answers would reach the user, not the pool, which could not tell when the
+     * channel is free again: close it (those requests complete with BRAID_ECANCELED). */
+    pc_close(pc, WHY_ERROR);
+  } else if (pc->expires_ms && pc->last_used_ms >= pc->expires_ms) {
+    pc_retire(pc, WHY_LIFETIME);
+  }
+  braid__rpc_unref(rpc);
+  pc_settle(pc);
+  pump(p);
+  return 0;
+}
+
 static void pool_free(braid_pool_t *p) {
   braid_loop_t *loop = p->loop;
   while (p->free_calls) {
@@ -973,7 +1086,7 @@ static void pool_free(braid_pool_t *p) {
 }
 
 static void maybe_finish(braid_pool_t *p) {
-  if (p->finished || !p->closing || p->n_conns > 0 || p->timers_open > 0)
+  if (p->finished || !p->closing || p->n_conns > 0 || p->n_leased > 0 || p->timers_open > 0)
     return;
   p->finished = true;
   if (p->close_cb)
@@ -995,6 +1108,7 @@ int braid_pool_close(braid_pool_t *p, braid_pool_close_cb close_cb, void *arg) {
   p->closing = true;
   p->close_cb = close_cb;
   p->close_arg = arg;
+  braid__loop_cancel_flush(&p->flush);
   /* The timers' close callbacks come from the loop, so the pool cannot finish (and be freed)
    * inside this call whatever the callbacks below do. */
   uv_close((uv_handle_t *)&p->wait_timer, on_timer_closed);
@@ -1026,12 +1140,13 @@ void braid_pool_stats(const braid_pool_t *p, braid_pool_stats_t *out) {
   out->connecting = p->n_connecting;
   out->waiting = p->n_waiting;
   out->inflight = p->inflight;
+  out->leased = p->n_leased;
   uint64_t busy = 0;
   for (unsigned i = 0; i < p->n_eps; i++) {
     const endpoint_t *ep = p->eps[i];
     for (const braid__node_t *n = ep->conns.next; n != &ep->conns; n = n->next) {
       const pconn_t *pc = BRAID__CONTAINER_OF(n, pconn_t, node);
-      if (pc->state != PC_CONNECTING && pc->inflight > 0)
+      if (pc->state != PC_CONNECTING && (pc->inflight > 0 || pc->leased))
         busy++;
     }
   }

@@ -34,6 +34,13 @@ extern "C" {
 #endif
 
 typedef struct braid_pool_s braid_pool_t;
+typedef struct braid_pool_lease_s braid_pool_lease_t;
+
+/* braid_pool_acquire() finished: status 0 and a channel for your exclusive use (rpc) until
+ * braid_pool_release(lease); or BRAID_ETIMEDOUT (no channel free within acquire_timeout_ms)
+ * or BRAID_ECANCELED (the pool closed first), with lease and rpc NULL. Exactly once. */
+typedef void (*braid_pool_acquire_cb)(braid_pool_t *pool, braid_pool_lease_t *lease,
+                                      braid_rpc_t *rpc, int status, void *arg);
 
 /* The pool is closed: every call has completed and every connection is closed. The pool is
  * freed when this returns. Exactly once per accepted braid_pool_close(). */
@@ -117,6 +124,7 @@ typedef struct braid_pool_stats_s {
   uint64_t open, idle, busy, connecting;
   uint64_t waiting;  /* calls in the wait queue now */
   uint64_t inflight; /* calls on connections now */
+  uint64_t leased;   /* leases not released yet */
   uint64_t calls;    /* calls accepted */
   uint64_t waits;    /* calls that had to wait for room */
   uint64_t wait_timeouts; /* waiters failed with BRAID_ETIMEDOUT */
@@ -166,9 +174,26 @@ BRAID_EXTERN int braid_pool_call(braid_pool_t *pool, const void *data, size_t le
                                  unsigned flags, uint64_t timeout_ms, braid_rpc_response_cb cb,
                                  void *arg);
 
+/* Takes a channel for exclusive use, e.g. to run a braid_batcher_t on it: an open
+ * connection with nothing in flight, chosen like a call's (balancing, most recently used
+ * first), or a new one. The request waits in the same FIFO as calls, with the same acquire
+ * timeout and max_waiters. cb runs exactly once, never from inside this call. While leased
+ * the pool sends nothing on the channel, and neither the idle timeout nor the lifetime
+ * closes it. Use rpc only through braid_rpc_call()/batchers, do not close it; if its
+ * connection fails the channel refuses calls with BRAID_ECLOSED (the lease still needs its
+ * release). Returns 0, BRAID_EINVAL (no endpoint), BRAID_EPOOLFULL, BRAID_ECLOSED or
+ * BRAID_ENOMEM; then cb is never called. */
+BRAID_EXTERN int braid_pool_acquire(braid_pool_t *pool, braid_pool_acquire_cb cb, void *arg);
+
+/* Gives a leased channel back to the pool (exactly once per lease; free any batcher on it
+ * first). Requests you left in flight on it make the pool close it: they complete with
+ * BRAID_ECANCELED, from inside this call. Returns 0, or BRAID_EINVAL (NULL, or not leased). */
+BRAID_EXTERN int braid_pool_release(braid_pool_lease_t *lease);
+
 /* Closes the pool: waiters and requests in flight complete with BRAID_ECANCELED (some from
- * inside this call), connects are cancelled, connections close, then close_cb (may be NULL)
- * runs once, never from inside this call. Closing from a pool callback is allowed. Returns
+ * inside this call), connects are cancelled, connections (leased ones too) close, then,
+ * once every lease is released, close_cb (may be NULL) runs once, never from inside this
+ * call. Closing from a pool callback is allowed. Returns
  * 0, BRAID_EINVAL (pool NULL) or BRAID_ECLOSED (already closing; close_cb will not run). */
 BRAID_EXTERN int braid_pool_close(braid_pool_t *pool, braid_pool_close_cb close_cb, void *arg);
 

@@ -888,6 +888,106 @@ static void test_close_with_waiters_and_inflight(void **state) {
   assert_int_equal(count_fds(), fds_before);
 }
 
+/* ---- leases ------------------------------------------------------------------------------ */
+
+typedef struct lease_res_s {
+  int calls, status;
+  braid_pool_lease_t *lease;
+  braid_rpc_t *rpc;
+} lease_res_t;
+
+static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc_t *rpc,
+                        int status, void *arg) {
+  (void)pool;
+  lease_res_t *l = arg;
+  l->calls++;
+  l->status = status;
+  l->lease = lease;
+  l->rpc = rpc;
+}
+
+static void test_lease_with_batcher(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  srv_t *list[] = {&s};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_total = 2;
+  o.acquire_timeout_ms = 100;
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  static lease_res_t l1, l2, l3;
+  memset(&l1, 0, sizeof(l1));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l1), 0);
+  assert_int_equal(l1.calls, 0); /* never from inside the call */
+  static const volatile int *flag;
+  flag = &l1.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l1.status, 0);
+  assert_non_null(l1.lease);
+  assert_non_null(l1.rpc);
+  /* A batcher on the leased channel; pool calls meanwhile use another connection. */
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, l1.rpc, NULL), 0);
+  static res_t res[100];
+  reset_results(res, 100);
+  for (int i = 0; i < 50; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "req-%d", i);
+    assert_int_equal(braid_batcher_call(b, msg, (size_t)len, on_result, &res[i]), 0);
+  }
+  for (int i = 50; i < 100; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "req-%d", i);
+    assert_int_equal(braid_pool_call(pool, msg, (size_t)len, 0, 0, on_result, &res[i]), 0);
+  }
+  run_until_done(&t, 100, 3000);
+  check_echoed(res, 100);
+  assert_int_equal(s.accepted, 2);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.leased, 1);
+  assert_int_equal(st.busy, 1);
+  /* Both connections taken (one leased, max_total 2, the other has a lease waiting on it
+   * only if idle): a second lease gets the idle one, a third times out. */
+  memset(&l2, 0, sizeof(l2));
+  memset(&l3, 0, sizeof(l3));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l2), 0);
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l3), 0);
+  flag = &l3.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l2.calls, 1);
+  assert_int_equal(l2.status, 0);
+  assert_true(l2.rpc != l1.rpc);
+  assert_int_equal(l3.status, BRAID_ETIMEDOUT);
+  assert_null(l3.lease);
+  assert_int_equal(braid_batcher_free(b), 0);
+  assert_int_equal(braid_pool_release(l1.lease), 0);
+  assert_int_equal(braid_pool_release(l2.lease), 0);
+  assert_int_equal(braid_pool_release(l2.lease), BRAID_EINVAL);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.leased, 0);
+  assert_int_equal(st.idle, 2);
+  /* A lease outstanding holds the pool's close callback until it is released. */
+  memset(&l1, 0, sizeof(l1));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l1), 0);
+  flag = &l1.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l1.status, 0);
+  pool_closed = 0;
+  assert_int_equal(braid_pool_close(pool, on_pool_closed, NULL), 0);
+  bt_run_for(&t, 50);
+  assert_int_equal(pool_closed, 0);
+  assert_int_equal(braid_rpc_call(l1.rpc, "x", 1, 0, on_result, &res[0]), BRAID_ECLOSED);
+  assert_int_equal(braid_pool_release(l1.lease), 0);
+  bt_run_until(&t, &pool_closed, 3000);
+  assert_int_equal(s.accepted, 2);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
 static void test_options_and_arguments(void **state) {
   (void)state;
   static bt_loop_t t;
@@ -943,6 +1043,7 @@ int main(void) {
       cmocka_unit_test(test_round_robin_even),
       cmocka_unit_test(test_least_outstanding_prefers_fast),
       cmocka_unit_test(test_close_with_waiters_and_inflight),
+      cmocka_unit_test(test_lease_with_batcher),
       cmocka_unit_test(test_options_and_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
