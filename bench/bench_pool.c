@@ -3,6 +3,8 @@
  *   connect-per-request   a new connection for every request (connect, call, close)
  *   pooled N              a pool of N connections, one request per connection at a time
  *   pooled+pipelined      a pool of up to 4 connections, up to 1024 requests on each
+ *   pooled+leased+batched one channel leased from a pool (braid_pool_acquire) with a
+ *                         braid_batcher_t on it: a loop iteration's requests share a frame
  * each with 1 and 64 concurrent callers (closed loop: a caller sends its next request when
  * the previous one completed). Scenarios run interleaved in rounds (A B C ... A B C ...) and
  * the table shows the median, min and max requests/s over the rounds. After each pooled run
@@ -65,7 +67,7 @@ static int run_server(void) {
 
 /* ---- the driver ---------------------------------------------------------------------------- */
 
-enum { KIND_CONNECT, KIND_POOL };
+enum { KIND_CONNECT, KIND_POOL, KIND_BATCH };
 
 typedef struct scenario_s {
   const char *name;
@@ -87,6 +89,10 @@ typedef struct run_s {
   int live;            /* callers still going */
   int errors;
   int pool_closed;
+  braid_pool_lease_t *lease; /* KIND_BATCH: the leased channel the batcher runs on */
+  braid_rpc_t *rpc;
+  braid_batcher_t *batcher;
+  int acquired;
 } run_t;
 
 static uint8_t payload[64];
@@ -109,8 +115,10 @@ static void on_pooled(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *arg
 }
 
 static void caller_next(run_t *r) {
-  if (braid_pool_call(r->pool, payload, sizeof(payload), BRAID_POOL_IDEMPOTENT, 0, on_pooled,
-                      r)) {
+  int rc = r->batcher ? braid_batcher_call(r->batcher, payload, sizeof(payload), on_pooled, r)
+                      : braid_pool_call(r->pool, payload, sizeof(payload),
+                                        BRAID_POOL_IDEMPOTENT, 0, on_pooled, r);
+  if (rc) {
     r->errors++;
     r->live--;
   }
@@ -175,6 +183,15 @@ static void cpr_start(cpr_t *c) {
   }
 }
 
+static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc_t *rpc,
+                        int status, void *arg) {
+  (void)pool;
+  run_t *r = arg;
+  r->acquired = status == 0 ? 1 : -1;
+  r->lease = lease;
+  r->rpc = rpc;
+}
+
 static void on_pool_closed(braid_pool_t *pool, void *arg) {
   (void)pool;
   ((run_t *)arg)->pool_closed = 1;
@@ -207,7 +224,7 @@ static double run_one(braid_loop_t *loop, scenario_t *s, int port, uint64_t ms, 
   r.loop = loop;
   r.port = port;
   uint64_t warm_ns = 50 * 1000000ull;
-  if (s->kind == KIND_POOL) {
+  if (s->kind != KIND_CONNECT) {
     braid_pool_opts_t o;
     braid_pool_opts_init(&o);
     o.max_per_endpoint = s->conns;
@@ -219,14 +236,24 @@ static double run_one(braid_loop_t *loop, scenario_t *s, int port, uint64_t ms, 
       fprintf(stderr, "pool setup failed\n");
       exit(1);
     }
+    if (s->kind == KIND_BATCH) {
+      /* One leased channel with a batcher: requests made in one loop iteration leave as one
+       * BATCH frame (max 64 per frame). */
+      if (braid_pool_acquire(r.pool, on_acquired, &r))
+        exit(1);
+      while (!r.acquired)
+        braid_loop_run(loop, UV_RUN_ONCE);
+      if (r.acquired < 0 || braid_batcher_new(&r.batcher, r.rpc, NULL))
+        exit(1);
+    }
   }
-  int tw_before = s->kind == KIND_POOL ? count_time_wait(port) : 0;
+  int tw_before = s->kind != KIND_CONNECT ? count_time_wait(port) : 0;
   uint64_t start = uv_hrtime();
   r.measure_from_ns = start + warm_ns;
   r.end_ns = r.measure_from_ns + ms * 1000000ull;
   r.live = s->callers;
   for (int i = 0; i < s->callers; i++) {
-    if (s->kind == KIND_POOL) {
+    if (s->kind != KIND_CONNECT) {
       caller_next(&r);
     } else {
       cpr_t *c = calloc(1, sizeof(*c));
@@ -236,7 +263,11 @@ static double run_one(braid_loop_t *loop, scenario_t *s, int port, uint64_t ms, 
   }
   while (r.live > 0)
     braid_loop_run(loop, UV_RUN_ONCE);
-  if (s->kind == KIND_POOL) {
+  if (r.batcher) {
+    braid_batcher_free(r.batcher);
+    braid_pool_release(r.lease);
+  }
+  if (s->kind != KIND_CONNECT) {
     braid_pool_stats_t st;
     braid_pool_stats(r.pool, &st);
     s->creates += st.creates;
@@ -317,6 +348,8 @@ int main(int argc, char **argv) {
       {"pooled 16 conns", KIND_POOL, 16, 1, 64, {0}, 0, 0},
       {"pooled+pipelined (<=4)", KIND_POOL, 4, 1024, 1, {0}, 0, 0},
       {"pooled+pipelined (<=4)", KIND_POOL, 4, 1024, 64, {0}, 0, 0},
+      {"pooled+leased+batched", KIND_BATCH, 1, 1024, 1, {0}, 0, 0},
+      {"pooled+leased+batched", KIND_BATCH, 1, 1024, 64, {0}, 0, 0},
   };
   enum { NS = sizeof(sc) / sizeof(sc[0]) };
   braid_loop_t *loop;
@@ -326,7 +359,7 @@ int main(int argc, char **argv) {
   int tw_cpr_before = count_time_wait(port_cpr);
   for (int round = 0; round < rounds; round++)
     for (int i = 0; i < NS; i++)
-      sc[i].rps[round] = run_one(loop, &sc[i], sc[i].kind == KIND_POOL ? port_pool : port_cpr,
+      sc[i].rps[round] = run_one(loop, &sc[i], sc[i].kind != KIND_CONNECT ? port_pool : port_cpr,
                                  ms, &errors);
   int tw_cpr = count_time_wait(port_cpr) - tw_cpr_before;
   braid_loop_close(loop);
@@ -348,7 +381,7 @@ int main(int argc, char **argv) {
     if (sc[i].kind == KIND_CONNECT)
       base[ci] = med;
     char tw[32];
-    if (sc[i].kind == KIND_POOL)
+    if (sc[i].kind != KIND_CONNECT)
       snprintf(tw, sizeof(tw), "%d/%u", sc[i].tw_max, 2 * sc[i].conns);
     else
       snprintf(tw, sizeof(tw), "-");
@@ -369,7 +402,7 @@ int main(int argc, char **argv) {
     printf("%s{\"name\":\"%s\",\"callers\":%d,\"median_rps\":%.0f,\"min_rps\":%.0f,"
            "\"max_rps\":%.0f,\"time_wait\":%d}",
            i ? "," : "", sc[i].name, sc[i].callers, sorted[rounds / 2], sorted[0],
-           sorted[rounds - 1], sc[i].kind == KIND_POOL ? sc[i].tw_max : tw_cpr);
+           sorted[rounds - 1], sc[i].kind != KIND_CONNECT ? sc[i].tw_max : tw_cpr);
   }
   printf("]}\n");
   return errors ? 1 : 0;

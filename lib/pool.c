@@ -629,6 +629,7 @@ static void on_connected(braid_connect_t *req, braid_conn_t *conn, int status, v
     ep->failures = 0;
     ep->ejections_in_row = 0;
     ep->probing = false;
+    ep->ejected = false; /* a connect that began before an ejection proves it wrong */
     p->stats.creates++;
     idle_account(pc, false);
     if (pc->expires_ms)

@@ -95,7 +95,10 @@ typedef struct braid_pool_opts_s {
    * bounds 1..(1 << 31). */
   uint64_t acquire_timeout_ms;
   braid_pool_balance_t balance; /* default BRAID_POOL_ROUND_ROBIN */
-  /* Consecutive failed connects to an endpoint that eject it. Default 3; bounds 1..1000. */
+  /* Consecutive failed connects to an endpoint that eject it (a connection that fails
+   * after it was established does not count: peers restart). An ejected endpoint gets no
+   * calls and no connects; while every endpoint is ejected, calls wait in the queue (until
+   * a probe succeeds or acquire_timeout_ms passes). Default 3; bounds 1..1000. */
   unsigned eject_after_failures;
   /* Ejection length: eject_base_ms, doubling with each consecutive ejection, at most
    * eject_max_ms. Then one connect attempt probes the endpoint: success ends its ejections,
