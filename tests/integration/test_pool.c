@@ -284,6 +284,20 @@ static void test_pipelined_and_reused(void **state) {
   braid_pool_stats(pool, &st);
   assert_int_equal(st.waits, waits);
   assert_int_equal(st.creates, (uint64_t)s.accepted);
+  /* Requests larger than the inline copy a call context keeps. */
+  static char big[3][4000];
+  reset_results(res, 3);
+  for (int i = 0; i < 3; i++) {
+    memset(big[i], 'a' + i, sizeof(big[i]));
+    assert_int_equal(braid_pool_call(pool, big[i], sizeof(big[i]), BRAID_POOL_IDEMPOTENT, 0,
+                                     on_result, &res[i]),
+                     0);
+  }
+  run_until_done(&t, 3, 5000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(res[i].status, 0);
+    assert_int_equal(res[i].data[0], 'a' + i);
+  }
   pool_stop(&t, pool);
   srv_stop(&s);
   bt_loop_done(&t);
@@ -990,6 +1004,50 @@ static void test_lease_with_batcher(void **state) {
   bt_loop_done(&t);
 }
 
+static braid_pool_t *closing_pool;
+
+static void on_result_close_pool(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  on_result(rpc, r, arg);
+  braid_pool_t *pool = closing_pool;
+  if (pool) {
+    closing_pool = NULL; /* the close completes the others from inside it */
+    assert_int_equal(braid_pool_close(pool, on_pool_closed, NULL), 0);
+  }
+}
+
+static void test_close_from_a_callback(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  srv_t *list[] = {&s};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_total = 2;
+  o.rpc.max_inflight = 2;
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  closing_pool = pool;
+  pool_closed = 0;
+  static res_t res[10];
+  reset_results(res, 10);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(braid_pool_call(pool, "c", 1, 0, 0, on_result_close_pool, &res[i]), 0);
+  bt_run_until(&t, &pool_closed, 3000);
+  bt_run_for(&t, 20);
+  assert_int_equal(pool_closed, 1);
+  int ok = 0, cancelled = 0;
+  for (int i = 0; i < 10; i++) {
+    assert_int_equal(res[i].calls, 1);
+    ok += res[i].status == 0;
+    cancelled += res[i].status == BRAID_ECANCELED;
+  }
+  assert_int_equal(ok + cancelled, 10);
+  assert_true(ok >= 1 && cancelled >= 6); /* at most 4 were on the wire */
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
 static void test_options_and_arguments(void **state) {
   (void)state;
   static bt_loop_t t;
@@ -1046,6 +1104,7 @@ int main(void) {
       cmocka_unit_test(test_least_outstanding_prefers_fast),
       cmocka_unit_test(test_close_with_waiters_and_inflight),
       cmocka_unit_test(test_lease_with_batcher),
+      cmocka_unit_test(test_close_from_a_callback),
       cmocka_unit_test(test_options_and_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
