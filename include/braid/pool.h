@@ -17,8 +17,11 @@
  *   endpoint whose connects keep failing, for a doubling backoff, after which one connection
  *   attempt probes it back;
  * - a request that fails because a reused connection turned out dead is sent once more on a
- *   fresh connection when the caller marked it idempotent (never otherwise).
+ *   fresh connection when the caller marked it idempotent (never otherwise);
+ * - a channel can be leased for exclusive use (braid_pool_acquire), e.g. to run a batcher.
  *
+ * The pool owns its channels: the rpc pointer a callback receives is for reading the result
+ * and the channel's stats, not for closing or calling (except a leased one).
  * A pool belongs to its loop's thread, like everything on the loop. */
 #ifndef BRAID_POOL_H
 #define BRAID_POOL_H

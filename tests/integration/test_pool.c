@@ -848,7 +848,7 @@ static void test_least_outstanding_prefers_fast(void **state) {
   bt_loop_done(&t);
 }
 
-/* ---- closing ---------------------------------------------------------------------------------- */
+/* ---- closing ------------------------------------------------------------------------*/
 
 static braid_pool_t *reentrant_pool;
 static int reentrant_refused;
