@@ -19,6 +19,7 @@
 #include "braid/gzip.h"
 #include "braid/rpc.h"
 #include "braid/batch.h"
+#include "braid/pool.h"
 #include "braid/cache.h"
 
 #endif
