@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs kv_server on an ephemeral port, kv_client against it, then stops the server with
+# SIGTERM. Passes only if the client verified every value and both exited 0.
+# Usage: run_kv.sh path/to/kv_server path/to/kv_client
+set -euo pipefail
+server=$1 client=$2
+out=$(mktemp)
+trap 'kill "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
+"$server" --port 0 --workers 2 >"$out" &
+pid=$!
+for _ in $(seq 100); do
+  grep -q '^listening on ' "$out" && break
+  sleep 0.05
+done
+line=$(head -n1 "$out")
+[[ "$line" =~ ^listening\ on\ .*:([0-9]+)$ ]] || { echo "no 'listening on' line: '$line'" >&2; exit 1; }
+port=${BASH_REMATCH[1]}
+timeout 60 "$client" --port "$port" --requests 5000
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+[[ $status -eq 0 ]] || { echo "kv_server exited $status after SIGTERM" >&2; exit 1; }
+[[ $(wc -l <"$out") -eq 1 ]] || { echo "kv_server printed more than one line" >&2; exit 1; }
+echo "kv example: ok"
