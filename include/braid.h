@@ -16,5 +16,6 @@
 #include "braid/frame.h"
 #include "braid/framer.h"
 #include "braid/rpc.h"
+#include "braid/batch.h"
 
 #endif

@@ -202,4 +202,13 @@ void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 
 
+/* ---- rpc (rpc.c), for batch.c -------------------------------------------------------- */
+
+/* True for a BRAID_RPC_ORDERED channel. */
+bool braid__rpc_is_ordered(const braid_rpc_t *rpc);
+/* A batcher keeps the channel's memory alive (not its connection) until it lets go, so a
+ * channel that closes under it leaves it a closed channel, not a dangling pointer. */
+void braid__rpc_ref(braid_rpc_t *rpc);
+void braid__rpc_unref(braid_rpc_t *rpc);
+
 #endif

@@ -76,6 +76,8 @@ struct braid_rpc_s {
   bool timer_armed;
   uint64_t timer_due;
   bool conn_closed, timer_closed;
+  bool finished;  /* on_close ran; the memory stays while batchers hold references */
+  unsigned refs;  /* batchers using the channel */
 
   /* client */
   slot_t *ring;
@@ -901,11 +903,6 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
 
 static void rpc_free(braid_rpc_t *rpc) {
   braid_loop_t *loop = rpc->loop;
-  braid_rpc_close_cb cb = rpc->o.on_close;
-  void *arg = rpc->o.arg;
-  int status = rpc->fail_status == UV_EOF ? 0 : rpc->fail_status;
-  if (cb)
-    cb(rpc, status, arg);
   while (rpc->free_reqs) {
     braid_rpc_req_t *r = rpc->free_reqs;
     rpc->free_reqs = r->next;
@@ -918,7 +915,21 @@ static void rpc_free(braid_rpc_t *rpc) {
 }
 
 static void rpc_maybe_finish(braid_rpc_t *rpc) {
-  if (rpc->conn_closed && rpc->timer_closed && rpc->outstanding == 0)
+  if (rpc->finished || !rpc->conn_closed || !rpc->timer_closed || rpc->outstanding > 0)
+    return;
+  rpc->finished = true;
+  if (rpc->o.on_close)
+    rpc->o.on_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->o.arg);
+  if (rpc->refs == 0)
+    rpc_free(rpc);
+}
+
+void braid__rpc_ref(braid_rpc_t *rpc) {
+  rpc->refs++;
+}
+
+void braid__rpc_unref(braid_rpc_t *rpc) {
+  if (--rpc->refs == 0 && rpc->finished)
     rpc_free(rpc);
 }
 
@@ -1022,6 +1033,10 @@ int braid_rpc_close(braid_rpc_t *rpc) {
   if (rpc->conn)
     braid_conn_close(rpc->conn); /* idempotent; queued answers still flush */
   return 0;
+}
+
+bool braid__rpc_is_ordered(const braid_rpc_t *rpc) {
+  return rpc->o.mode == BRAID_RPC_ORDERED;
 }
 
 braid_conn_t *braid_rpc_conn(const braid_rpc_t *rpc) {

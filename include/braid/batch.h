@@ -62,7 +62,9 @@ typedef struct braid_batcher_stats_s {
 BRAID_EXTERN void braid_batcher_opts_init(braid_batcher_opts_t *o);
 
 /* Creates a batcher sending on rpc (a client channel; o copied, NULL = defaults). The
- * channel must outlive the batcher. Returns 0, BRAID_EINVAL or BRAID_ENOMEM. */
+ * batcher keeps the channel's memory (not its connection) until braid_batcher_free(): if
+ * the channel closes first, later requests fail with BRAID_ECLOSED. Returns 0, BRAID_EINVAL,
+ * BRAID_ECLOSED (the channel is closing) or BRAID_ENOMEM. */
 BRAID_EXTERN int braid_batcher_new(braid_batcher_t **out, braid_rpc_t *rpc,
                                    const braid_batcher_opts_t *o);
 

@@ -72,7 +72,9 @@ typedef void (*braid_rpc_batch_cb)(braid_rpc_t *rpc, braid_rpc_req_t **reqs,
 
 /* The channel is closed: its connection is closed, every client request has completed, and
  * every server request has been answered. status is 0 after braid_rpc_close(), or the error
- * that ended the connection. The channel is freed when this returns. */
+ * that ended the connection. The channel is freed when this returns, or, if batchers still
+ * use it, when the last of them is freed (until then it refuses new requests with
+ * BRAID_ECLOSED). */
 typedef void (*braid_rpc_close_cb)(braid_rpc_t *rpc, int status, void *arg);
 
 typedef struct braid_rpc_opts_s {

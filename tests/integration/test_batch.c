@@ -1,0 +1,272 @@
+/* Request batching over loopback: each flush trigger, per-item results and errors, the
+ * connection reset mid-batch (every request completes exactly once), ordered channels,
+ * bounds, and freeing with requests waiting. */
+#include "rpc_fixture.h"
+
+static void call_n(braid_batcher_t *b, res_t *res, int n, const char *prefix) {
+  for (int i = 0; i < n; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "%s%d", prefix, i);
+    assert_int_equal(braid_batcher_call(b, msg, (size_t)len, on_result, &res[i]), 0);
+  }
+}
+
+static void check_echoed(res_t *res, int n, const char *prefix) {
+  for (int i = 0; i < n; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "%s%d", prefix, i);
+    assert_int_equal(res[i].calls, 1);
+    assert_int_equal(res[i].status, 0);
+    assert_int_equal(res[i].len, (size_t)len);
+    assert_memory_equal(res[i].data, msg, (size_t)len);
+  }
+}
+
+static void test_flush_by_items_and_end_of_iteration(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  braid_batcher_opts_t o;
+  braid_batcher_opts_init(&o);
+  o.max_items = 8;
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), 0);
+  static res_t res[20];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  call_n(b, res, 20, "k");
+  braid_batcher_stats_t st;
+  braid_batcher_stats(b, &st);
+  assert_int_equal(st.flushes[BRAID_FLUSH_ITEMS], 2); /* 8 + 8 went at once */
+  assert_int_equal(st.batches, 2);
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(res[i].calls, 0); /* never from inside the call */
+  while (done_count < 20)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  check_echoed(res, 20, "k");
+  braid_batcher_stats(b, &st);
+  assert_int_equal(st.flushes[BRAID_FLUSH_LINGER], 1); /* the last 4, end of the iteration */
+  assert_int_equal(st.batches, 3);
+  assert_int_equal(st.requests, 20);
+  assert_int_equal(st.batch_size.count, 3);
+  assert_int_equal(st.batch_size.max, 8);
+  assert_int_equal(st.batch_size.min, 4);
+  braid_rpc_stats_t rs;
+  braid_rpc_stats(f.srv_rpc, &rs);
+  assert_int_equal(rs.batches, 3);
+  assert_int_equal(rs.requests, 20);
+  assert_int_equal(braid_batcher_free(b), 0);
+  fix_stop(&f);
+}
+
+static void test_flush_by_bytes(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  braid_batcher_opts_t o;
+  braid_batcher_opts_init(&o);
+  o.max_bytes = 25;
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), 0);
+  static res_t res[10];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  call_n(b, res, 10, "bytes-"); /* 7 bytes each: a fourth would pass 25 */
+  braid_batcher_stats_t st;
+  braid_batcher_stats(b, &st);
+  assert_int_equal(st.flushes[BRAID_FLUSH_BYTES], 3);
+  assert_int_equal(braid_batcher_call(b, "x", 26, on_result, &res[0]), BRAID_ETOOBIG);
+  while (done_count < 10)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  check_echoed(res, 10, "bytes-");
+  braid_batcher_free(b);
+  fix_stop(&f);
+}
+
+static void test_linger_and_explicit(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  braid_batcher_opts_t o;
+  braid_batcher_opts_init(&o);
+  o.linger_us = 80000;
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), 0);
+  static res_t res[6];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  uint64_t start = uv_now(&f.t.uv);
+  call_n(b, res, 3, "l");
+  bt_run_for(&f.t, 30);
+  assert_int_equal(done_count, 0); /* still lingering */
+  while (done_count < 3)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_true(uv_now(&f.t.uv) - start >= 75);
+  check_echoed(res, 3, "l");
+  call_n(b, res + 3, 3, "l");
+  assert_int_equal(braid_batcher_flush(b), 0);
+  assert_int_equal(braid_batcher_flush(b), 0); /* nothing waits: fine */
+  start = uv_now(&f.t.uv);
+  while (done_count < 6)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_true(uv_now(&f.t.uv) - start < 75);
+  braid_batcher_stats_t st;
+  braid_batcher_stats(b, &st);
+  assert_int_equal(st.flushes[BRAID_FLUSH_LINGER], 1);
+  assert_int_equal(st.flushes[BRAID_FLUSH_EXPLICIT], 1);
+  braid_batcher_free(b);
+  fix_stop(&f);
+}
+
+static void test_item_errors(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.sopts.on_batch = srv_on_batch; /* upper-cases; "fail" items get an error */
+  fix_start(&f);
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, NULL), 0);
+  res_t r1 = {0}, r2 = {0}, r3 = {0};
+  done_count = 0;
+  assert_int_equal(braid_batcher_call(b, "one", 3, on_result, &r1), 0);
+  assert_int_equal(braid_batcher_call(b, "fail", 4, on_result, &r2), 0);
+  assert_int_equal(braid_batcher_call(b, "", 0, on_result, &r3), 0);
+  while (done_count < 3)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  assert_int_equal(r1.status, 0);
+  assert_memory_equal(r1.data, "ONE", 3);
+  assert_int_equal(r2.status, BRAID_EREMOTE);
+  assert_int_equal(r2.code, BRAID_WIRE_APP_MIN);
+  assert_memory_equal(r2.data, "item failed", 11);
+  assert_int_equal(r3.status, 0);
+  assert_int_equal(r3.len, 0);
+  assert_int_equal(f.batches_seen, 1);
+  braid_batcher_free(b);
+  fix_stop(&f);
+}
+
+static void test_reset_mid_batch(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.hold = 1; /* the server takes the items and never answers */
+  fix_start(&f);
+  braid_batcher_opts_t o;
+  braid_batcher_opts_init(&o);
+  o.max_items = 16;
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), 0);
+  static res_t res[40];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  call_n(b, res, 40, "r");
+  while (f.n_held < 40)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  braid_conn_abort(braid_rpc_conn(f.srv_rpc));
+  while (done_count < 40)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  bt_run_for(&f.t, 20);
+  for (int i = 0; i < 40; i++) {
+    assert_int_equal(res[i].calls, 1);
+    assert_true(res[i].status < 0);
+  }
+  for (int i = 0; i < 40; i++)
+    braid_rpc_respond(f.held[i].req, "late", 4);
+  /* The channel is gone: new requests fail, through their callbacks or at once. */
+  res_t after = {0};
+  int rc = braid_batcher_call(b, "x", 1, on_result, &after);
+  if (rc == 0) {
+    bt_run_until(&f.t, &after.calls, 5000);
+    assert_true(after.status < 0);
+  } else {
+    assert_int_equal(rc, BRAID_ECLOSED);
+  }
+  braid_batcher_free(b);
+  fix_stop(&f);
+  for (int i = 0; i < 40; i++)
+    assert_int_equal(res[i].calls, 1);
+}
+
+static void test_ordered_channel(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  braid_delimiter_opts_t d;
+  braid_delimiter_opts_init(&d);
+  d.delimiter = "\n";
+  d.delimiter_len = 1;
+  d.strip_delimiter = 0;
+  assert_int_equal(braid_framer_init_delimiter(&f.sopts.framer, &d), 0);
+  f.sopts.framer_set = 1;
+  f.sopts.mode = BRAID_RPC_ORDERED;
+  f.copts = f.sopts;
+  fix_start(&f);
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, NULL), 0);
+  static res_t res[50];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  braid_conn_stats_t before, after;
+  braid_conn_stats(braid_rpc_conn(f.client), &before);
+  for (int i = 0; i < 50; i++) {
+    char line[16];
+    int n = snprintf(line, sizeof(line), "line %d\n", i);
+    assert_int_equal(braid_batcher_call(b, line, (size_t)n, on_result, &res[i]), 0);
+  }
+  while (done_count < 50)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  for (int i = 0; i < 50; i++) {
+    char line[16];
+    int n = snprintf(line, sizeof(line), "line %d\n", i);
+    assert_int_equal(res[i].status, 0);
+    assert_memory_equal(res[i].data, line, (size_t)n);
+  }
+  braid_conn_stats(braid_rpc_conn(f.client), &after);
+  assert_int_equal(after.write_syscalls - before.write_syscalls, 1); /* one coalesced write */
+  braid_batcher_free(b);
+  fix_stop(&f);
+}
+
+static void test_free_flushes_waiting(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  braid_batcher_opts_t o;
+  braid_batcher_opts_init(&o);
+  o.linger_us = 5000000; /* would wait 5 s */
+  braid_batcher_t *b;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), 0);
+  static res_t res[5];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  call_n(b, res, 5, "w");
+  assert_int_equal(braid_batcher_free(b), 0);
+  while (done_count < 5)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  check_echoed(res, 5, "w");
+  /* Bad options. */
+  o.max_items = 0;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), BRAID_EINVAL);
+  braid_batcher_opts_init(&o);
+  o.linger_us = 20000000;
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), BRAID_EINVAL);
+  assert_int_equal(braid_batcher_free(NULL), 0);
+  fix_stop(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_flush_by_items_and_end_of_iteration),
+      cmocka_unit_test(test_flush_by_bytes),
+      cmocka_unit_test(test_linger_and_explicit),
+      cmocka_unit_test(test_item_errors),
+      cmocka_unit_test(test_reset_mid_batch),
+      cmocka_unit_test(test_ordered_channel),
+      cmocka_unit_test(test_free_flushes_waiting),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
