@@ -95,9 +95,14 @@ static void value_of(char *value, size_t cap, int mode, unsigned i) {
 }
 
 static void fail(client_t *c, const char *what, unsigned i, const braid_rpc_result_t *r) {
-  if (c->wrong++ < 5)
-    fprintf(stderr, "kv_client: %s %s #%u: status %s, remote code %u, %zu bytes\n",
-            mode_names[c->mode], what, i, braid_err_name(r->status), r->remote_code, r->len);
+  if (c->wrong++ >= 5)
+    return;
+  if (r->status == BRAID_EREMOTE) /* the server's ERROR frame: a code and a message */
+    fprintf(stderr, "kv_client: %s %s #%u: server error %s: %.*s\n", mode_names[c->mode], what,
+            i, braid_frame_code_name(r->remote_code), (int)r->len, (const char *)r->data);
+  else
+    fprintf(stderr, "kv_client: %s %s #%u: status %s, %zu bytes\n", mode_names[c->mode], what, i,
+            braid_err_name(r->status), r->len);
 }
 
 /* One client per process; the answer callbacks' arg is the key's index, so they find the

@@ -21,4 +21,20 @@ status=0
 wait "$pid" || status=$?
 [[ $status -eq 0 ]] || { echo "kv_server exited $status after SIGTERM" >&2; exit 1; }
 [[ $(wc -l <"$out") -eq 1 ]] || { echo "kv_server printed more than one line" >&2; exit 1; }
+
+# A bounded store refuses what does not fit, and the client reports it and exits 1.
+"$server" --port 0 --max-entries 100 >"$out" &
+pid=$!
+for _ in $(seq 100); do
+  grep -q '^listening on ' "$out" && break
+  sleep 0.05
+done
+[[ $(head -n1 "$out") =~ :([0-9]+)$ ]] || { echo "second server did not start" >&2; exit 1; }
+status=0
+errs=$(timeout 60 "$client" --port "${BASH_REMATCH[1]}" --requests 1000 2>&1 >/dev/null) || status=$?
+kill -TERM "$pid"
+wait "$pid"
+[[ $status -eq 1 ]] || { echo "kv_client exited $status against a full store, want 1" >&2; exit 1; }
+grep -q 'OVERLOADED: store full: max entries reached' <<<"$errs" ||
+  { echo "no store-full error from kv_client: $errs" >&2; exit 1; }
 echo "kv example: ok"
