@@ -160,7 +160,7 @@ static int server_main(int port, int out) {
 
 enum { UV_ECHO, PINGPONG, PIPELINED, BATCHED, MODES };
 static const char *const mode_names[MODES] = {"uv-echo", "ping-pong", "pipelined", "batched"};
-static const unsigned windows[MODES] = {1, 1, 128, 1024};
+static unsigned windows[MODES] = {1, 1, 128, 1024};
 
 typedef struct cconn_s cconn_t;
 
@@ -474,11 +474,15 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--connect") == 0 && i + 1 < argc &&
              sscanf(argv[++i], "%d,%d", &ports[0], &ports[1]) == 2)
       ;
+    else if (strcmp(argv[i], "--window") == 0 && i + 1 < argc &&
+             sscanf(argv[++i], "%u,%u", &windows[PIPELINED], &windows[BATCHED]) == 2 &&
+             windows[PIPELINED] >= 1 && windows[BATCHED] >= 1)
+      ;
     else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
       seconds = atof(argv[++i]);
     else {
       fprintf(stderr, "usage: bench_rpc [--server [--port N]] [--connect RPC,ECHO] "
-                      "[--seconds S]\n");
+                      "[--seconds S] [--window PIPELINED,BATCHED]\n");
       return 2;
     }
   }

@@ -422,7 +422,7 @@ int main(int argc, char **argv) {
   const char *host = "127.0.0.1";
   long port = 7379, workers = 1;
   size_t max_entries = 1000000, max_bytes = (size_t)256 << 20;
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc; i += 2) {
     const char *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (!val)
       return usage();
@@ -438,7 +438,6 @@ int main(int argc, char **argv) {
       max_bytes = strtoull(val, NULL, 10);
     else
       return usage();
-    i++;
   }
   if (port < 0 || port > 65535 || workers < 1 || workers > 256)
     return usage();

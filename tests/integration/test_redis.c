@@ -293,7 +293,8 @@ static void test_batched_set_get(void **state) {
     const char *set[] = {"SET", key, value};
     const char *get[] = {"GET", key};
     uint8_t buf[256];
-    size_t n = i < N ? resp_command(buf, sizeof(buf), 3, set) : resp_command(buf, sizeof(buf), 2, get);
+    size_t n = i < N ? resp_command(buf, sizeof(buf), 3, set)
+                     : resp_command(buf, sizeof(buf), 2, get);
     assert_int_equal(braid_batcher_call(b, buf, n, on_result, &res[i]), 0);
   }
   wait_done(&f, 2 * N);
@@ -339,7 +340,9 @@ static void test_deadline_on_blocking_call(void **state) {
   /* Unblock it from the second connection. */
   const char *rpush[] = {"RPUSH", "queue", "item"};
   call(f.ch[1], 3, rpush, 0, &push);
+  /* The two connections' answers may arrive in either order. */
   bt_run_until(&f.t, &after_get.calls, 5000);
+  bt_run_until(&f.t, &push.calls, 5000);
   assert_reply(&push, ":1\r\n");
   assert_reply(&after_set, "+OK\r\n");
   assert_reply(&after_get, "$2\r\nv2\r\n");
