@@ -156,8 +156,8 @@ static int resolve(braid_connect_t *r) {
   hints.ai_family = r->opts.family;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_protocol = IPPROTO_TCP;
-  int rc = uv_getaddrinfo(braid_loop_uv(r->loop), &r->gai, on_resolved, r->host, r->port_str,
-                          &hints);
+  int rc =
+      uv_getaddrinfo(braid_loop_uv(r->loop), &r->gai, on_resolved, r->host, r->port_str, &hints);
   if (rc == 0)
     r->state = ST_RESOLVING;
   return rc;
@@ -239,8 +239,7 @@ static int attempt(braid_connect_t *r, const struct sockaddr_storage *addr) {
     braid__conn_discard(conn);
     return rc;
   }
-  rc = uv_tcp_connect(&r->creq, braid_conn_uv(conn), (const struct sockaddr *)addr,
-                      on_connected);
+  rc = uv_tcp_connect(&r->creq, braid_conn_uv(conn), (const struct sockaddr *)addr, on_connected);
   if (rc) {
     braid__conn_discard(conn); /* the handle owns fd now */
     return rc;

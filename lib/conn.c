@@ -31,7 +31,12 @@ typedef struct chunk_s {
   char data[];
 } chunk_t;
 
-#define CHUNK_DATA_SIZE (BRAID__CHUNK_SIZE - sizeof(chunk_t))
+#define CHUNK_DATA_SIZE (BRAID__CHUNK_SIZE - sizeof(chunk_t)) /* >= BRAID__CHUNK_DATA */
+/* Copies this large get a block of their own; smaller ones are split across pooled chunks,
+ * so the steady state never mallocs. */
+#define HEAP_COPY_MIN ((size_t)256 << 10)
+#define MAX_FRESH_CHUNKS (HEAP_COPY_MIN / BRAID__CHUNK_DATA + 1)
+#define POOLED_SEGS 8 /* a ring of this many segments comes from the loop's pool */
 
 typedef struct seg_s {
   const char *base; /* next byte to send */
@@ -51,7 +56,7 @@ enum conn_state {
 
 struct braid_conn_s {
   uv_tcp_t tcp;
-  uv_timer_t timer;
+  uv_timer_t *timer; /* made the first time a deadline is set: most connections need none */
   braid_loop_t *loop;
   braid_conn_callbacks_t cbs;
   braid__flush_t flush;
@@ -104,7 +109,7 @@ void braid_conn_opts_init(braid_conn_opts_t *o) {
   o->high_watermark_bytes = 1 << 20;
   o->low_watermark_bytes = 256 << 10;
   o->max_queue_bytes = 64 << 20;
-  o->copy_threshold_bytes = 16 << 10;
+  o->copy_threshold_bytes = 4 << 10;
 }
 
 int braid_conn_opts_validate(const braid_conn_opts_t *o) {
@@ -158,9 +163,8 @@ int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_
     braid__free(c);
     return rc;
   }
-  uv_timer_init(loop->uv, &c->timer);
-  c->tcp.data = c->timer.data = c;
-  c->open_handles = 2;
+  c->tcp.data = c;
+  c->open_handles = 1;
   c->loop = loop;
   c->flush.fn = on_flush;
   c->idle_timeout_ms = opts->idle_timeout_ms;
@@ -235,16 +239,32 @@ static seg_t *seg_at(braid_conn_t *c, unsigned i) {
   return &c->segs[(c->seg_head + i) & (c->seg_cap - 1)];
 }
 
-static int seg_reserve(braid_conn_t *c) {
-  if (c->seg_count < c->seg_cap)
+_Static_assert(POOLED_SEGS * sizeof(seg_t) <= BRAID__SEGS_SIZE, "pooled ring too small");
+
+static void segs_release(braid_conn_t *c) {
+  if (c->seg_cap == POOLED_SEGS)
+    braid__loop_segs_put(c->loop, c->segs);
+  else
+    braid__free(c->segs);
+  c->segs = NULL;
+  c->seg_cap = c->seg_head = 0;
+}
+
+/* Makes room for k more segments. */
+static int seg_reserve(braid_conn_t *c, unsigned k) {
+  if (c->seg_cap - c->seg_count >= k)
     return 0;
-  unsigned cap = c->seg_cap ? c->seg_cap * 2 : 8;
-  seg_t *n = braid__malloc(cap * sizeof(*n));
+  unsigned cap = c->seg_cap ? c->seg_cap : POOLED_SEGS;
+  while (cap - c->seg_count < k)
+    cap *= 2;
+  seg_t *n = cap == POOLED_SEGS ? braid__loop_segs_get(c->loop)
+                                : braid__malloc(cap * sizeof(*n));
   if (!n)
     return BRAID_ENOMEM;
   for (unsigned i = 0; i < c->seg_count; i++)
     n[i] = *seg_at(c, i);
-  braid__free(c->segs);
+  if (c->segs)
+    segs_release(c);
   c->segs = n;
   c->seg_cap = cap;
   c->seg_head = 0;
@@ -258,10 +278,7 @@ static void release_chunk(braid_conn_t *c, chunk_t *ch) {
     ch->used = 0; /* keep appending to it from the start */
     return;
   }
-  if (ch->size == CHUNK_DATA_SIZE)
-    braid__loop_chunk_put(c->loop, ch);
-  else
-    braid__free(ch);
+  braid__loop_chunk_put(c->loop, ch);
 }
 
 static void seg_release(braid_conn_t *c, seg_t *s) {
@@ -330,12 +347,8 @@ static void drop_tail_chunk(braid_conn_t *c) {
   if (!ch)
     return;
   c->tail = NULL;
-  if (ch->refs == 0) {
-    if (ch->size == CHUNK_DATA_SIZE)
-      braid__loop_chunk_put(c->loop, ch);
-    else
-      braid__free(ch);
-  }
+  if (ch->refs == 0)
+    braid__loop_chunk_put(c->loop, ch);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -349,11 +362,8 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void on_drained(braid_conn_t *c) {
   /* An idle connection keeps no write memory: the chunk goes back to the loop's pool. */
   drop_tail_chunk(c);
-  if (c->seg_cap > 64) {
-    braid__free(c->segs);
-    c->segs = NULL;
-    c->seg_cap = c->seg_head = 0;
-  }
+  if (c->segs)
+    segs_release(c);
   if (c->state == ST_CLOSING) {
     close_handles(c, c->close_status);
     return;
@@ -391,7 +401,7 @@ static void note_queued(braid_conn_t *c, size_t len) {
 
 static int queue_write(braid_conn_t *c, uint8_t kind, const char *base, size_t len, void *owner,
                        braid_write_cb cb, void *arg) {
-  int rc = seg_reserve(c);
+  int rc = seg_reserve(c, 1);
   if (rc)
     return rc;
   seg_t *s = seg_at(c, c->seg_count);
@@ -411,60 +421,79 @@ static int write_check(braid_conn_t *c, size_t len) {
   return 0;
 }
 
-/* Copies a small write into the tail chunk, extending the last segment when the bytes land
- * right after it and it has no callback of its own (its callback would fire too late). */
-static int copy_small(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
-                      void *arg) {
-  chunk_t *ch = c->tail;
-  if (!ch || ch->size - ch->used < len) {
-    chunk_t *fresh;
-    if (len <= CHUNK_DATA_SIZE) {
-      fresh = braid__loop_chunk_get(c->loop);
-      if (!fresh)
-        return BRAID_ENOMEM;
-      fresh->size = CHUNK_DATA_SIZE;
-    } else {
-      fresh = braid__malloc(sizeof(chunk_t) + len);
-      if (!fresh)
-        return BRAID_ENOMEM;
-      fresh->size = len;
-    }
-    fresh->used = 0;
-    fresh->refs = 0;
-    if (seg_reserve(c)) {
-      /* Fail before touching the tail so nothing is half done. */
-      if (fresh->size == CHUNK_DATA_SIZE)
-        braid__loop_chunk_put(c->loop, fresh);
-      else
-        braid__free(fresh);
-      return BRAID_ENOMEM;
-    }
-    drop_tail_chunk(c);
-    c->tail = ch = fresh;
-  }
+/* Appends n bytes at the tail chunk's end as a segment, extending the last segment when the
+ * bytes land right after it and it has no callback of its own (its callback would then run
+ * too late). A segment slot is reserved. No accounting: the caller does it once. */
+static void append_piece(braid_conn_t *c, chunk_t *ch, const char *data, size_t n,
+                         braid_write_cb cb, void *arg) {
   char *dst = ch->data + ch->used;
+  memcpy(dst, data, n);
+  ch->used += n;
   if (c->seg_count > 0) {
     seg_t *last = seg_at(c, c->seg_count - 1);
     if (last->kind == SEG_CHUNK && last->owner == ch && last->base + last->len == dst &&
         !last->cb) {
-      if (len) /* data may be NULL for an empty write */
-        memcpy(dst, data, len);
-      ch->used += len;
-      last->len += len;
+      last->len += n;
       last->cb = cb;
       last->arg = arg;
-      note_queued(c, len);
+      return;
+    }
+  }
+  *seg_at(c, c->seg_count) = (seg_t){dst, n, ch, cb, arg, SEG_CHUNK};
+  c->seg_count++;
+  ch->refs++;
+}
+
+/* Copies data[0..len) into the queue through pooled chunks, cb on its last byte. Everything
+ * that can fail is taken first, so on error nothing is queued. */
+static int copy_into_chunks(braid_conn_t *c, const char *data, size_t len, braid_write_cb cb,
+                            void *arg) {
+  size_t room = c->tail ? c->tail->size - c->tail->used : 0;
+  size_t over = len > room ? len - room : 0;
+  unsigned want = (unsigned)((over + CHUNK_DATA_SIZE - 1) / CHUNK_DATA_SIZE);
+  chunk_t *fresh[MAX_FRESH_CHUNKS];
+  unsigned got = 0;
+  for (; got < want; got++) {
+    fresh[got] = braid__loop_chunk_get(c->loop);
+    if (!fresh[got])
+      break;
+    *fresh[got] = (chunk_t){CHUNK_DATA_SIZE, 0, 0};
+  }
+  if (got < want || seg_reserve(c, want + 1)) {
+    while (got > 0)
+      braid__loop_chunk_put(c->loop, fresh[--got]);
+    return BRAID_ENOMEM;
+  }
+  unsigned next = 0;
+  size_t left = len;
+  while (left > 0) {
+    if (!c->tail || c->tail->used == c->tail->size) {
+      drop_tail_chunk(c);
+      c->tail = fresh[next++];
+    }
+    size_t n = c->tail->size - c->tail->used;
+    if (n > left)
+      n = left;
+    append_piece(c, c->tail, data, n, left == n ? cb : NULL, arg);
+    data += n;
+    left -= n;
+  }
+  note_queued(c, len);
+  return 0;
+}
+
+/* An empty write: its callback runs when everything before it is written. */
+static int queue_empty_write(braid_conn_t *c, braid_write_cb cb, void *arg) {
+  if (c->seg_count > 0 && cb) {
+    seg_t *last = seg_at(c, c->seg_count - 1);
+    if (!last->cb) {
+      last->cb = cb;
+      last->arg = arg;
+      note_queued(c, 0);
       return 0;
     }
   }
-  int rc = queue_write(c, SEG_CHUNK, dst, len, ch, cb, arg);
-  if (rc)
-    return rc;
-  if (len)
-    memcpy(dst, data, len);
-  ch->used += len;
-  ch->refs++;
-  return 0;
+  return queue_write(c, SEG_BORROW, NULL, 0, NULL, cb, arg);
 }
 
 int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
@@ -474,8 +503,32 @@ int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_
     return rc;
   if (!data && len)
     return BRAID_EINVAL;
-  if (len <= c->copy_threshold)
-    return copy_small(c, data, len, cb, arg);
+  if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
+      !c->send_rl && !c->send_group) {
+    /* Nothing to coalesce with: offer it to the kernel from the caller's buffer, and copy
+     * only what it does not take. */
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > MAX_IOV_BYTES ? MAX_IOV_BYTES : len));
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    c->stats.write_syscalls++;
+    if (n > 0) {
+      c->stats.bytes_written += (uint64_t)n;
+      c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+      data = (const char *)data + n;
+      len -= (size_t)n;
+    }
+    /* An error is met again, and reported, by the flush of what is queued next. */
+    if (len == 0) {
+      if (!cb) {
+        c->stats.writes++;
+        return 0;
+      }
+      return queue_empty_write(c, cb, arg);
+    }
+  }
+  if (len == 0)
+    return queue_empty_write(c, cb, arg);
+  if (len < HEAP_COPY_MIN)
+    return copy_into_chunks(c, data, len, cb, arg);
   void *copy = braid__malloc(len);
   if (!copy)
     return BRAID_ENOMEM;
@@ -803,10 +856,20 @@ static void on_timer(uv_timer_t *t);
  * comes earlier than the one it is set for; when it fires early it re-arms itself. */
 static void arm_timer(braid_conn_t *c) {
   uint64_t d = next_deadline(c);
-  if (d == UINT64_MAX || (c->timer_armed && d >= c->timer_due))
+  if (d == UINT64_MAX || (c->timer_armed && d >= c->timer_due) || c->state == ST_CLOSED)
     return;
+  if (!c->timer) {
+    c->timer = braid__malloc(sizeof(*c->timer));
+    if (!c->timer) {
+      close_handles(c, BRAID_ENOMEM); /* a deadline we cannot keep: fail loudly */
+      return;
+    }
+    uv_timer_init(c->loop->uv, c->timer);
+    c->timer->data = c;
+    c->open_handles++;
+  }
   uint64_t now = braid__now(c->loop);
-  uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
+  uv_timer_start(c->timer, on_timer, d > now ? d - now : 0, 0);
   c->timer_armed = true;
   c->timer_due = d;
 }
@@ -877,7 +940,9 @@ static void finalize(braid_conn_t *c) {
     if (c->cbs.on_close)
       c->cbs.on_close(c, c->close_status, c->cbs.arg);
   }
-  braid__free(c->segs);
+  if (c->segs)
+    segs_release(c);
+  braid__free(c->timer);
   braid__free(c->wreq);
   braid__free(c->send_rl);
   braid__free(c->recv_rl);
@@ -901,7 +966,8 @@ static void close_handles(braid_conn_t *c, int status) {
   if (c->reset_on_close)
     set_linger_zero(c);
   uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  if (c->timer)
+    uv_close((uv_handle_t *)c->timer, on_handle_closed);
 }
 
 int braid_conn_close(braid_conn_t *c) {

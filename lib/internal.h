@@ -86,6 +86,8 @@ struct braid_loop_s {
   void *chunk_pool; /* free write chunks (BRAID__CHUNK_SIZE bytes each), linked through
                        their first pointer */
   unsigned chunk_pool_len;
+  void *segs_pool; /* free write-segment rings, linked the same way */
+  unsigned segs_pool_len;
   bool read_buf_busy;
 
   braid_log_fn log_fn;
@@ -114,10 +116,19 @@ void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
 
 /* Write-buffer chunks: fixed-size blocks recycled per loop, so connections copy small writes
  * without a malloc per write and an idle connection holds none. */
-#define BRAID__CHUNK_SIZE (16 * 1024)
+#define BRAID__CHUNK_DATA (16 * 1024)                 /* bytes of data a chunk holds */
+#define BRAID__CHUNK_SIZE (BRAID__CHUNK_DATA + 64)      /* block size: data plus a header */
 #define BRAID__CHUNK_POOL_MAX 256
 void *braid__loop_chunk_get(braid_loop_t *loop);
 void braid__loop_chunk_put(braid_loop_t *loop, void *chunk);
+
+/* Write-segment rings of BRAID__SEGS_SIZE bytes, recycled per loop the same way: a
+ * connection takes one with its first queued write and gives it back when the queue drains,
+ * so the steady state allocates nothing and an idle connection holds none. */
+#define BRAID__SEGS_SIZE 512
+#define BRAID__SEGS_POOL_MAX 4096
+void *braid__loop_segs_get(braid_loop_t *loop);
+void braid__loop_segs_put(braid_loop_t *loop, void *segs);
 
 /* Logs through the loop's hook, printf-style. */
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)

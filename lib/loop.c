@@ -11,12 +11,17 @@ struct braid_work_s {
   void *arg;
 };
 
-static void loop_free(braid_loop_t *loop) {
-  while (loop->chunk_pool) {
-    void *next = *(void **)loop->chunk_pool;
-    braid__free(loop->chunk_pool);
-    loop->chunk_pool = next;
+static void free_pool(void **pool) {
+  while (*pool) {
+    void *next = *(void **)*pool;
+    braid__free(*pool);
+    *pool = next;
   }
+}
+
+static void loop_free(braid_loop_t *loop) {
+  free_pool(&loop->chunk_pool);
+  free_pool(&loop->segs_pool);
   uv_mutex_destroy(&loop->post_mu);
   braid__free(loop->read_buf);
   braid__free(loop);
@@ -115,24 +120,41 @@ void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf) {
     braid__free(buf->base);
 }
 
-void *braid__loop_chunk_get(braid_loop_t *loop) {
-  void *c = loop->chunk_pool;
-  if (c) {
-    loop->chunk_pool = *(void **)c;
-    loop->chunk_pool_len--;
-    return c;
+/* A free list of fixed-size blocks, linked through their first pointer, capped at max. */
+static void *pool_get(void **pool, unsigned *len, size_t size) {
+  void *p = *pool;
+  if (p) {
+    *pool = *(void **)p;
+    (*len)--;
+    return p;
   }
-  return braid__malloc(BRAID__CHUNK_SIZE);
+  return braid__malloc(size);
+}
+
+static void pool_put(void **pool, unsigned *len, unsigned max, void *p) {
+  if (*len >= max) {
+    braid__free(p);
+    return;
+  }
+  *(void **)p = *pool;
+  *pool = p;
+  (*len)++;
+}
+
+void *braid__loop_chunk_get(braid_loop_t *loop) {
+  return pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE);
 }
 
 void braid__loop_chunk_put(braid_loop_t *loop, void *chunk) {
-  if (loop->chunk_pool_len >= BRAID__CHUNK_POOL_MAX) {
-    braid__free(chunk);
-    return;
-  }
-  *(void **)chunk = loop->chunk_pool;
-  loop->chunk_pool = chunk;
-  loop->chunk_pool_len++;
+  pool_put(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_POOL_MAX, chunk);
+}
+
+void *braid__loop_segs_get(braid_loop_t *loop) {
+  return pool_get(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_SIZE);
+}
+
+void braid__loop_segs_put(braid_loop_t *loop, void *segs) {
+  pool_put(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_POOL_MAX, segs);
 }
 
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...) {

@@ -42,6 +42,7 @@ typedef struct worker_s {
   bool in_backoff;
   uv_timer_t timer; /* accept back-off, then the drain deadline */
   uv_async_t keep;  /* never sent: keeps the worker's loop running while it serves */
+  bool timer_open, keep_open;
   unsigned handles; /* of poll, timer, keep: how many are not closed yet */
 
   braid__conn_owner_t owner;
@@ -148,14 +149,17 @@ static void wake_paused(braid_server_t *s, worker_t *self) {
   }
 }
 
-/* Takes a slot under the cap for one more connection, or pauses accepting. */
+/* Takes a slot under the cap for one more connection, or pauses accepting. A compare-and-swap
+ * rather than add-then-undo, so the count (which stats report) never exceeds the cap even
+ * for a moment. */
 static bool reserve_slot(worker_t *w) {
   braid_server_t *s = w->server;
   uint64_t cap = s->opts.max_connections;
-  uint64_t n = atomic_fetch_add(&s->active, 1);
-  if (cap == 0 || n < cap)
-    return true;
-  atomic_fetch_sub(&s->active, 1);
+  uint64_t n = atomic_load(&s->active);
+  while (cap == 0 || n < cap) {
+    if (atomic_compare_exchange_weak(&s->active, &n, n + 1))
+      return true;
+  }
   stop_accepting(w);
   atomic_fetch_add_explicit(&w->cap_pauses, 1, memory_order_relaxed);
   atomic_store(&w->paused_at_cap, 1);
@@ -307,13 +311,14 @@ static int worker_init_handles(worker_t *w) {
   if (rc)
     return rc;
   w->timer.data = w;
+  w->timer_open = true;
   w->handles++;
+  /* On failure the caller closes what was made (close_worker_handles). */
   rc = uv_async_init(braid_loop_uv(w->loop), &w->keep, NULL);
-  if (rc) {
-    uv_close((uv_handle_t *)&w->timer, on_worker_handle_closed);
+  if (rc)
     return rc;
-  }
   w->keep.data = w;
+  w->keep_open = true;
   w->handles++;
   uv_unref((uv_handle_t *)&w->keep);
   return 0;
@@ -361,10 +366,14 @@ static void close_listener(worker_t *w) {
 
 static void close_worker_handles(worker_t *w) {
   close_listener(w);
-  if (!uv_is_closing((uv_handle_t *)&w->timer))
+  if (w->timer_open) {
+    w->timer_open = false;
     uv_close((uv_handle_t *)&w->timer, on_worker_handle_closed);
-  if (!uv_is_closing((uv_handle_t *)&w->keep))
+  }
+  if (w->keep_open) {
+    w->keep_open = false;
     uv_close((uv_handle_t *)&w->keep, on_worker_handle_closed);
+  }
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -544,7 +553,7 @@ int braid_server_new(braid_server_t **out, braid_loop_t *loop, const braid_serve
   int rc = worker_init_handles(w0);
   if (rc) {
     /* Only the timer can exist: free the server from its close callback. */
-    if (w0->handles) {
+    if (w0->timer_open) {
       w0->timer.data = s;
       uv_close((uv_handle_t *)&w0->timer, free_unborn);
     } else {
@@ -673,9 +682,8 @@ int braid_server_listen(braid_server_t *server, const char *host, int port) {
         rc = -errno;
         break;
       }
-      uint16_t p = s->addr.ss_family == AF_INET6
-                       ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
-                       : ((struct sockaddr_in *)&s->addr)->sin_port;
+      uint16_t p = s->addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
+                                                 : ((struct sockaddr_in *)&s->addr)->sin_port;
       s->port = ntohs(p);
       if (addr.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&addr)->sin6_port = p;

@@ -151,8 +151,8 @@ static int apply_keepalive(uv_os_sock_t fd, const braid_sockopts_t *o) {
   if (o->keepalive != BRAID_OPT_ON)
     return 0;
 #if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
-  if (o->keepalive_idle_s > 0 &&
-      (rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, o->keepalive_idle_s)))
+  int idle = o->keepalive_idle_s;
+  if (idle > 0 && (rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle)))
     return rc;
   if (o->keepalive_interval_s > 0 &&
       (rc = set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, o->keepalive_interval_s)))

@@ -15,6 +15,10 @@ server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$out"' EXIT
 for _ in $(seq 100); do grep -q '^listening on' "$out" && break; sleep 0.05; done
 line=$(head -1 "$out")
+if [[ "$line" != "listening on "* ]]; then
+  echo "echo_server did not start" >&2
+  exit 1
+fi
 echo "server: $line"
 port=${line##*:}
 
@@ -24,5 +28,7 @@ echo "== pipelined: 50 connections, depth 16, 200000 requests of 1 KiB"
 "$build/examples/echo_client" --host 127.0.0.1 --port "$port" --conns 50 --requests 200000 \
   --size 1024 --pipeline 16
 kill -INT $server
-wait $server
-echo "server drained and exited with status $?"
+status=0
+wait $server || status=$?
+echo "server drained and exited with status $status"
+exit $status

@@ -27,6 +27,15 @@ if [[ $(id -u) -ne 0 ]]; then
   sudo=(sudo)
 fi
 echo "deps.sh: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq >/dev/null
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# env, not export: sudo resets the environment, and a package that asks a debconf question
+# would otherwise wait for an answer. apt's chatter goes to a log, shown only on failure.
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq)
+log=$(mktemp)
+if ! { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; } \
+    >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "deps.sh: apt-get failed installing ${missing[*]}" >&2
+  exit 1
+fi
+rm -f "$log"

@@ -74,8 +74,11 @@ typedef struct braid_conn_opts_s {
   /* Hard cap on queued-but-unsent bytes: a write that would pass it fails with
    * BRAID_EQUEUEFULL and nothing is queued. Default 64 MiB. Bounds 1..(1 << 40). */
   size_t max_queue_bytes;
-  /* Writes up to this size are copied into the connection's buffer; larger copying writes
-   * get a buffer of their own. Default 16 KiB. Bounds 64..(1 << 20). */
+  /* A copying write of at least this many bytes, made while nothing is queued, is offered
+   * to the kernel straight from the caller's buffer (one syscall in the call), and only what
+   * the kernel does not take is copied: large writes gain nothing from coalescing, and this
+   * saves their copy. Smaller writes are copied and coalesced. Default 4 KiB. Bounds
+   * 64..(1 << 20). */
   size_t copy_threshold_bytes;
   /* Bandwidth caps per direction (token buckets of this connection). 0 = unlimited.
    * Bounds 0..(1 << 40). */

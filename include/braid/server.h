@@ -42,8 +42,9 @@ typedef void (*braid_server_close_cb)(braid_server_t *server, int status, void *
 typedef struct braid_server_opts_s {
   braid_sockopts_t sockopts;   /* listener and accepted connections */
   braid_conn_opts_t conn;      /* every accepted connection */
-  /* Accepting pauses while this many connections are open (per server, across workers).
-   * 0 = no cap (the default). Bounds 0..(1 << 24). */
+  /* Accepting pauses while this many connections are open (per server, across workers):
+   * clients beyond the cap wait in the kernel's listen backlog (sockopts.backlog), none is
+   * accepted and dropped. 0 = no cap (the default). Bounds 0..(1 << 24). */
   unsigned max_connections;
   /* Accepting loops: 1 = the caller's loop only (default); N > 1 = the caller's loop and
    * N - 1 threads; 0 = one per CPU (uv_available_parallelism()). Bounds 0..256. */
@@ -105,7 +106,8 @@ BRAID_EXTERN int braid_server_drain(braid_server_t *server, uint64_t deadline_ms
 /* Closes the server now: same as braid_server_drain(server, 0, cb, arg). cb may be NULL. */
 BRAID_EXTERN int braid_server_close(braid_server_t *server, braid_server_close_cb cb, void *arg);
 
-/* Copies the server's counters into out. Call from the server's loop. */
+/* Copies the server's counters into out. The counters are atomics, so this may also be called
+ * from a worker's connection callback; the sum is a snapshot, not a consistent cut. */
 BRAID_EXTERN void braid_server_stats(const braid_server_t *server, braid_server_stats_t *out);
 
 /* Number of accepting loops (resolved value of opts.workers). */

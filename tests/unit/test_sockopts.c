@@ -90,8 +90,8 @@ static void test_bounds(void **state) {
       int before = 0;
       socklen_t len = sizeof(before);
       assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &before, &len), 0);
-      o.sndbuf_bytes = b->offset == offsetof(braid_sockopts_t, sndbuf_bytes) ? o.sndbuf_bytes
-                                                                             : 4096;
+      o.sndbuf_bytes =
+          b->offset == offsetof(braid_sockopts_t, sndbuf_bytes) ? o.sndbuf_bytes : 4096;
       assert_int_equal(braid_sockopts_apply(fd, &o, 0), BRAID_EINVAL);
       int after = 0;
       assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &after, &len), 0);
