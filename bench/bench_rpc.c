@@ -172,6 +172,7 @@ typedef struct bench_s {
   int failed;
   int measuring, stopping;
   uint64_t count, count0, t0_ns, t1_ns, count1;
+  uint64_t cpu0, cpu1; /* server CPU ticks at the start and end of the measured window */
   uv_timer_t timer;
   double seconds;
   uint8_t msg[HEADER + MAX_PAYLOAD];
@@ -191,6 +192,29 @@ struct cconn_s {
 
 static bench_t bench;
 static cconn_t conns[MAX_CONNS];
+static pid_t server_pid; /* the forked server, whose CPU time we read; 0 with --connect */
+
+/* The server's user + system CPU time in clock ticks (/proc/PID/stat fields 14 and 15), or 0
+ * when unknown. On a shared machine, requests per server-CPU-second is the steadier figure:
+ * req/s then measures the scheduler as much as the code. */
+static uint64_t server_cpu_ticks(void) {
+  char path[64], buf[1024];
+  if (!server_pid)
+    return 0;
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)server_pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long utime, stime;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                   &stime) != 2)
+    return 0;
+  return utime + stime;
+}
 
 static void send_one(cconn_t *c);
 
@@ -313,10 +337,12 @@ static void on_timer(uv_timer_t *t) {
     b->measuring = 1;
     b->count0 = b->count;
     b->t0_ns = uv_hrtime();
+    b->cpu0 = server_cpu_ticks();
     uv_timer_start(t, on_timer, (uint64_t)(b->seconds * 1000), 0);
   } else {
     b->count1 = b->count;
     b->t1_ns = uv_hrtime();
+    b->cpu1 = server_cpu_ticks();
     b->stopping = 1;
   }
 }
@@ -353,8 +379,10 @@ static int all_closed(bench_t *b) {
   return b->closed == b->nconns;
 }
 
-/* One scenario; returns answers per second (0 on failure). */
-static double run(bench_t *b, int ports[2], int mode, unsigned nconns, size_t payload) {
+/* One scenario; returns answers per second (0 on failure) and, in *per_cpu, answers per
+ * server-CPU-second (0 when unknown). */
+static double run(bench_t *b, int ports[2], int mode, unsigned nconns, size_t payload,
+                  double *per_cpu) {
   b->mode = mode;
   b->payload = payload;
   b->nconns = nconns;
@@ -400,8 +428,12 @@ static double run(bench_t *b, int ports[2], int mode, unsigned nconns, size_t pa
   }
   run_until(b, all_closed);
   braid_loop_run(b->loop, UV_RUN_NOWAIT);
+  *per_cpu = 0;
   if (b->failed || b->t1_ns <= b->t0_ns)
     return 0;
+  if (b->cpu1 > b->cpu0)
+    *per_cpu = (double)(b->count1 - b->count0) /
+               ((double)(b->cpu1 - b->cpu0) / (double)sysconf(_SC_CLK_TCK));
   return (double)(b->count1 - b->count0) / ((double)(b->t1_ns - b->t0_ns) / 1e9);
 }
 
@@ -424,35 +456,41 @@ static int client_main(int ports[2], double seconds) {
   b->timer.data = b;
   static const unsigned nconns[] = {1, 16};
   static const size_t payloads[] = {64, 1024};
-  double rate[2][2][MODES];
-  printf("%-6s %-8s %-10s %7s %14s %13s\n", "conns", "payload", "mode", "window", "requests/s",
-         "vs ping-pong");
+  double rate[2][2][MODES], cpu[2][2][MODES];
+  printf("%-6s %-8s %-10s %7s %12s %13s %14s\n", "conns", "payload", "mode", "window",
+         "requests/s", "vs ping-pong", "req/srv-CPU-s");
   for (int ci = 0; ci < 2; ci++)
     for (int pi = 0; pi < 2; pi++)
       for (int m = 0; m < MODES; m++) {
-        rate[ci][pi][m] = run(b, ports, m, nconns[ci], payloads[pi]);
+        rate[ci][pi][m] = run(b, ports, m, nconns[ci], payloads[pi], &cpu[ci][pi][m]);
         if (b->failed)
           return 1;
       }
   for (int ci = 0; ci < 2; ci++)
     for (int pi = 0; pi < 2; pi++)
       for (int m = 0; m < MODES; m++)
-        printf("%-6u %-8zu %-10s %7u %14.0f %12.2fx\n", nconns[ci], payloads[pi], mode_names[m],
-               windows[m], rate[ci][pi][m], rate[ci][pi][m] / rate[ci][pi][PINGPONG]);
+        printf("%-6u %-8zu %-10s %7u %12.0f %12.2fx %14.0f\n", nconns[ci], payloads[pi],
+               mode_names[m], windows[m], rate[ci][pi][m],
+               rate[ci][pi][m] / rate[ci][pi][PINGPONG], cpu[ci][pi][m]);
   double batch_x = rate[0][0][BATCHED] / rate[0][0][PINGPONG];
   double pp_x = rate[0][0][PINGPONG] / rate[0][0][UV_ECHO];
   printf("batched / ping-pong, 1 conn, 64 B: %.1fx (target >= 10x): %s\n", batch_x,
          batch_x >= 10 ? "met" : "NOT met");
   printf("rpc ping-pong / uv-echo ping-pong, 1 conn, 64 B: %.2fx (target >= 0.9x): %s\n", pp_x,
          pp_x >= 0.9 ? "met" : "NOT met");
+  if (cpu[0][0][UV_ECHO] > 0)
+    printf("same, per server-CPU-second: %.2fx; batched / ping-pong per server-CPU-second: "
+           "%.1fx\n", cpu[0][0][PINGPONG] / cpu[0][0][UV_ECHO],
+           cpu[0][0][BATCHED] / cpu[0][0][PINGPONG]);
   printf("{\"bench\":\"rpc\",\"seconds\":%.2f,\"results\":[", seconds);
   int first = 1;
   for (int ci = 0; ci < 2; ci++)
     for (int pi = 0; pi < 2; pi++)
       for (int m = 0; m < MODES; m++) {
-        printf("%s{\"conns\":%u,\"payload\":%zu,\"mode\":\"%s\",\"window\":%u,\"rps\":%.0f}",
+        printf("%s{\"conns\":%u,\"payload\":%zu,\"mode\":\"%s\",\"window\":%u,\"rps\":%.0f,"
+               "\"req_per_server_cpu_s\":%.0f}",
                first ? "" : ",", nconns[ci], payloads[pi], mode_names[m], windows[m],
-               rate[ci][pi][m]);
+               rate[ci][pi][m], cpu[ci][pi][m]);
         first = 0;
       }
   printf("]}\n");
@@ -511,6 +549,7 @@ int main(int argc, char **argv) {
     _exit(server_main(port, fds[1]));
   }
   close(fds[1]);
+  server_pid = pid;
   if (two_cpus)
     pin_to_cpu(1);
   char line[64] = {0};
