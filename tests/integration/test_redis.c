@@ -26,6 +26,7 @@ typedef struct redis_s {
   int exited;
   int64_t exit_status;
   int term_signal;
+  int closed; /* the process handle is closed */
   int port;
   char port_str[16];
 } redis_t;
@@ -89,7 +90,7 @@ static int kill_leftover(void **state) {
 }
 
 static void on_proc_closed(uv_handle_t *h) {
-  (void)h;
+  ((redis_t *)h->data)->closed = 1;
 }
 
 /* Stops the server with SIGTERM (SIGKILL if it lingers) and reaps it, bounded in time. */
@@ -103,6 +104,44 @@ static void redis_stop(bt_loop_t *t, redis_t *r) {
     bt_run_until(t, &r->exited, 5000);
   }
   uv_close((uv_handle_t *)&r->proc, on_proc_closed);
+  bt_run_until(t, &r->closed, 5000); /* so r may be reused */
+}
+
+/* ---- calls and answers ---------------------------------------------------------------------- */
+
+typedef struct res_s {
+  int calls;
+  int status;
+  char data[256];
+  size_t len;
+} res_t;
+
+static int done_count;
+
+static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  (void)rpc;
+  res_t *res = arg;
+  res->calls++;
+  res->status = r->status;
+  res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
+  if (res->len)
+    memcpy(res->data, r->data, res->len);
+  done_count++;
+}
+
+static void call(braid_rpc_t *rpc, int argc, const char *const *argv, uint64_t timeout_ms,
+                 res_t *res) {
+  uint8_t buf[512];
+  size_t n = resp_command(buf, sizeof(buf), argc, argv);
+  assert_true(n > 0);
+  assert_int_equal(braid_rpc_call(rpc, buf, n, timeout_ms, on_result, res), 0);
+}
+
+static void assert_reply(const res_t *r, const char *want) {
+  assert_int_equal(r->calls, 1);
+  assert_int_equal(r->status, 0);
+  if (r->len != strlen(want) || memcmp(r->data, want, r->len) != 0)
+    fail_msg("reply '%.*s', want '%s'", (int)r->len, r->data, want);
 }
 
 /* ---- fixture: redis plus ordered rpc channels ----------------------------------------------- */
@@ -142,8 +181,9 @@ static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, voi
   f->connected = 1;
 }
 
-/* Connects one channel, retrying while the server is still starting (bounded: ~5 s). */
-static void fix_connect(fix_t *f) {
+/* Connects one channel, retrying while the server is still starting (bounded: ~5 s).
+ * Returns 0, or -1 when the server exited first (its port was taken after free_port()). */
+static int fix_connect(fix_t *f) {
   braid_client_opts_t co;
   braid_client_opts_init(&co);
   co.retries = 100;
@@ -151,20 +191,61 @@ static void fix_connect(fix_t *f) {
   co.backoff_max_ms = 50;
   co.connect_timeout_ms = 1000;
   f->connected = 0;
-  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", f->redis.port, &co, on_connect, f, NULL),
+  braid_connect_t *req;
+  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", f->redis.port, &co, on_connect, f, &req),
                    0);
-  bt_run_until(&f->t, &f->connected, 10000);
-  if (f->connect_status != 0)
-    fail_msg("cannot connect to redis-server on port %d: %s (exited: %d)", f->redis.port,
-             braid_strerror(f->connect_status), f->redis.exited);
+  uint64_t start = uv_now(&f->t.uv);
+  while (!f->connected && !f->redis.exited && uv_now(&f->t.uv) - start < 10000)
+    uv_run(&f->t.uv, UV_RUN_ONCE);
+  if (!f->connected) {
+    braid_connect_cancel(req);
+    bt_run_until(&f->t, &f->connected, 5000);
+  }
+  if (f->connect_status == 0)
+    return 0;
+  if (f->redis.exited)
+    return -1;
+  fail_msg("cannot connect to redis-server on port %d: %s", f->redis.port,
+           braid_strerror(f->connect_status));
+  return -1;
 }
 
+/* PINGs on channel i: returns 0 when the answer is +PONG, -1 otherwise. */
+static int fix_ping(fix_t *f, int i) {
+  static const char *const ping[] = {"PING"};
+  res_t pong = {0};
+  call(f->ch[i], 1, ping, 2000, &pong);
+  bt_run_until(&f->t, &pong.calls, 5000);
+  return pong.status == 0 && pong.len == 7 && memcmp(pong.data, "+PONG\r\n", 7) == 0 ? 0 : -1;
+}
+
+/* Starts redis-server and connects the channels, PING proving the peer is the server we
+ * started. If it exited instead (its port was taken after free_port(), maybe by a listener
+ * that then accepted our connection), it is started again on another port, up to 3 times. */
 static void fix_start(fix_t *f, int channels) {
   memset(f, 0, sizeof(*f));
   bt_loop_init(&f->t);
-  redis_spawn(&f->t, &f->redis);
-  for (int i = 0; i < channels; i++)
-    fix_connect(f);
+  for (int attempt = 0;; attempt++) {
+    redis_spawn(&f->t, &f->redis);
+    if (fix_connect(f) == 0 && fix_ping(f, 0) == 0)
+      break;
+    if (!f->redis.exited)
+      fail_msg("the server on port %d answers, but not as the redis-server started there",
+               f->redis.port);
+    if (f->ch[0]) {
+      braid_rpc_close(f->ch[0]);
+      bt_run_until(&f->t, &f->closed, 5000);
+      f->closed = 0;
+    }
+    redis_stop(&f->t, &f->redis);
+    if (attempt == 2)
+      fail_msg("redis-server exited before serving, 3 times (last exit status %d)",
+               (int)f->redis.exit_status);
+  }
+  for (int i = 1; i < channels; i++)
+    if (fix_connect(f) != 0 || fix_ping(f, i) != 0)
+      fail_msg("redis-server stopped answering (exited: %d)", f->redis.exited);
+  done_count = 0;
 }
 
 static void fix_stop(fix_t *f) {
@@ -181,36 +262,6 @@ static void fix_stop(fix_t *f) {
   bt_loop_done(&f->t);
 }
 
-/* ---- calls and answers ---------------------------------------------------------------------- */
-
-typedef struct res_s {
-  int calls;
-  int status;
-  char data[256];
-  size_t len;
-} res_t;
-
-static int done_count;
-
-static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
-  (void)rpc;
-  res_t *res = arg;
-  res->calls++;
-  res->status = r->status;
-  res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
-  if (res->len)
-    memcpy(res->data, r->data, res->len);
-  done_count++;
-}
-
-static void call(braid_rpc_t *rpc, int argc, const char *const *argv, uint64_t timeout_ms,
-                 res_t *res) {
-  uint8_t buf[512];
-  size_t n = resp_command(buf, sizeof(buf), argc, argv);
-  assert_true(n > 0);
-  assert_int_equal(braid_rpc_call(rpc, buf, n, timeout_ms, on_result, res), 0);
-}
-
 static void wait_done(fix_t *f, int n) {
   uint64_t start = uv_now(&f->t.uv);
   while (done_count < n) {
@@ -218,13 +269,6 @@ static void wait_done(fix_t *f, int n) {
       fail_msg("only %d of %d answers after 30 s", done_count, n);
     uv_run(&f->t.uv, UV_RUN_ONCE);
   }
-}
-
-static void assert_reply(const res_t *r, const char *want) {
-  assert_int_equal(r->calls, 1);
-  assert_int_equal(r->status, 0);
-  if (r->len != strlen(want) || memcmp(r->data, want, r->len) != 0)
-    fail_msg("reply '%.*s', want '%s'", (int)r->len, r->data, want);
 }
 
 /* Key i's value, and the bulk-string reply a GET of it returns. */
