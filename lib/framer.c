@@ -115,7 +115,8 @@ static int found(braid_framer_msg_t *msg, size_t frame_len, size_t off, size_t p
 static int next_braid(braid_framer_t *f, const uint8_t *buf, size_t len,
                       braid_framer_msg_t *msg) {
   braid_frame_header_t hdr;
-  int rc = braid_frame_header_decode(buf, len, f->u.braid.max_payload, &hdr, NULL);
+  int rc = braid_frame_header_decode(buf, len, f->u.braid.max_payload, &hdr,
+                                     &f->u.braid.reject);
   if (rc < 0)
     return rc;
   if (rc == 0)
@@ -187,6 +188,11 @@ static int next_delimiter(braid_framer_t *f, const uint8_t *buf, size_t len,
 
 static int next_custom(braid_framer_t *f, const uint8_t *buf, size_t len,
                        braid_framer_msg_t *msg) {
+  /* The callback never sees past the maximum: what it decides then cannot depend on how
+   * the stream was split (a read of max + 1000 bytes and a read of max bytes get the same
+   * answer), and no call scans more than max bytes. */
+  if (len > f->max_frame)
+    len = f->max_frame;
   memset(msg, 0, sizeof(*msg));
   int rc = f->u.custom.fn(f->u.custom.arg, buf, len, msg);
   if (rc < 0)
@@ -279,11 +285,15 @@ static int fail(braid_framebuf_t *fb, int err) {
   return err;
 }
 
-/* Makes room for want bytes in total (want <= the framer's maximum). */
-static int reserve(braid_framebuf_t *fb, size_t want) {
+/* Makes room for want bytes in total (want <= the framer's maximum), growing by doubling
+ * but never past the maximum, nor past a large message's known length need (0 = unknown):
+ * doubling toward 3 MiB must not allocate 4. */
+static int reserve(braid_framebuf_t *fb, size_t want, size_t need) {
   if (want <= fb->cap)
     return 0;
   size_t max = braid_framer_max_frame(&fb->framer);
+  if (need > BRAID_FRAMEBUF_EAGER_BYTES && need < max)
+    max = need;
   size_t cap = fb->cap * 2;
   if (cap < want)
     cap = want;
@@ -297,6 +307,16 @@ static int reserve(braid_framebuf_t *fb, size_t want) {
   fb->buf = p;
   fb->cap = cap;
   return 0;
+}
+
+/* How much room to make for have bytes of a message whose total length is need (0 =
+ * unknown). Up to BRAID_FRAMEBUF_EAGER_BYTES the whole message is allocated at once; past
+ * that, room only follows what arrived (doubling), so a 16-byte header declaring 16 MiB
+ * does not commit 16 MiB before the peer sends it. */
+static size_t reserve_target(size_t have, size_t need) {
+  if (need > have && need <= BRAID_FRAMEBUF_EAGER_BYTES)
+    return need;
+  return have;
 }
 
 static int hand_out(braid_framebuf_msg_t *out, const uint8_t *base, const braid_framer_msg_t *m,
@@ -325,9 +345,11 @@ static int next_from_partial(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
       n = fb->len > BRAID_FRAMEBUF_KEEP_BYTES ? fb->len : BRAID_FRAMEBUF_KEEP_BYTES;
     if (n > fb->in_len)
       n = fb->in_len;
-    if (n > max - fb->len) /* the framer errs before len reaches max, so this stays > 0 */
+    if (n > max - fb->len)
       n = max - fb->len;
-    int rc = reserve(fb, fb->len + n > fb->need_hint ? fb->len + n : fb->need_hint);
+    if (n == 0) /* a framer undecided at its own maximum: a custom one, misbehaving */
+      return fail(fb, BRAID_ETOOBIG);
+    int rc = reserve(fb, reserve_target(fb->len + n, fb->need_hint), fb->need_hint);
     if (rc < 0)
       return fail(fb, rc);
     memcpy(fb->buf + fb->len, fb->in, n);
@@ -380,9 +402,9 @@ int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
     return hand_out(out, base, &m, 0);
   }
   /* A partial message ends the pushed bytes: keep it, sized for the whole message at once
-   * when the framer knows its length. The framer bounded both by its maximum already. */
-  size_t want = m.need > fb->in_len ? m.need : fb->in_len;
-  rc = reserve(fb, want);
+   * when the framer knows its length and it is not huge. The framer bounded both by its
+   * maximum already. */
+  rc = reserve(fb, reserve_target(fb->in_len, m.need), m.need);
   if (rc < 0)
     return fail(fb, rc);
   memcpy(fb->buf, fb->in, fb->in_len);
@@ -391,4 +413,33 @@ int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
   fb->in = NULL;
   fb->in_len = 0;
   return 0;
+}
+
+void braid_framebuf_reject(const braid_framebuf_t *fb, braid_frame_reject_t *out) {
+  if (!out)
+    return;
+  int err = fb ? fb->failed : 0;
+  if (err == 0) {
+    *out = (braid_frame_reject_t){BRAID_WIRE_OK, "no error"};
+  } else if (fb->framer.kind == BRAID_FRAMER_BRAID && (err == BRAID_EPROTO ||
+                                                       err == BRAID_ETOOBIG) &&
+             fb->framer.u.braid.reject.message) {
+    *out = fb->framer.u.braid.reject;
+  } else if (err == BRAID_ETOOBIG) {
+    *out = (braid_frame_reject_t){BRAID_WIRE_TOO_BIG, "message exceeds the maximum size"};
+  } else if (err == BRAID_EPROTO) {
+    *out = (braid_frame_reject_t){BRAID_WIRE_PROTOCOL, "malformed message"};
+  } else {
+    *out = (braid_frame_reject_t){BRAID_WIRE_INTERNAL, "cannot frame the stream"};
+  }
+}
+
+void braid_framebuf_trim(braid_framebuf_t *fb) {
+  if (!fb || fb->len > fb->consume)
+    return;
+  if (fb->consume) {
+    fb->len = 0;
+    fb->consume = 0;
+  }
+  release_buf(fb);
 }

@@ -876,14 +876,18 @@ static void on_read(braid_conn_t *conn, int status, const char *data, size_t len
       client_answer_ordered(rpc, m.payload, m.payload_len);
   }
   if (rc < 0 && !rpc->closing) {
-    protocol_error(rpc, rc, rc == BRAID_ETOOBIG ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_PROTOCOL,
-                   rc == BRAID_ETOOBIG ? "frame too big" : "malformed frame");
+    braid_frame_reject_t rej; /* the spec's code for what was refused: VERSION, TOO_BIG... */
+    braid_framebuf_reject(&rpc->fb, &rej);
+    protocol_error(rpc, rc, rej.code, rej.message);
     return;
   }
   if (rpc->server && rpc->outstanding >= rpc->o.max_inflight)
     pause_reading(rpc);
   if (!rpc->server)
     pump_queue(rpc); /* answers made room on the wire */
+  /* An idle channel keeps no partial-message buffer. */
+  if (rpc->server ? rpc->outstanding == 0 : rpc->live == 0)
+    braid_framebuf_trim(&rpc->fb);
 }
 
 static void on_watermark(braid_conn_t *conn, int above, void *arg) {

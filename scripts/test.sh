@@ -63,6 +63,12 @@ if meson test -C build/test --list --suite slow >/dev/null 2>&1 && \
   BRAID_SLOW_BUDGET_S=$budget run_suites build/test --suite slow
 fi
 
+echo "== build/fuzz: libFuzzer campaigns (clang, BRAID_FUZZ_SECONDS=${BRAID_FUZZ_SECONDS:-60} each)"
+if command -v clang >/dev/null; then
+  CC=clang setup build/fuzz -Dbuildtype=debugoptimized -Dfuzz=true -Dexamples=false \
+    -Dbench=false && run_suites build/fuzz --suite campaign || failed=$((failed + 1))
+fi
+
 echo
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [[ $failed -eq 0 ]]

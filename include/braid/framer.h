@@ -17,6 +17,7 @@
 #define BRAID_FRAMER_H
 
 #include "common.h"
+#include "frame.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,9 +39,11 @@ typedef struct braid_framer_msg_s {
 } braid_framer_msg_t;
 
 /* A custom framer: the same contract as braid_framer_next() (return frame_len > 0 with
- * msg's frame_len/payload_off/payload_len filled, 0 with msg->need set or 0, or a negative
- * braid error code such as BRAID_EPROTO). buf[0..len) are the buffered bytes from the start
- * of a message; a call after a 0 result sees the same bytes plus more. braid enforces the
+ * msg's payload_off/payload_len filled, 0 with msg->need set or 0, or a negative braid error
+ * code such as BRAID_EPROTO). buf[0..len) are the buffered bytes from the start of a message,
+ * at most the framer's maximum (bytes beyond it are not shown); a call after a 0 result sees
+ * the same bytes plus more. Its answer for a prefix should not change when more bytes follow,
+ * so the result does not depend on how reads split the stream. braid enforces the
  * maximum around it: a need-more result at len >= max, or a frame_len > max, becomes
  * BRAID_ETOOBIG, and an impossible result (frame_len 0 or > len, payload outside the
  * frame, need <= len) becomes BRAID_EPROTO. Called synchronously, zero or more times per
@@ -102,6 +105,7 @@ typedef struct braid_framer_s {
   union {
     struct {
       size_t max_payload;
+      braid_frame_reject_t reject; /* why the last header was refused */
     } braid;
     braid_length_field_opts_t lf;
     struct {
@@ -167,9 +171,13 @@ BRAID_EXTERN size_t braid_framer_max_frame(const braid_framer_t *f);
 /* Bytes of partial-message buffer a framebuf keeps between messages; a larger buffer (from a
  * large message) is freed as soon as it is empty, so an idle connection holds little. */
 #define BRAID_FRAMEBUF_KEEP_BYTES 4096
+/* A partial message whose length is known and at most this is given its whole buffer in one
+ * allocation; a longer one gets room as its bytes arrive (doubling), so a peer cannot make a
+ * connection commit more than about twice what it actually sent. */
+#define BRAID_FRAMEBUF_EAGER_BYTES ((size_t)1 << 20)
 
 /* A message handed out by braid_framebuf_next(). The views are valid until the next call
- * on the framebuf (next, push, reset, free) and, when copied is 0, only as long as the
+ * on the framebuf (next, push, trim, reset, free) and, when copied is 0, only as long as the
  * bytes given to braid_framebuf_push() are. */
 typedef struct braid_framebuf_msg_s {
   const uint8_t *frame; /* the whole message, frame_len bytes */
@@ -203,8 +211,9 @@ BRAID_EXTERN int braid_framebuf_init(braid_framebuf_t *fb, const braid_framer_t 
 BRAID_EXTERN int braid_framebuf_push(braid_framebuf_t *fb, const void *data, size_t len);
 
 /* Returns the next whole message. Returns 1 with *msg filled; 0 when the pushed bytes are
- * used up (any partial message at their end has been copied into fb, in one allocation
- * sized from the framer's need when known, never beyond the framer's maximum); or a
+ * used up (any partial message at their end has been copied into fb: in one allocation when
+ * the framer knows the length and it is at most BRAID_FRAMEBUF_EAGER_BYTES, else growing
+ * with the bytes received; never beyond the framer's maximum); or a
  * negative code: the framer's error (BRAID_ETOOBIG, BRAID_EPROTO, ...) or BRAID_ENOMEM.
  * Errors are sticky: every later call returns the same code. */
 BRAID_EXTERN int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *msg);
@@ -216,6 +225,20 @@ BRAID_EXTERN size_t braid_framebuf_pending(const braid_framebuf_t *fb);
 /* Drops any partial message and error, releases the buffer, and resets the framer's scan,
  * keeping its configuration (for a new stream). */
 BRAID_EXTERN void braid_framebuf_reset(braid_framebuf_t *fb);
+
+/* Describes fb's sticky error as what to send the peer before closing: for a braid framer
+ * the exact wire code and message of the refused header (BRAID_WIRE_PROTOCOL,
+ * BRAID_WIRE_VERSION or BRAID_WIRE_TOO_BIG); for other framers BRAID_WIRE_TOO_BIG or
+ * BRAID_WIRE_PROTOCOL with a generic message, BRAID_WIRE_INTERNAL for other errors
+ * (BRAID_ENOMEM, a custom framer's own code); BRAID_WIRE_OK "no error" when fb has not
+ * failed. out->message is static. */
+BRAID_EXTERN void braid_framebuf_reject(const braid_framebuf_t *fb, braid_frame_reject_t *out);
+
+/* Frees the buffer when it holds no partial message (an idle connection's framebuf then
+ * owns no memory; the next partial message allocates again). Call it when a connection goes
+ * idle; the buffer is otherwise kept (up to BRAID_FRAMEBUF_KEEP_BYTES) so that pipelined
+ * streams, where nearly every read ends mid-message, do not allocate per read. */
+BRAID_EXTERN void braid_framebuf_trim(braid_framebuf_t *fb);
 
 /* Releases the buffer. fb may be re-initialised afterwards. NULL is ignored. */
 BRAID_EXTERN void braid_framebuf_free(braid_framebuf_t *fb);

@@ -348,18 +348,19 @@ static void raw_close(braid_conn_t *c, int status, void *arg) {
 }
 
 static raw_t raw;
+static const char *raw_send = "GET / HTTP/1.1\r\n\r\n";
+static size_t raw_send_len = 18;
 static void on_raw_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
   (void)req;
   assert_int_equal(status, 0);
   braid_conn_callbacks_t cbs = {raw_read, raw_close, NULL, &raw};
   braid_conn_set_callbacks(conn, &cbs);
   braid_conn_read_start(conn);
-  assert_int_equal(braid_conn_write(conn, "GET / HTTP/1.1\r\n\r\n", 18, NULL, NULL), 0);
+  assert_int_equal(braid_conn_write(conn, raw_send, raw_send_len, NULL, NULL), 0);
   *(int *)arg = 1;
 }
 
-static void test_garbage_gets_error_frame(void **state) {
-  (void)state;
+static void garbage_gets_error_frame(uint16_t expected) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
@@ -385,11 +386,27 @@ static void test_garbage_gets_error_frame(void **state) {
   size_t mlen;
   assert_int_equal(braid_frame_error_decode(fr.payload, fr.hdr.payload_len, &code, &msg, &mlen),
                    0);
-  assert_int_equal(code, BRAID_WIRE_PROTOCOL);
+  assert_int_equal(code, expected);
   assert_int_equal(braid_server_close(f.server, srv_closed_cb, &f), 0);
   bt_run(&f.t, 5000);
   assert_int_equal(f.srv_closed, 1);
   bt_loop_done(&f.t);
+}
+
+static void test_garbage_gets_error_frame(void **state) {
+  (void)state;
+  raw_send = "GET / HTTP/1.1\r\n\r\n";
+  raw_send_len = 18;
+  garbage_gets_error_frame(BRAID_WIRE_PROTOCOL);
+}
+
+static void test_other_version_gets_version_error(void **state) {
+  (void)state;
+  /* A version 2 header: refused with the spec's VERSION code, not a generic one. */
+  static const char v2[16] = {'B', 'R', 2, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+  raw_send = v2;
+  raw_send_len = sizeof(v2);
+  garbage_gets_error_frame(BRAID_WIRE_VERSION);
 }
 
 static void test_bad_arguments(void **state) {
@@ -444,6 +461,7 @@ int main(void) {
       cmocka_unit_test(test_ordered_protocol),
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_garbage_gets_error_frame),
+      cmocka_unit_test(test_other_version_gets_version_error),
       cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -142,6 +142,9 @@ static const tcase_t cases[] = {
     {"custom: bad terminator", NS(100, "3:abc;"), {NULL}, BRAID_EPROTO, 0},
     {"custom: over max by need", NS(10, "3:abc,9:"), {"abc"}, BRAID_ETOOBIG, 0},
     {"custom: over max by bytes", NS(4, "1234"), {NULL}, BRAID_ETOOBIG, 0},
+    /* Found by fuzz_framer: the callback must not see past max, or "too many digits" (seen
+     * whole) and "too big" (seen in pieces) would both be possible answers. */
+    {"custom: past max is not shown", NS(4, "1234567890"), {NULL}, BRAID_ETOOBIG, 0},
 };
 
 static void setup_framer(const tcase_t *c, braid_framer_t *f) {
@@ -443,12 +446,13 @@ static void test_config_validation(void **state) {
 typedef struct {
   int rc;
   braid_framer_msg_t m;
+  size_t seen;
 } canned_t;
 
 static int canned_fn(void *arg, const uint8_t *buf, size_t len, braid_framer_msg_t *msg) {
-  const canned_t *c = arg;
+  canned_t *c = arg;
   (void)buf;
-  (void)len;
+  c->seen = len;
   *msg = c->m;
   return c->rc;
 }
@@ -460,15 +464,15 @@ static void test_custom_contract(void **state) {
     size_t len;
     int want;
   } rows[] = {
-      {{5, {0, 0, 5, 0}}, 10, 5},            /* fine */
-      {{11, {0, 0, 0, 0}}, 10, BRAID_EPROTO}, /* frame beyond the bytes given */
-      {{5, {0, 4, 2, 0}}, 10, BRAID_EPROTO},  /* payload past the frame */
-      {{5, {0, 6, 0, 0}}, 10, BRAID_EPROTO},  /* payload offset past the frame */
-      {{0, {0, 0, 0, 10}}, 10, BRAID_EPROTO}, /* need not beyond what it has */
-      {{0, {0, 0, 0, 21}}, 10, BRAID_ETOOBIG}, /* need beyond max (20) */
-      {{0, {0, 0, 0, 0}}, 20, BRAID_ETOOBIG},  /* undecided at max */
-      {{0, {0, 0, 0, 0}}, 19, 0},             /* undecided under max */
-      {{-12345, {0, 0, 0, 0}}, 5, -12345},    /* its own error passes through */
+      {{5, {0, 0, 5, 0}, 0}, 10, 5},            /* fine */
+      {{11, {0, 0, 0, 0}, 0}, 10, BRAID_EPROTO}, /* frame beyond the bytes given */
+      {{5, {0, 4, 2, 0}, 0}, 10, BRAID_EPROTO},  /* payload past the frame */
+      {{5, {0, 6, 0, 0}, 0}, 10, BRAID_EPROTO},  /* payload offset past the frame */
+      {{0, {0, 0, 0, 10}, 0}, 10, BRAID_EPROTO}, /* need not beyond what it has */
+      {{0, {0, 0, 0, 21}, 0}, 10, BRAID_ETOOBIG}, /* need beyond max (20) */
+      {{0, {0, 0, 0, 0}, 0}, 20, BRAID_ETOOBIG},  /* undecided at max */
+      {{0, {0, 0, 0, 0}, 0}, 19, 0},             /* undecided under max */
+      {{-12345, {0, 0, 0, 0}, 0}, 5, -12345},    /* its own error passes through */
   };
   static uint8_t buf[32];
   for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
@@ -480,12 +484,15 @@ static void test_custom_contract(void **state) {
     if (rc != rows[i].want)
       fail_msg("row %zu: %d, want %d", i, rc, rows[i].want);
   }
-  /* A frame longer than max (with enough bytes given) is too big, not malformed. */
+  /* The callback is shown at most max bytes. */
   braid_framer_t f;
-  canned_t c = {25, {0, 0, 25, 0}};
+  canned_t c = {5, {0, 0, 5, 0}, 0};
   assert_int_equal(braid_framer_init_custom(&f, canned_fn, &c, 20), 0);
   braid_framer_msg_t m;
-  assert_int_equal(braid_framer_next(&f, buf, 30, &m), BRAID_ETOOBIG);
+  assert_int_equal(braid_framer_next(&f, buf, 30, &m), 5);
+  assert_int_equal(c.seen, 20);
+  assert_int_equal(braid_framer_next(&f, buf, 7, &m), 5);
+  assert_int_equal(c.seen, 7);
 }
 
 /* ---- framebuf specifics ----------------------------------------------------------------- */
@@ -586,6 +593,44 @@ static void test_framebuf_zero_copy_and_allocations(void **state) {
   assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
 }
 
+/* A header declaring a huge message commits memory only as the bytes arrive. */
+static void test_framebuf_large_message_grows_with_data(void **state) {
+  (void)state;
+  assert_int_equal(braid_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+  braid_framer_t f;
+  braid_framebuf_t fb;
+  braid_framebuf_msg_t m;
+  assert_int_equal(braid_framer_init_braid(&f, BRAID_FRAME_DEFAULT_MAX_PAYLOAD), 0);
+  assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+  const uint32_t plen = 3u << 20;
+  uint8_t *frame = malloc(16 + plen);
+  braid_frame_header_t h = {0, BRAID_FRAME_RESPONSE, 0, 9, plen};
+  assert_int_equal(braid_frame_header_encode(frame, &h), 16);
+  for (uint32_t i = 0; i < plen; i++)
+    frame[16 + i] = (uint8_t)(i * 7);
+  max_alloc = 0;
+  size_t off = 0;
+  int rc = 0;
+  while (off < 16 + (size_t)plen) {
+    size_t piece = 16 + plen - off < 65536 ? 16 + plen - off : 65536;
+    assert_int_equal(braid_framebuf_push(&fb, frame + off, piece), 0);
+    off += piece;
+    rc = braid_framebuf_next(&fb, &m);
+    if (rc == 0) /* room follows the data: at most about twice what arrived */
+      assert_true(fb.cap <= 2 * off + 256 || fb.cap <= BRAID_FRAMEBUF_EAGER_BYTES);
+  }
+  assert_int_equal(rc, 1);
+  assert_int_equal(m.copied, 1);
+  assert_int_equal(m.payload_len, plen);
+  assert_memory_equal(m.payload, frame + 16, plen);
+  assert_true(max_alloc <= 16 + (size_t)plen + 65536 * 2);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_null(fb.buf); /* a big buffer is let go once drained */
+  braid_framebuf_free(&fb);
+  free(frame);
+  assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
+}
+
 /* A delimiter framer does not know lengths: the framebuf appends a chunk, and gives back
  * what followed the message so the rest of the read stays zero-copy. */
 static void test_framebuf_delimiter_give_back(void **state) {
@@ -618,11 +663,26 @@ static void test_framebuf_delimiter_give_back(void **state) {
   assert_memory_equal(m.payload, "PING", 4);
   assert_int_equal(braid_framebuf_next(&fb, &m), 0);
   assert_int_equal(braid_framebuf_pending(&fb), 2);
+  braid_framebuf_trim(&fb); /* holds a partial message: kept */
+  assert_non_null(fb.buf);
+  assert_int_equal(braid_framebuf_pending(&fb), 2);
   braid_framebuf_reset(&fb);
   assert_int_equal(braid_framebuf_pending(&fb), 0);
   assert_int_equal(braid_framebuf_push(&fb, "L\r\n", 3), 0);
   assert_int_equal(braid_framebuf_next(&fb, &m), 1);
   assert_memory_equal(m.payload, "L", 1);
+  /* A message reassembled in the buffer, then trimmed once drained: no memory left. */
+  assert_int_equal(braid_framebuf_push(&fb, "ab", 2), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_non_null(fb.buf);
+  assert_int_equal(braid_framebuf_push(&fb, "\r\n", 2), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 1);
+  assert_int_equal(m.copied, 1);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_non_null(fb.buf); /* small: kept for the next partial */
+  braid_framebuf_trim(&fb);
+  assert_null(fb.buf);
+  assert_int_equal(braid_framebuf_pending(&fb), 0);
   braid_framebuf_free(&fb);
   braid_framebuf_free(NULL);
   assert_int_equal(braid_framebuf_init(NULL, &f), BRAID_EINVAL);
@@ -769,16 +829,71 @@ static void test_random_streams(void **state) {
   }
 }
 
+/* After a failure the framebuf says what to send the peer: the braid framer's exact reason,
+ * or a generic one for the other framers. */
+static void test_framebuf_reject(void **state) {
+  (void)state;
+  const struct {
+    const char *stream;
+    size_t len;
+    int err;
+    uint16_t code;
+    const char *message;
+  } rows[] = {
+      {"GET / HTTP/1.1\r\n", 16, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "bad magic"},
+      {"BR\x02", 3, BRAID_EPROTO, BRAID_WIRE_VERSION, "unsupported protocol version"},
+      {"BR\x01\x01\0\0\0\0\0\0\0\x01\0\x01\0\0", 16, BRAID_ETOOBIG, BRAID_WIRE_TOO_BIG,
+       "frame payload exceeds the maximum"},
+  };
+  braid_framer_t f;
+  braid_framebuf_t fb;
+  braid_framebuf_msg_t m;
+  braid_frame_reject_t r;
+  assert_int_equal(braid_framer_init_braid(&f, 4096), 0);
+  for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+    assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+    braid_framebuf_reject(&fb, &r);
+    assert_int_equal(r.code, BRAID_WIRE_OK);
+    /* In two pieces, so the failure may come from the partial path too. */
+    assert_int_equal(braid_framebuf_push(&fb, rows[i].stream, 2), 0);
+    int rc = braid_framebuf_next(&fb, &m);
+    if (rc == 0) {
+      assert_int_equal(braid_framebuf_push(&fb, rows[i].stream + 2, rows[i].len - 2), 0);
+      rc = braid_framebuf_next(&fb, &m);
+    }
+    assert_int_equal(rc, rows[i].err);
+    braid_framebuf_reject(&fb, &r);
+    assert_int_equal(r.code, rows[i].code);
+    assert_string_equal(r.message, rows[i].message);
+    braid_framebuf_free(&fb);
+  }
+  braid_delimiter_opts_t o;
+  braid_delimiter_opts_init(&o);
+  o.max_frame_bytes = 4;
+  assert_int_equal(braid_framer_init_delimiter(&f, &o), 0);
+  assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+  assert_int_equal(braid_framebuf_push(&fb, "abcdef", 6), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), BRAID_ETOOBIG);
+  braid_framebuf_reject(&fb, &r);
+  assert_int_equal(r.code, BRAID_WIRE_TOO_BIG);
+  braid_framebuf_reset(&fb);
+  braid_framebuf_reject(&fb, &r);
+  assert_int_equal(r.code, BRAID_WIRE_OK);
+  braid_framebuf_free(&fb);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
       cmocka_unit_test(test_config_validation),
       cmocka_unit_test(test_custom_contract),
       cmocka_unit_test(test_framebuf_zero_copy_and_allocations),
+      cmocka_unit_test(test_framebuf_large_message_grows_with_data),
       cmocka_unit_test(test_framebuf_delimiter_give_back),
       cmocka_unit_test(test_framebuf_bounded),
       cmocka_unit_test(test_delimiter_scan_resumes),
       cmocka_unit_test(test_random_streams),
+      cmocka_unit_test(test_framebuf_reject),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
