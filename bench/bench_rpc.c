@@ -3,7 +3,9 @@
  *   bench_rpc                          fork a server pinned to CPU 0, run the client on CPU 1
  *   bench_rpc --server [--port N]      just the servers; prints "ports RPC ECHO"
  *   bench_rpc --connect RPC,ECHO       just the client, against a running --server
- *   options: --seconds S (per scenario, default 1.0)
+ *   options: --seconds S (per scenario, default 1.0); --window P,B (in flight per connection,
+ *   pipelined and batched); --only MODE (uv-echo, ping-pong, ...: that mode alone, 1 conn,
+ *   64 B, printing the answers counted, for an outside CPU measurement)
  *
  * The server process runs, on one loop, a braid rpc echo server (on_request echoes, on_batch
  * echoes each item) and a minimal tuned libuv echo server (TCP_NODELAY, uv_try_write first,
@@ -445,6 +447,21 @@ static void pin_to_cpu(int cpu) {
     perror("bench_rpc: sched_setaffinity");
 }
 
+/* --only MODE: one scenario (1 connection, 64 B), printing every answer counted from the
+ * first (warm-up included), to divide a server's CPU time measured from outside (perf stat
+ * -e task-clock) by. */
+static int only_mode = -1;
+
+static int client_only(bench_t *b, int ports[2]) {
+  double per_cpu;
+  double rate = run(b, ports, only_mode, 1, 64, &per_cpu);
+  if (b->failed)
+    return 1;
+  printf("%s, 1 conn, 64 B: %.0f req/s, %llu answers in all\n", mode_names[only_mode], rate,
+         (unsigned long long)b->count);
+  return 0;
+}
+
 static int client_main(int ports[2], double seconds) {
   bench_t *b = &bench;
   b->seconds = seconds;
@@ -454,6 +471,12 @@ static int client_main(int ports[2], double seconds) {
     return 1;
   uv_timer_init(braid_loop_uv(b->loop), &b->timer);
   b->timer.data = b;
+  if (only_mode >= 0) {
+    int rc = client_only(b, ports);
+    uv_close((uv_handle_t *)&b->timer, NULL);
+    braid_loop_run(b->loop, UV_RUN_DEFAULT);
+    return braid_loop_close(b->loop) == 0 ? rc : 1;
+  }
   static const unsigned nconns[] = {1, 16};
   static const size_t payloads[] = {64, 1024};
   double rate[2][2][MODES], cpu[2][2][MODES];
@@ -501,6 +524,12 @@ static int client_main(int ports[2], double seconds) {
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
+static int usage(void) {
+  fprintf(stderr, "usage: bench_rpc [--server [--port N]] [--connect RPC,ECHO] [--seconds S] "
+                  "[--window PIPELINED,BATCHED] [--only MODE]\n");
+  return 2;
+}
+
 int main(int argc, char **argv) {
   int server = 0, port = 0, ports[2] = {0, 0};
   double seconds = 1.0;
@@ -516,13 +545,17 @@ int main(int argc, char **argv) {
              sscanf(argv[++i], "%u,%u", &windows[PIPELINED], &windows[BATCHED]) == 2 &&
              windows[PIPELINED] >= 1 && windows[BATCHED] >= 1)
       ;
-    else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+    else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      i++;
+      for (int m = 0; m < MODES; m++)
+        if (strcmp(argv[i], mode_names[m]) == 0)
+          only_mode = m;
+      if (only_mode < 0)
+        return usage();
+    } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
       seconds = atof(argv[++i]);
-    else {
-      fprintf(stderr, "usage: bench_rpc [--server [--port N]] [--connect RPC,ECHO] "
-                      "[--seconds S] [--window PIPELINED,BATCHED]\n");
-      return 2;
-    }
+    else
+      return usage();
   }
   if (seconds <= 0 || seconds > 5) {
     fprintf(stderr, "bench_rpc: --seconds must be in (0, 5]\n");
