@@ -1007,10 +1007,12 @@ static void rpc_maybe_finish(braid_rpc_t *rpc) {
   if (rpc->finished || !rpc->conn_closed || !rpc->timer_closed || rpc->outstanding > 0)
     return;
   rpc->finished = true;
+  /* on_close may free the last batcher on this channel, dropping the last reference: hold
+   * one of our own across the call so the channel is freed exactly once, after it. */
+  rpc->refs++;
   if (rpc->o.on_close)
     rpc->o.on_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->o.arg);
-  if (rpc->refs == 0)
-    rpc_free(rpc);
+  braid__rpc_unref(rpc);
 }
 
 void braid__rpc_ref(braid_rpc_t *rpc) {

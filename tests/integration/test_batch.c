@@ -190,6 +190,36 @@ static void test_reset_mid_batch(void **state) {
     assert_int_equal(res[i].calls, 1);
 }
 
+/* Freeing the batcher from inside its channel's close callback (handles may be closed from
+ * their own callbacks): it drops the last reference on the channel while the channel is
+ * still in rpc_maybe_finish(), which used to read and free the channel again. */
+static braid_batcher_t *close_batcher;
+
+static void cli_on_close_free_batcher(braid_rpc_t *rpc, int status, void *arg) {
+  cli_on_close(rpc, status, arg);
+  assert_int_equal(braid_batcher_free(close_batcher), 0);
+  close_batcher = NULL;
+}
+
+static void test_free_in_channel_close_cb(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.copts.on_close = cli_on_close_free_batcher;
+  fix_start(&f);
+  assert_int_equal(braid_batcher_new(&close_batcher, f.client, NULL), 0);
+  static res_t res[4];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  call_n(close_batcher, res, 4, "c");
+  while (done_count < 4)
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  check_echoed(res, 4, "c");
+  fix_stop(&f);
+  assert_int_equal(f.client_closed, 1);
+  assert_null(close_batcher);
+}
+
 static void test_ordered_channel(void **state) {
   (void)state;
   static fix_t f;
@@ -265,6 +295,7 @@ int main(void) {
       cmocka_unit_test(test_linger_and_explicit),
       cmocka_unit_test(test_item_errors),
       cmocka_unit_test(test_reset_mid_batch),
+      cmocka_unit_test(test_free_in_channel_close_cb),
       cmocka_unit_test(test_ordered_channel),
       cmocka_unit_test(test_free_flushes_waiting),
   };
