@@ -200,6 +200,21 @@ static void fill_pattern(char *buf, size_t len, unsigned seed) {
     buf[i] = (char)((i * 31 + seed) & 0xff);
 }
 
+/* Shrinks a's send buffer (and b's receive buffer when rcv_too), so a large write from a
+ * backs up quickly; the setsockopt must succeed or the test proves nothing. */
+static void shrink_buffers(pair_t *p, int rcv_too) {
+  int small = 4096;
+  assert_int_equal(setsockopt(sock_fd(p->a), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  if (rcv_too)
+    assert_int_equal(setsockopt(sock_fd(p->b), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+}
+
+/* Attaches the peers with a reading and b not reading: a's writes stall. */
+static void attach_stalled(pair_t *p, peer_t *pa, peer_t *pb) {
+  peer_attach(p->a, pa, 1);
+  peer_attach(p->b, pb, 0);
+}
+
 /* ---- tests -------------------------------------------------------------------------- */
 
 static void round_trip(const char *host) {
@@ -255,8 +270,7 @@ static void test_big_writes_tiny_sndbuf(void **state) {
   (void)state;
   pair_t p;
   pair_open(&p, "127.0.0.1", NULL, NULL);
-  int small = 4096;
-  assert_int_equal(setsockopt(sock_fd(p.a), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  shrink_buffers(&p, 0);
   peer_t pa = {0}, pb = {.close_on_eof = 1};
   peer_attach(p.a, &pa, 1);
   peer_attach(p.b, &pb, 1);
@@ -456,12 +470,9 @@ static void test_write_timeout(void **state) {
   o.write_timeout_ms = 200;
   pair_t p;
   pair_open(&p, "127.0.0.1", &o, NULL);
-  int small = 4096;
-  setsockopt(sock_fd(p.a), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-  setsockopt(sock_fd(p.b), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  shrink_buffers(&p, 1);
   peer_t pa = {0}, pb = {0};
-  peer_attach(p.a, &pa, 1);
-  peer_attach(p.b, &pb, 0); /* never reads */
+  attach_stalled(&p, &pa, &pb); /* b never reads */
   char *big = calloc(1, 8 << 20);
   wcount_t w = {0};
   assert_int_equal(braid_conn_write_borrow(p.a, big, 8 << 20, on_write, &w), 0);
@@ -484,12 +495,9 @@ static void test_close_flush_timeout(void **state) {
   o.close_flush_timeout_ms = 150;
   pair_t p;
   pair_open(&p, "127.0.0.1", &o, NULL);
-  int small = 4096;
-  setsockopt(sock_fd(p.a), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-  setsockopt(sock_fd(p.b), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  shrink_buffers(&p, 1);
   peer_t pa = {0}, pb = {0};
-  peer_attach(p.a, &pa, 1);
-  peer_attach(p.b, &pb, 0);
+  attach_stalled(&p, &pa, &pb);
   char *big = calloc(1, 8 << 20);
   wcount_t w = {0};
   assert_int_equal(braid_conn_write(p.a, big, 8 << 20, on_write, &w), 0);
@@ -521,11 +529,9 @@ static void test_peer_reset_during_write(void **state) {
   (void)state;
   pair_t p;
   pair_open(&p, "127.0.0.1", NULL, NULL);
-  int small = 4096;
-  setsockopt(sock_fd(p.a), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  shrink_buffers(&p, 0);
   peer_t pa = {0}, pb = {0};
-  peer_attach(p.a, &pa, 1);
-  peer_attach(p.b, &pb, 0);
+  attach_stalled(&p, &pa, &pb);
   char *big = calloc(1, 8 << 20);
   wcount_t w1 = {0}, w2 = {0};
   assert_int_equal(braid_conn_write_borrow(p.a, big, 4 << 20, on_write, &w1), 0);
