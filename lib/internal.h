@@ -86,6 +86,9 @@ struct braid_loop_s {
   void *chunk_pool; /* free write chunks (BRAID__CHUNK_SIZE bytes each), linked through
                        their first pointer */
   unsigned chunk_pool_len;
+  unsigned chunks_out; /* chunks handed out and not given back */
+  unsigned chunks_peak, chunks_peak_prev; /* most out at once, this and the last window */
+  uint64_t chunks_window_end;             /* when this window ends (loop ms) */
   void *segs_pool; /* free write-segment rings, linked the same way */
   unsigned segs_pool_len;
   bool read_buf_busy;
@@ -115,7 +118,14 @@ void braid__loop_read_alloc(braid_loop_t *loop, uv_buf_t *buf);
 void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
 
 /* Write-buffer chunks: fixed-size blocks recycled per loop, so connections copy small writes
- * without a malloc per write and an idle connection holds none. */
+ * without a malloc per write and an idle connection holds none. The pool keeps up to
+ * BRAID__CHUNK_POOL_MAX free chunks, or, when more, enough to bring the chunks in use back
+ * to the most that were in use at once over the last one to two seconds of writing
+ * (BRAID__CHUNK_WINDOW_MS windows): deep write queues (many connections whose peers read
+ * slowly, filling and draining together) then recycle their chunks instead of going through
+ * malloc and free, and the page faults of memory the C library gave back, for every 16 KiB.
+ * What the pool keeps beyond the floor follows the recent peak down as writing goes on. */
+#define BRAID__CHUNK_WINDOW_MS 1000
 #define BRAID__CHUNK_DATA (16 * 1024)                 /* bytes of data a chunk holds */
 #define BRAID__CHUNK_SIZE (BRAID__CHUNK_DATA + 64)      /* block size: data plus a header */
 #define BRAID__CHUNK_POOL_MAX 256
