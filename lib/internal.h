@@ -195,6 +195,34 @@ void braid__conn_set_owner(braid_conn_t *conn, braid__conn_owner_t *owner);
 braid__node_t *braid__conn_node(braid_conn_t *conn);
 braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
+/* A write built in place: bytes appended into the loop's pooled write chunks, then queued on
+ * a connection as they are, without another copy (braid__conn_write_wchain). For a message
+ * assembled piece by piece (a batch answer) that would otherwise be built in a buffer of its
+ * own and copied into the connection's chunks. Fields are private to conn.c; zero it to
+ * start. Until queued it belongs to its builder, who frees it with braid__wchain_free. */
+typedef struct braid__wchain_s {
+  struct braid__chunk_s *head, *tail;
+  size_t len;
+  unsigned nchunks;
+} braid__wchain_t;
+
+/* Appends data[0..len) (len may be 0). Returns 0, or BRAID_ENOMEM with w unchanged. */
+int braid__wchain_append(braid_loop_t *loop, braid__wchain_t *w, const void *data, size_t len);
+/* Appends parts[0..nparts) one after the other, all or nothing: 0 or BRAID_ENOMEM. */
+int braid__wchain_appendv(braid_loop_t *loop, braid__wchain_t *w, const uv_buf_t *parts,
+                          unsigned nparts);
+/* Overwrites w's bytes [off, off + len) with data (off + len <= w->len): a header written
+ * once the length it carries is known. */
+void braid__wchain_overwrite(braid__wchain_t *w, size_t off, const void *data, size_t len);
+/* Copies w's bytes [off, off + len) into dst (off + len <= w->len). */
+void braid__wchain_copy_out(const braid__wchain_t *w, size_t off, void *dst, size_t len);
+/* Gives w's chunks back to the loop's pool; w is empty (zeroed) afterwards. */
+void braid__wchain_free(braid_loop_t *loop, braid__wchain_t *w);
+/* Queues all of w on c as one write (no callback) and empties w. Returns 0; or, with w
+ * still the caller's, what braid_conn_write would for len bytes (BRAID_ECLOSED,
+ * BRAID_EQUEUEFULL, ...) or BRAID_ENOMEM. */
+int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w);
+
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 
 /* The bucket's state, public to the library so a connection can embed its own buckets. */
