@@ -161,6 +161,9 @@ void braid__loop_chunk_put(braid_loop_t *loop, void *chunk) {
   unsigned keep = peak - loop->chunks_out; /* peak >= out: out only falls since the roll */
   if (keep < BRAID__CHUNK_POOL_MAX)
     keep = BRAID__CHUNK_POOL_MAX;
+  /* Over what to keep (the peak aged out): free one more, so the pool shrinks as it is used. */
+  if (loop->chunk_pool_len > keep)
+    braid__free(pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE));
   pool_put(&loop->chunk_pool, &loop->chunk_pool_len, keep, chunk);
 }
 
