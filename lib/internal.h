@@ -223,6 +223,15 @@ void braid__wchain_free(braid_loop_t *loop, braid__wchain_t *w);
  * BRAID_EQUEUEFULL, ...) or BRAID_ENOMEM. */
 int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w);
 
+/* braid_rpc_call_parts() for a braid-protocol request built in a write chain: w holds
+ * BRAID_FRAME_HEADER_SIZE bytes of room for the frame header, then the payload. When the
+ * request can go out now (uncompressed) the chain's chunks are queued without a copy.
+ * Returns 0 with w consumed (emptied), or braid_rpc_call_parts()'s error with w still the
+ * caller's; BRAID_EINVAL also when the channel is not braid-protocol or w has no header
+ * room. */
+int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
+                           uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg);
+
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 
 /* The bucket's state, public to the library so a connection can embed its own buckets. */

@@ -280,6 +280,9 @@ static uint64_t deadline_for(braid_rpc_t *rpc, uint64_t timeout_ms) {
   return timeout_ms ? braid__now(rpc->loop) + timeout_ms : 0;
 }
 
+static void request_sent(braid_rpc_t *rpc, uint32_t id, uint64_t deadline,
+                         braid_rpc_response_cb cb, void *arg);
+
 /* Puts a request on the wire. The ring has room (ring_reserve succeeded). */
 static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, unsigned nparts,
                         uint64_t deadline, braid_rpc_response_cb cb, void *arg) {
@@ -294,6 +297,13 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   }
   if (rc)
     return rc;
+  request_sent(rpc, id, deadline, cb, arg);
+  return 0;
+}
+
+/* The request with this id (the next one) is on the wire: it waits for its answer. */
+static void request_sent(braid_rpc_t *rpc, uint32_t id, uint64_t deadline,
+                         braid_rpc_response_cb cb, void *arg) {
   rpc->next_id++;
   if (rpc->next_id == 0) /* ids are nonzero; after 2^32 - 1 the channel is spent */
     rpc->goaway = true;
@@ -303,7 +313,6 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   rpc->stats.inflight = rpc->live;
   if (deadline)
     arm_timer(rpc, deadline);
-  return 0;
 }
 
 /* Takes the oldest waiting request off the queue; the caller frees it. */
@@ -388,6 +397,45 @@ int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts,
   }
   rpc->stats.calls++;
   return 0;
+}
+
+int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
+                           uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg) {
+  if (!rpc || !w || w->len < BRAID_FRAME_HEADER_SIZE || rpc->o.mode != BRAID_RPC_BRAID)
+    return BRAID_EINVAL;
+  size_t len = w->len - BRAID_FRAME_HEADER_SIZE;
+  bool compress = rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes &&
+                  !(flags & BRAID_FRAME_FLAG_GZIP);
+  if (!compress && rpc->conn && !rpc->closing && !rpc->goaway && cb && !rpc->server &&
+      !(flags & ~BRAID_FRAME_FLAGS_KNOWN) && timeout_ms <= ((uint64_t)1 << 40) &&
+      len <= BRAID_FRAME_MAX_PAYLOAD_CEILING && rpc->live < rpc->o.max_inflight &&
+      !rpc->q_head && ring_reserve(rpc) == 0) {
+    /* The common case: straight onto the wire, the chain's chunks queued as they are. */
+    uint32_t id = rpc->next_id;
+    braid_frame_header_t h = {BRAID_FRAME_VERSION, BRAID_FRAME_REQUEST, flags, id,
+                              (uint32_t)len};
+    uint8_t hdr[BRAID_FRAME_HEADER_SIZE];
+    braid_frame_header_encode(hdr, &h);
+    braid__wchain_overwrite(w, 0, hdr, sizeof(hdr));
+    int rc = braid__conn_write_wchain(rpc->conn, w);
+    if (rc)
+      return rc;
+    request_sent(rpc, id, deadline_for(rpc, timeout_ms), cb, arg);
+    rpc->stats.calls++;
+    return 0;
+  }
+  /* Anything else (queued behind the in-flight cap, compressed, or refused) takes the flat
+   * path, whose checks and queueing are the public call's. */
+  uint8_t *flat = braid__malloc(len ? len : 1);
+  if (!flat)
+    return BRAID_ENOMEM;
+  braid__wchain_copy_out(w, BRAID_FRAME_HEADER_SIZE, flat, len);
+  uv_buf_t part = uv_buf_init((char *)flat, (unsigned)len);
+  int rc = braid_rpc_call_parts(rpc, flags, &part, 1, timeout_ms, cb, arg);
+  braid__free(flat);
+  if (rc == 0)
+    braid__wchain_free(rpc->loop, w);
+  return rc;
 }
 
 int braid_rpc_call(braid_rpc_t *rpc, const void *data, size_t len, uint64_t timeout_ms,

@@ -351,8 +351,8 @@ static void big_check(res_t *res, int i) {
   assert_memory_equal(res->data, big_item[i], res->len);
 }
 
+/* f's options are set (fix_opts) by the caller. */
 static void big_start(fix_t *f, braid_batcher_t **b, int gzip) {
-  fix_opts(f);
   f->sopts.on_batch = big_on_batch;
   if (gzip) {
     f->sopts.gzip_min_bytes = 512;
@@ -375,17 +375,21 @@ static void big_call(braid_batcher_t *b, res_t *res) {
 
 /* Batch frames several times a read, back to back on one connection, answered out of order
  * with error and empty items among them: every answer in its place, byte for byte. */
-static void test_large_batches_span_reads(void **state) {
-  (void)state;
+static void large_batches(int max_inflight) {
   static fix_t f;
   braid_batcher_t *b;
   big_deferred = 0;
+  fix_opts(&f);
+  f.copts.max_inflight = (unsigned)max_inflight;
   big_start(&f, &b, 0);
   static res_t res[3][BIG_ITEMS];
   memset(res, 0, sizeof(res));
   done_count = 0;
   for (int round = 0; round < 3; round++)
     big_call(b, res[round]);
+  braid_rpc_stats_t qs;
+  braid_rpc_stats(f.client, &qs);
+  assert_int_equal(qs.queued, max_inflight == 1 ? 2 : 0);
   while (done_count < 3 * BIG_ITEMS)
     uv_run(&f.t.uv, UV_RUN_ONCE);
   for (int round = 0; round < 3; round++)
@@ -399,8 +403,24 @@ static void test_large_batches_span_reads(void **state) {
   braid_conn_stats_t cs;
   braid_conn_stats(braid_rpc_conn(f.srv_rpc), &cs);
   assert_true(cs.bytes_read > 3 * (BIG_ITEMS - 3) * (size_t)BIG_ITEM_LEN);
+  braid_rpc_stats_t cst;
+  braid_rpc_stats(f.client, &cst);
+  assert_int_equal(cst.calls, 3);
+  assert_int_equal(cst.completed, 3);
   braid_batcher_free(b);
   fix_stop(&f);
+}
+
+static void test_large_batches_span_reads(void **state) {
+  (void)state;
+  large_batches(1024);
+}
+
+/* One batch in flight at a time: the next two wait in the channel's queue (their chains
+ * flattened into it) and still go out, in order. */
+static void test_large_batches_queued_behind_cap(void **state) {
+  (void)state;
+  large_batches(1);
 }
 
 /* Answers given later, from outside the handler, in a scrambled order over several loop
@@ -410,6 +430,7 @@ static void test_large_batch_deferred_answers(void **state) {
   static fix_t f;
   braid_batcher_t *b;
   big_deferred = 1;
+  fix_opts(&f);
   big_start(&f, &b, 0);
   static res_t res[BIG_ITEMS];
   memset(res, 0, sizeof(res));
@@ -441,6 +462,7 @@ static void test_large_batch_compressed_answer(void **state) {
   static fix_t f;
   braid_batcher_t *b;
   big_deferred = 0;
+  fix_opts(&f);
   big_start(&f, &b, 1);
   static res_t res[BIG_ITEMS];
   memset(res, 0, sizeof(res));
@@ -470,6 +492,7 @@ int main(void) {
       cmocka_unit_test(test_ordered_channel),
       cmocka_unit_test(test_free_flushes_waiting),
       cmocka_unit_test(test_large_batches_span_reads),
+      cmocka_unit_test(test_large_batches_queued_behind_cap),
       cmocka_unit_test(test_large_batch_deferred_answers),
       cmocka_unit_test(test_large_batch_compressed_answer),
   };
