@@ -742,6 +742,7 @@ void braid_cache_opts_init(braid_cache_opts_t *o) {
   o->sweep_interval_ms = 1000;
   o->sweep_max_entries = 256;
   o->max_waiters = 4096;
+  o->max_loads = 4096;
   o->load_timeout_ms = 0;
   o->negative_ttl_ms = 0;
   o->negative_max_percent = 10;
@@ -764,6 +765,8 @@ static int opts_check(const braid_cache_opts_t *o) {
   if (o->sweep_max_entries < 1 || o->sweep_max_entries > (UINT32_C(1) << 20))
     return BRAID_EINVAL;
   if (o->max_waiters < 1 || o->max_waiters > (UINT32_C(1) << 20))
+    return BRAID_EINVAL;
+  if (o->max_loads < 1 || o->max_loads > (UINT32_C(1) << 20))
     return BRAID_EINVAL;
   if (o->load_timeout_ms > DAY_MS || o->negative_ttl_ms > DAY_MS || o->stale_ms > DAY_MS)
     return BRAID_EINVAL;
@@ -1178,6 +1181,8 @@ int braid_cache_stats(const braid_cache_t *c, braid_cache_stats_t *out) {
 static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t klen,
                         const braid_cache_loader_t *ld, braid_cache_memo_cb cb, void *arg) {
   /* h: flight_hash() of key. */
+  if (c->flights.count >= c->opts.max_loads)
+    return BRAID_ETOOMANYWAITERS;
   if ((c->flights.count + 1) * 4 > (c->flights.mask + 1) * 3 && table_grow(&c->flights))
     return BRAID_ENOMEM;
   braid_cache_load_t *l = braid__calloc(1, sizeof(*l) + klen);

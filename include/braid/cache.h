@@ -34,8 +34,8 @@
  *
  * Memory: the bound counts every byte the cache allocates for its entries and index (the
  * table's slots, external key/value blocks, a blob value's length); only the cache object
- * itself and its in-flight loads (a few hundred bytes each, bounded by max_waiters per key)
- * are outside it. A blob value shared with other holders is charged in full. */
+ * itself and its in-flight loads are outside it: at most max_loads of them, each about 150
+ * bytes plus its key and 16 bytes per waiter (at most max_waiters). A blob value shared with other holders is charged in full. */
 #ifndef BRAID_CACHE_H
 #define BRAID_CACHE_H
 
@@ -105,6 +105,10 @@ typedef struct braid_cache_opts_s {
   /* Most requests waiting on one key's load (the first one included); more get
    * BRAID_ETOOMANYWAITERS. Default 4096; 1 .. 2^20. */
   uint32_t max_waiters;
+  /* Most loads in flight at once (distinct keys being loaded, revalidations included); a memo
+   * call that would start one more gets BRAID_ETOOMANYWAITERS, so a flood of distinct misses
+   * against a slow loader cannot grow memory without bound. Default 4096; 1 .. 2^20. */
+  uint32_t max_loads;
   /* A load that has not completed after this long fails every waiter with BRAID_ETIMEDOUT
    * (its late result is discarded). 0 (the default): no timeout. At most 86400000. */
   uint64_t load_timeout_ms;
@@ -255,7 +259,8 @@ typedef struct braid_cache_loader_s {
  * as is a stale value (stale-while-revalidate, which also starts one background reload).
  * cb runs exactly once when this returns 0, never otherwise.
  * Returns 0, BRAID_EINVAL (a NULL argument, key_len > 2^31, or a loader without the
- * function its mode needs), BRAID_ETOOMANYWAITERS (max_waiters already wait on this key),
+ * function its mode needs), BRAID_ETOOMANYWAITERS (max_waiters already wait on this key, or
+ * a new load is needed and max_loads are in flight),
  * BRAID_ECLOSED, BRAID_ENOMEM, or braid_work()'s error (the load could not be queued). */
 BRAID_EXTERN int braid_cache_memo(braid_cache_t *cache, const void *key, size_t key_len,
                                   const braid_cache_loader_t *loader, braid_cache_memo_cb cb,

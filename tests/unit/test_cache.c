@@ -80,6 +80,11 @@ static void test_opts_bounds(void **state) {
   o.max_waiters = 0;
   assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
   braid_cache_opts_init(&o);
+  o.max_loads = 0;
+  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  o.max_loads = (1u << 20) + 1;
+  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  braid_cache_opts_init(&o);
   o.negative_max_percent = 101;
   assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
   braid_cache_opts_init(&o);
@@ -1177,6 +1182,46 @@ static void test_hash_option(void **state) {
   bt_loop_done(&t);
 }
 
+/* Distinct misses against a loader that never finishes cannot pile up loads: the one past
+ * max_loads is refused (its callback never runs), joining a load in flight still works, and
+ * a completed load frees its place. */
+static void test_max_loads(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  o.max_loads = 3;
+  braid_cache_t *c = new_cache(&t, &o);
+  async_src_t src[4] = {{0}};
+  result_t r[5] = {{0}};
+  const char *keys[4] = {"a", "b", "c", "d"};
+  for (int i = 0; i < 3; i++) {
+    braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                               .arg = &src[i]};
+    assert_int_equal(braid_cache_memo(c, keys[i], 1, &ld, on_result, &r[i]), 0);
+  }
+  braid_cache_loader_t ld3 = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                              .arg = &src[3]};
+  assert_int_equal(braid_cache_memo(c, "d", 1, &ld3, on_result, &r[3]), BRAID_ETOOMANYWAITERS);
+  assert_int_equal(src[3].starts, 0);
+  assert_int_equal(braid_cache_memo(c, "a", 1, &ld3, on_result, &r[4]), 0); /* joins "a" */
+  braid_blob_t *b;
+  assert_int_equal(braid_blob_copy(&b, "A", 1), 0);
+  assert_int_equal(braid_cache_load_done(src[0].load, 0, b), 0);
+  assert_int_equal(r[0].calls, 1);
+  assert_int_equal(r[4].calls, 1);
+  assert_int_equal(braid_cache_memo(c, "d", 1, &ld3, on_result, &r[3]), 0);
+  assert_int_equal(src[3].starts, 1);
+  for (int i = 1; i < 4; i++)
+    assert_int_equal(braid_cache_load_done(src[i].load, BRAID_ECANCELED, NULL), 0);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(r[i].calls, 1);
+  results_release(r, 5);
+  close_cache(&t, c);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_opts_bounds),
@@ -1202,6 +1247,7 @@ int main(void) {
       cmocka_unit_test(test_crafted_keys_spread),
       cmocka_unit_test(test_flood_falls_back_to_siphash),
       cmocka_unit_test(test_hash_option),
+      cmocka_unit_test(test_max_loads),
   };
   /* The slow suite runs only the bounds tests, at full size. */
   if (getenv("BRAID_CACHE_BOUND_INSERTS"))
