@@ -4,8 +4,9 @@
  *   bench_rpc --server [--port N]      just the servers; prints "ports RPC ECHO"
  *   bench_rpc --connect RPC,ECHO       just the client, against a running --server
  *   options: --seconds S (per scenario, default 1.0); --window P,B (in flight per connection,
- *   pipelined and batched); --only MODE (uv-echo, ping-pong, ...: that mode alone, 1 conn,
- *   64 B, printing the answers counted, for an outside CPU measurement)
+ *   pipelined and batched); --only MODE (uv-echo, ping-pong, pipelined, batched: that mode
+ *   alone, printing the answers counted, for an outside CPU measurement or a profile) with
+ *   --conns N (1..16, default 1) and --size B (1..1024, default 64) choosing its cell
  *
  * The server process runs, on one loop, a braid rpc echo server (on_request echoes, on_batch
  * echoes each item) and a minimal tuned libuv echo server (TCP_NODELAY, uv_try_write first,
@@ -447,17 +448,20 @@ static void pin_to_cpu(int cpu) {
     perror("bench_rpc: sched_setaffinity");
 }
 
-/* --only MODE: one scenario (1 connection, 64 B), printing every answer counted from the
- * first (warm-up included), to divide a server's CPU time measured from outside (perf stat
- * -e task-clock) by. */
+/* --only MODE: one scenario (--conns, --size; default 1 connection, 64 B), printing every
+ * answer counted from the first (warm-up included), to divide a server's CPU time measured
+ * from outside (perf stat -e task-clock) by, or to profile one cell alone. */
 static int only_mode = -1;
+static unsigned only_conns = 1;
+static size_t only_size = 64;
 
 static int client_only(bench_t *b, int ports[2]) {
   double per_cpu;
-  double rate = run(b, ports, only_mode, 1, 64, &per_cpu);
+  double rate = run(b, ports, only_mode, only_conns, only_size, &per_cpu);
   if (b->failed)
     return 1;
-  printf("%s, 1 conn, 64 B: %.0f req/s, %llu answers in all\n", mode_names[only_mode], rate,
+  printf("%s, %u conn, %zu B: %.0f req/s, %.0f req/srv-CPU-s, %llu answers in all\n",
+         mode_names[only_mode], only_conns, only_size, rate, per_cpu,
          (unsigned long long)b->count);
   return 0;
 }
@@ -526,7 +530,7 @@ static int client_main(int ports[2], double seconds) {
 
 static int usage(void) {
   fprintf(stderr, "usage: bench_rpc [--server [--port N]] [--connect RPC,ECHO] [--seconds S] "
-                  "[--window PIPELINED,BATCHED] [--only MODE]\n");
+                  "[--window PIPELINED,BATCHED] [--only MODE [--conns N] [--size B]]\n");
   return 2;
 }
 
@@ -552,6 +556,15 @@ int main(int argc, char **argv) {
           only_mode = m;
       if (only_mode < 0)
         return usage();
+    } else if (strcmp(argv[i], "--conns") == 0 && i + 1 < argc) {
+      only_conns = (unsigned)atoi(argv[++i]);
+      if (only_conns < 1 || only_conns > MAX_CONNS)
+        return usage();
+    } else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc) {
+      int size = atoi(argv[++i]);
+      if (size < 1 || size > MAX_PAYLOAD)
+        return usage();
+      only_size = (size_t)size;
     } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
       seconds = atof(argv[++i]);
     else

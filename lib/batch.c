@@ -1,10 +1,10 @@
 /* Request batching on an rpc channel.
  *
  * Waiting requests are encoded as they arrive, straight into the payload they will leave in:
- * for the braid protocol a batch payload (count, then length-prefixed items), for ordered
- * protocols the requests back to back. A flush hands that buffer to the channel (which
- * copies it into the connection's write queue) and keeps only the callbacks, in a small
- * context that the answer completes. Failures found while flushing are reported from the
+ * for the braid protocol a batch frame (header room, count, then length-prefixed items) built
+ * in the loop's pooled write chunks, which a flush hands to the connection's write queue as
+ * they are; for ordered protocols the requests back to back in a buffer the channel copies.
+ * A flush keeps only the callbacks, in a small context that the answer completes. Failures found while flushing are reported from the
  * loop's flush phase, so no callback ever runs inside braid_batcher_call/flush. */
 #include "internal.h"
 
@@ -33,8 +33,9 @@ struct braid_batcher_s {
 
   item_t *items; /* waiting */
   uint32_t n_items;
-  uint8_t *buf; /* the payload being built */
+  uint8_t *buf; /* ordered protocols: the requests being gathered */
   size_t buf_len, buf_cap;
+  braid__wchain_t chain; /* braid protocol: frame header room, count, items, in write chunks */
   size_t data_bytes; /* request bytes waiting (what max_bytes bounds) */
 
   uv_timer_t *timer; /* linger > 0; freed by its own close callback */
@@ -176,6 +177,7 @@ static void on_batch_answer(braid_rpc_t *rpc, const braid_rpc_result_t *res, voi
 static void reset_waiting(braid_batcher_t *b) {
   b->n_items = 0;
   b->buf_len = 0;
+  braid__wchain_free(b->loop, &b->chain); /* left only when the flush failed */
   b->data_bytes = 0;
   if (b->timer_armed) {
     uv_timer_stop(b->timer);
@@ -205,16 +207,17 @@ static int do_flush(braid_batcher_t *b, braid_flush_reason_t why) {
     for (; i < n; i++)
       defer_failure(b, &b->items[i], rc);
   } else {
-    put_u32(b->buf, n);
+    uint8_t count[COUNT_SIZE];
+    put_u32(count, n);
+    braid__wchain_overwrite(&b->chain, BRAID_FRAME_HEADER_SIZE, count, sizeof(count));
     sent_t *s = braid__malloc(sizeof(*s) + n * sizeof(item_t));
     if (!s) {
       rc = BRAID_ENOMEM;
     } else {
       s->count = n;
       memcpy(s->items, b->items, n * sizeof(item_t));
-      uv_buf_t part = uv_buf_init((char *)b->buf, (unsigned)b->buf_len);
-      rc = braid_rpc_call_parts(b->rpc, BRAID_FRAME_FLAG_BATCH, &part, 1, b->o.timeout_ms,
-                                on_batch_answer, s);
+      rc = braid__rpc_call_wchain(b->rpc, BRAID_FRAME_FLAG_BATCH, &b->chain, b->o.timeout_ms,
+                                  on_batch_answer, s);
       if (rc)
         braid__free(s);
     }
@@ -268,19 +271,26 @@ int braid_batcher_call(braid_batcher_t *b, const void *data, size_t len, braid_r
   /* Keep the memory bound: what would overflow goes out first. */
   if (b->data_bytes + len > b->o.max_bytes)
     do_flush(b, BRAID_FLUSH_BYTES);
-  size_t head = b->ordered ? 0 : ITEM_HEADER;
-  if (b->n_items == 0 && !b->ordered) {
-    if (reserve_buf(b, COUNT_SIZE))
+  if (b->ordered) {
+    if (reserve_buf(b, len))
       return BRAID_ENOMEM;
-    b->buf_len = COUNT_SIZE;
+    if (len)
+      memcpy(b->buf + b->buf_len, data, len);
+    b->buf_len += len;
+  } else {
+    if (b->chain.len == 0) {
+      /* Room for the frame header (the channel writes it) and the count (the flush). */
+      static const uint8_t room[BRAID_FRAME_HEADER_SIZE + COUNT_SIZE];
+      if (braid__wchain_append(b->loop, &b->chain, room, sizeof(room)))
+        return BRAID_ENOMEM;
+    }
+    uint8_t head[ITEM_HEADER];
+    put_u32(head, (uint32_t)len);
+    uv_buf_t parts[2] = {uv_buf_init((char *)head, sizeof(head)),
+                         uv_buf_init((char *)data, (unsigned)len)};
+    if (braid__wchain_appendv(b->loop, &b->chain, parts, len ? 2 : 1))
+      return BRAID_ENOMEM;
   }
-  if (reserve_buf(b, head + len))
-    return BRAID_ENOMEM;
-  if (!b->ordered)
-    put_u32(b->buf + b->buf_len, (uint32_t)len);
-  if (len)
-    memcpy(b->buf + b->buf_len + head, data, len);
-  b->buf_len += head + len;
   b->data_bytes += len;
   b->items[b->n_items++] = (item_t){cb, arg, (uint32_t)len};
   b->stats.requests++;
@@ -320,6 +330,7 @@ int braid_batcher_free(braid_batcher_t *b) {
     uv_close((uv_handle_t *)b->timer, on_timer_closed);
   braid__rpc_unref(b->rpc);
   braid__loop_unref(b->loop);
+  braid__wchain_free(b->loop, &b->chain);
   braid__free(b->items);
   braid__free(b->buf);
   braid__free(b->failed);

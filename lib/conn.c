@@ -24,10 +24,11 @@
 
 enum seg_kind { SEG_CHUNK, SEG_BORROW, SEG_BLOB, SEG_HEAP };
 
-typedef struct chunk_s {
+typedef struct braid__chunk_s {
   size_t size; /* bytes of data[] */
   size_t used;
-  unsigned refs; /* segments pointing into it */
+  unsigned refs;              /* segments pointing into it */
+  struct braid__chunk_s *next; /* in a braid__wchain_t being built */
   char data[];
 } chunk_t;
 
@@ -457,7 +458,7 @@ static int copy_into_chunks(braid_conn_t *c, const char *data, size_t len, braid
     fresh[got] = braid__loop_chunk_get(c->loop);
     if (!fresh[got])
       break;
-    *fresh[got] = (chunk_t){CHUNK_DATA_SIZE, 0, 0};
+    *fresh[got] = (chunk_t){CHUNK_DATA_SIZE, 0, 0, NULL};
   }
   if (got < want || seg_reserve(c, want + 1)) {
     while (got > 0)
@@ -478,6 +479,147 @@ static int copy_into_chunks(braid_conn_t *c, const char *data, size_t len, braid
     data += n;
     left -= n;
   }
+  note_queued(c, len);
+  return 0;
+}
+
+/* ---- write chains ---------------------------------------------------------------------- */
+
+_Static_assert(sizeof(chunk_t) <= BRAID__CHUNK_SIZE - BRAID__CHUNK_DATA, "chunk header");
+
+int braid__wchain_append(braid_loop_t *loop, braid__wchain_t *w, const void *data,
+                         size_t len) {
+  uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
+  return len > UINT_MAX ? BRAID_ETOOBIG : braid__wchain_appendv(loop, w, &part, 1);
+}
+
+int braid__wchain_appendv(braid_loop_t *loop, braid__wchain_t *w, const uv_buf_t *parts,
+                          unsigned nparts) {
+  size_t len = 0;
+  for (unsigned i = 0; i < nparts; i++)
+    len += parts[i].len;
+  size_t room = w->tail ? w->tail->size - w->tail->used : 0;
+  chunk_t *first_new = NULL, *last_new = NULL;
+  /* Take every chunk first, so a failure leaves w as it was. */
+  for (size_t over = len > room ? len - room : 0; over > 0;) {
+    chunk_t *ch = braid__loop_chunk_get(loop);
+    if (!ch) {
+      while (first_new) {
+        chunk_t *next = first_new->next;
+        braid__loop_chunk_put(loop, first_new);
+        first_new = next;
+      }
+      return BRAID_ENOMEM;
+    }
+    *ch = (chunk_t){CHUNK_DATA_SIZE, 0, 0, NULL};
+    if (last_new)
+      last_new->next = ch;
+    else
+      first_new = ch;
+    last_new = ch;
+    over = over > CHUNK_DATA_SIZE ? over - CHUNK_DATA_SIZE : 0;
+  }
+  unsigned part = 0;
+  const char *p = nparts ? parts[0].base : NULL;
+  size_t left = nparts ? parts[0].len : 0;
+  for (;;) {
+    while (left == 0 && ++part < nparts) {
+      p = parts[part].base;
+      left = parts[part].len;
+    }
+    if (left == 0)
+      break;
+    chunk_t *t = w->tail;
+    size_t n = t ? t->size - t->used : 0;
+    if (n > left)
+      n = left;
+    if (n) {
+      memcpy(t->data + t->used, p, n);
+      t->used += n;
+      p += n;
+      left -= n;
+      continue;
+    }
+    chunk_t *ch = first_new;
+    first_new = ch->next;
+    ch->next = NULL;
+    if (w->tail)
+      w->tail->next = ch;
+    else
+      w->head = ch;
+    w->tail = ch;
+    w->nchunks++;
+  }
+  w->len += len;
+  return 0;
+}
+
+/* Visits w's bytes [off, off + len), chunk piece by chunk piece. */
+static void wchain_span(const braid__wchain_t *w, size_t off, size_t len, char *buf,
+                        bool into_chain) {
+  for (chunk_t *ch = w->head; ch && len; ch = ch->next) {
+    if (off >= ch->used) {
+      off -= ch->used;
+      continue;
+    }
+    size_t n = ch->used - off;
+    if (n > len)
+      n = len;
+    if (into_chain)
+      memcpy(ch->data + off, buf, n);
+    else
+      memcpy(buf, ch->data + off, n);
+    buf += n;
+    len -= n;
+    off = 0;
+  }
+}
+
+void braid__wchain_overwrite(braid__wchain_t *w, size_t off, const void *data, size_t len) {
+  wchain_span(w, off, len, (char *)data, true);
+}
+
+void braid__wchain_copy_out(const braid__wchain_t *w, size_t off, void *dst, size_t len) {
+  wchain_span(w, off, len, dst, false);
+}
+
+void braid__wchain_free(braid_loop_t *loop, braid__wchain_t *w) {
+  while (w->head) {
+    chunk_t *next = w->head->next;
+    braid__loop_chunk_put(loop, w->head);
+    w->head = next;
+  }
+  *w = (braid__wchain_t){NULL, NULL, 0, 0};
+}
+
+int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w) {
+  int rc = write_check(c, w->len);
+  if (rc)
+    return rc;
+  if (w->len == 0) {
+    braid__wchain_free(c->loop, w);
+    c->stats.writes++;
+    return 0;
+  }
+  if (seg_reserve(c, w->nchunks))
+    return BRAID_ENOMEM;
+  for (chunk_t *ch = w->head; ch;) {
+    chunk_t *next = ch->next;
+    ch->next = NULL;
+    /* Every chunk of a chain holds bytes: append takes only the chunks it fills. */
+    *seg_at(c, c->seg_count) = (seg_t){ch->data, ch->used, ch, NULL, NULL, SEG_CHUNK};
+    c->seg_count++;
+    ch->refs = 1;
+    ch = next;
+  }
+  /* The chain's last chunk becomes the one later small writes append to: the next frame's
+   * header then joins its iovec instead of taking a chunk of its own. */
+  if (w->tail->used < w->tail->size) {
+    drop_tail_chunk(c);
+    c->tail = w->tail;
+  }
+  size_t len = w->len;
+  *w = (braid__wchain_t){NULL, NULL, 0, 0};
   note_queued(c, len);
   return 0;
 }

@@ -386,15 +386,23 @@ int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
   if (fb->failed)
     return fb->failed;
   if (fb->consume) {
+    /* A large buffer stays while the pushed bytes go on and it is not much larger than the
+     * message it just held: a stream of messages each longer than a read (a 64 KiB batch)
+     * then reassembles every one in the same buffer, instead of a malloc and free per
+     * message. It goes when the pushed bytes end on a message boundary (below). */
+    size_t held = fb->consume;
     fb->len = 0;
     fb->consume = 0;
-    if (fb->cap > BRAID_FRAMEBUF_KEEP_BYTES)
+    if (fb->cap > BRAID_FRAMEBUF_KEEP_BYTES && (fb->in_len == 0 || fb->cap / 2 > held))
       release_buf(fb);
   }
   if (fb->len > 0)
     return next_from_partial(fb, out);
-  if (fb->in_len == 0)
+  if (fb->in_len == 0) {
+    if (fb->cap > BRAID_FRAMEBUF_KEEP_BYTES)
+      release_buf(fb);
     return 0;
+  }
 
   braid_framer_msg_t m;
   int rc = braid_framer_next(&fb->framer, fb->in, fb->in_len, &m);

@@ -86,6 +86,9 @@ struct braid_loop_s {
   void *chunk_pool; /* free write chunks (BRAID__CHUNK_SIZE bytes each), linked through
                        their first pointer */
   unsigned chunk_pool_len;
+  unsigned chunks_out; /* chunks handed out and not given back */
+  unsigned chunks_peak, chunks_peak_prev; /* most out at once, this and the last window */
+  uint64_t chunks_window_end;             /* when this window ends (loop ms) */
   void *segs_pool; /* free write-segment rings, linked the same way */
   unsigned segs_pool_len;
   bool read_buf_busy;
@@ -115,7 +118,14 @@ void braid__loop_read_alloc(braid_loop_t *loop, uv_buf_t *buf);
 void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
 
 /* Write-buffer chunks: fixed-size blocks recycled per loop, so connections copy small writes
- * without a malloc per write and an idle connection holds none. */
+ * without a malloc per write and an idle connection holds none. The pool keeps up to
+ * BRAID__CHUNK_POOL_MAX free chunks, or, when more, enough to bring the chunks in use back
+ * to the most that were in use at once over the last one to two seconds of writing
+ * (BRAID__CHUNK_WINDOW_MS windows): deep write queues (many connections whose peers read
+ * slowly, filling and draining together) then recycle their chunks instead of going through
+ * malloc and free, and the page faults of memory the C library gave back, for every 16 KiB.
+ * What the pool keeps beyond the floor follows the recent peak down as writing goes on. */
+#define BRAID__CHUNK_WINDOW_MS 1000
 #define BRAID__CHUNK_DATA (16 * 1024)                 /* bytes of data a chunk holds */
 #define BRAID__CHUNK_SIZE (BRAID__CHUNK_DATA + 64)      /* block size: data plus a header */
 #define BRAID__CHUNK_POOL_MAX 256
@@ -184,6 +194,43 @@ void braid__conn_discard(braid_conn_t *conn);
 void braid__conn_set_owner(braid_conn_t *conn, braid__conn_owner_t *owner);
 braid__node_t *braid__conn_node(braid_conn_t *conn);
 braid_conn_t *braid__conn_from_node(braid__node_t *node);
+
+/* A write built in place: bytes appended into the loop's pooled write chunks, then queued on
+ * a connection as they are, without another copy (braid__conn_write_wchain). For a message
+ * assembled piece by piece (a batch answer) that would otherwise be built in a buffer of its
+ * own and copied into the connection's chunks. Fields are private to conn.c; zero it to
+ * start. Until queued it belongs to its builder, who frees it with braid__wchain_free. */
+typedef struct braid__wchain_s {
+  struct braid__chunk_s *head, *tail;
+  size_t len;
+  unsigned nchunks;
+} braid__wchain_t;
+
+/* Appends data[0..len) (len may be 0). Returns 0, or BRAID_ENOMEM with w unchanged. */
+int braid__wchain_append(braid_loop_t *loop, braid__wchain_t *w, const void *data, size_t len);
+/* Appends parts[0..nparts) one after the other, all or nothing: 0 or BRAID_ENOMEM. */
+int braid__wchain_appendv(braid_loop_t *loop, braid__wchain_t *w, const uv_buf_t *parts,
+                          unsigned nparts);
+/* Overwrites w's bytes [off, off + len) with data (off + len <= w->len): a header written
+ * once the length it carries is known. */
+void braid__wchain_overwrite(braid__wchain_t *w, size_t off, const void *data, size_t len);
+/* Copies w's bytes [off, off + len) into dst (off + len <= w->len). */
+void braid__wchain_copy_out(const braid__wchain_t *w, size_t off, void *dst, size_t len);
+/* Gives w's chunks back to the loop's pool; w is empty (zeroed) afterwards. */
+void braid__wchain_free(braid_loop_t *loop, braid__wchain_t *w);
+/* Queues all of w on c as one write (no callback) and empties w. Returns 0; or, with w
+ * still the caller's, what braid_conn_write would for len bytes (BRAID_ECLOSED,
+ * BRAID_EQUEUEFULL, ...) or BRAID_ENOMEM. */
+int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w);
+
+/* braid_rpc_call_parts() for a braid-protocol request built in a write chain: w holds
+ * BRAID_FRAME_HEADER_SIZE bytes of room for the frame header, then the payload. When the
+ * request can go out now (uncompressed) the chain's chunks are queued without a copy.
+ * Returns 0 with w consumed (emptied), or braid_rpc_call_parts()'s error with w still the
+ * caller's; BRAID_EINVAL also when the channel is not braid-protocol or w has no header
+ * room. */
+int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
+                           uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 

@@ -142,11 +142,29 @@ static void pool_put(void **pool, unsigned *len, unsigned max, void *p) {
 }
 
 void *braid__loop_chunk_get(braid_loop_t *loop) {
-  return pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE);
+  void *p = pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE);
+  if (p && ++loop->chunks_out > loop->chunks_peak)
+    loop->chunks_peak = loop->chunks_out;
+  return p;
 }
 
 void braid__loop_chunk_put(braid_loop_t *loop, void *chunk) {
-  pool_put(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_POOL_MAX, chunk);
+  loop->chunks_out--;
+  uint64_t now = braid__now(loop);
+  if (now >= loop->chunks_window_end) {
+    loop->chunks_peak_prev = loop->chunks_peak;
+    loop->chunks_peak = loop->chunks_out;
+    loop->chunks_window_end = now + BRAID__CHUNK_WINDOW_MS;
+  }
+  unsigned peak = loop->chunks_peak > loop->chunks_peak_prev ? loop->chunks_peak
+                                                              : loop->chunks_peak_prev;
+  unsigned keep = peak - loop->chunks_out; /* peak >= out: out only falls since the roll */
+  if (keep < BRAID__CHUNK_POOL_MAX)
+    keep = BRAID__CHUNK_POOL_MAX;
+  /* Over what to keep (the peak aged out): free one more, so the pool shrinks as it is used. */
+  if (loop->chunk_pool_len > keep)
+    braid__free(pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE));
+  pool_put(&loop->chunk_pool, &loop->chunk_pool_len, keep, chunk);
 }
 
 void *braid__loop_segs_get(braid_loop_t *loop) {

@@ -39,11 +39,19 @@ typedef struct queued_s {
   uint8_t data[];
 } queued_t;
 
+/* A batch being answered. Answers are encoded as they come, in item order, straight into
+ * the pooled write chunks that will carry them (out: room for the frame header, the count,
+ * then items 0..next-1), so the answer frame is queued on the connection without another
+ * copy. An answer given ahead of its turn is held (a copy) until the ones before it come. */
 typedef struct batch_s {
   uint32_t id;
   uint32_t count, answered;
+  uint32_t next;       /* the first item not yet in out */
+  bool failed;         /* an answer could not be encoded: the batch gets an error instead */
+  braid__wchain_t out;
   struct {
     uint16_t status;
+    bool held; /* answered ahead of its turn: status, len and data wait here */
     uint32_t len;
     uint8_t *data;
   } *items;
@@ -272,6 +280,9 @@ static uint64_t deadline_for(braid_rpc_t *rpc, uint64_t timeout_ms) {
   return timeout_ms ? braid__now(rpc->loop) + timeout_ms : 0;
 }
 
+static void request_sent(braid_rpc_t *rpc, uint32_t id, uint64_t deadline,
+                         braid_rpc_response_cb cb, void *arg);
+
 /* Puts a request on the wire. The ring has room (ring_reserve succeeded). */
 static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, unsigned nparts,
                         uint64_t deadline, braid_rpc_response_cb cb, void *arg) {
@@ -286,6 +297,13 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   }
   if (rc)
     return rc;
+  request_sent(rpc, id, deadline, cb, arg);
+  return 0;
+}
+
+/* The request with this id (the next one) is on the wire: it waits for its answer. */
+static void request_sent(braid_rpc_t *rpc, uint32_t id, uint64_t deadline,
+                         braid_rpc_response_cb cb, void *arg) {
   rpc->next_id++;
   if (rpc->next_id == 0) /* ids are nonzero; after 2^32 - 1 the channel is spent */
     rpc->goaway = true;
@@ -295,7 +313,6 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   rpc->stats.inflight = rpc->live;
   if (deadline)
     arm_timer(rpc, deadline);
-  return 0;
 }
 
 /* Takes the oldest waiting request off the queue; the caller frees it. */
@@ -380,6 +397,45 @@ int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts,
   }
   rpc->stats.calls++;
   return 0;
+}
+
+int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
+                           uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg) {
+  if (!rpc || !w || w->len < BRAID_FRAME_HEADER_SIZE || rpc->o.mode != BRAID_RPC_BRAID)
+    return BRAID_EINVAL;
+  size_t len = w->len - BRAID_FRAME_HEADER_SIZE;
+  bool compress = rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes &&
+                  !(flags & BRAID_FRAME_FLAG_GZIP);
+  if (!compress && rpc->conn && !rpc->closing && !rpc->goaway && cb && !rpc->server &&
+      !(flags & ~BRAID_FRAME_FLAGS_KNOWN) && timeout_ms <= ((uint64_t)1 << 40) &&
+      len <= BRAID_FRAME_MAX_PAYLOAD_CEILING && rpc->live < rpc->o.max_inflight &&
+      !rpc->q_head && ring_reserve(rpc) == 0) {
+    /* The common case: straight onto the wire, the chain's chunks queued as they are. */
+    uint32_t id = rpc->next_id;
+    braid_frame_header_t h = {BRAID_FRAME_VERSION, BRAID_FRAME_REQUEST, flags, id,
+                              (uint32_t)len};
+    uint8_t hdr[BRAID_FRAME_HEADER_SIZE];
+    braid_frame_header_encode(hdr, &h);
+    braid__wchain_overwrite(w, 0, hdr, sizeof(hdr));
+    int rc = braid__conn_write_wchain(rpc->conn, w);
+    if (rc)
+      return rc;
+    request_sent(rpc, id, deadline_for(rpc, timeout_ms), cb, arg);
+    rpc->stats.calls++;
+    return 0;
+  }
+  /* Anything else (queued behind the in-flight cap, compressed, or refused) takes the flat
+   * path, whose checks and queueing are the public call's. */
+  uint8_t *flat = braid__malloc(len ? len : 1);
+  if (!flat)
+    return BRAID_ENOMEM;
+  braid__wchain_copy_out(w, BRAID_FRAME_HEADER_SIZE, flat, len);
+  uv_buf_t part = uv_buf_init((char *)flat, (unsigned)len);
+  int rc = braid_rpc_call_parts(rpc, flags, &part, 1, timeout_ms, cb, arg);
+  braid__free(flat);
+  if (rc == 0)
+    braid__wchain_free(rpc->loop, w);
+  return rc;
 }
 
 int braid_rpc_call(braid_rpc_t *rpc, const void *data, size_t len, uint64_t timeout_ms,
@@ -572,36 +628,100 @@ static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
   }
 }
 
-static void batch_free(batch_t *b) {
+static void batch_free(braid_rpc_t *rpc, batch_t *b) {
   for (uint32_t i = 0; i < b->count; i++)
     braid__free(b->items[i].data);
+  braid__wchain_free(rpc->loop, &b->out);
   braid__free(b->items);
   braid__free(b);
+}
+
+/* Encodes one answer at the end of b->out. Returns 0 or BRAID_ENOMEM (out unchanged). */
+static int batch_encode(braid_rpc_t *rpc, batch_t *b, uint16_t status, const void *data,
+                        size_t len) {
+  uint8_t hdr[BRAID_BATCH_RESP_ITEM_HEADER];
+  if (braid_batch_item_header_encode(hdr, 1, status, len) != BRAID_BATCH_RESP_ITEM_HEADER)
+    return BRAID_ETOOBIG;
+  uv_buf_t parts[2] = {uv_buf_init((char *)hdr, sizeof(hdr)),
+                       uv_buf_init((char *)data, (unsigned)len)};
+  return braid__wchain_appendv(rpc->loop, &b->out, parts, len ? 2 : 1);
+}
+
+/* Encodes the held answers whose turn has come. They were accepted already, so a failure
+ * here fails the batch as a whole (an error frame), never one answer's caller. */
+static void batch_drain(braid_rpc_t *rpc, batch_t *b) {
+  while (b->next < b->count && b->items[b->next].held) {
+    uint32_t i = b->next++;
+    if (!b->failed && batch_encode(rpc, b, b->items[i].status, b->items[i].data,
+                                   b->items[i].len))
+      b->failed = true;
+    braid__free(b->items[i].data);
+    b->items[i].data = NULL;
+    b->items[i].held = false;
+  }
+}
+
+/* Takes the answer to item i: encoded now when it is its turn, else held. Returns 0 or
+ * BRAID_ENOMEM (nothing taken: the caller may answer again). With the connection gone,
+ * nothing is kept: there is no one to send it to. */
+static int batch_take(braid_rpc_t *rpc, batch_t *b, uint32_t i, uint16_t code, const void *data,
+                      size_t len, bool open) {
+  if (!open)
+    return 0;
+  if (i == b->next && (b->failed || batch_encode(rpc, b, code, data, len) == 0)) {
+    b->next++;
+    batch_drain(rpc, b);
+    return 0;
+  }
+  /* Ahead of its turn, or no chunk to encode it into now: hold a copy (a later answer, or
+   * the send, encodes it). */
+  uint8_t *copy = NULL;
+  if (len) {
+    copy = braid__malloc(len);
+    if (!copy)
+      return BRAID_ENOMEM;
+    memcpy(copy, data, len);
+  }
+  b->items[i].status = code;
+  b->items[i].len = (uint32_t)len;
+  b->items[i].data = copy;
+  b->items[i].held = true;
+  return 0;
 }
 
 /* Every item of b has its answer: write the batch answer. */
 static void batch_send(braid_rpc_t *rpc, batch_t *b) {
   if (!rpc->conn || !braid_conn_is_open(rpc->conn))
     return;
-  size_t len = BRAID_BATCH_COUNT_SIZE;
-  for (uint32_t i = 0; i < b->count; i++)
-    len += BRAID_BATCH_RESP_ITEM_HEADER + b->items[i].len;
-  uint8_t *buf = braid__malloc(len);
-  braid_batch_writer_t w;
-  int n = BRAID_ENOMEM;
-  if (buf && braid_batch_writer_init(&w, buf, len, 1) == 0) {
-    for (uint32_t i = 0; i < b->count; i++)
-      if (braid_batch_writer_add(&w, b->items[i].status, b->items[i].data, b->items[i].len))
-        break;
-    n = braid_batch_writer_finish(&w);
-  }
-  if (n > 0) {
-    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
-    write_payload_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
-  } else {
+  batch_drain(rpc, b); /* an answer held for want of a chunk */
+  size_t len = b->out.len - BRAID_FRAME_HEADER_SIZE;
+  if (b->failed || b->next != b->count) {
     send_error_frame(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
+    return;
   }
-  braid__free(buf);
+  if (len > BRAID_FRAME_MAX_PAYLOAD_CEILING) {
+    send_error_frame(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
+    return;
+  }
+  if (rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes) {
+    /* Compression wants the payload flat; a compressing channel pays that copy anyway. */
+    uint8_t *flat = braid__malloc(len);
+    if (!flat) {
+      send_error_frame(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
+      return;
+    }
+    braid__wchain_copy_out(&b->out, BRAID_FRAME_HEADER_SIZE, flat, len);
+    uv_buf_t part = uv_buf_init((char *)flat, (unsigned)len);
+    write_payload_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
+    braid__free(flat);
+    return;
+  }
+  braid_frame_header_t h = {BRAID_FRAME_VERSION, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH,
+                            b->id, (uint32_t)len};
+  uint8_t hdr[BRAID_FRAME_HEADER_SIZE];
+  braid_frame_header_encode(hdr, &h);
+  braid__wchain_overwrite(&b->out, 0, hdr, sizeof(hdr));
+  braid__conn_write_wchain(rpc->conn, &b->out); /* on failure the chain is freed with b */
 }
 
 /* Writes held ordered answers that are now at the front. */
@@ -628,20 +748,13 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
     batch_t *b = req->batch;
     if (len > UINT32_MAX)
       return BRAID_ETOOBIG;
-    uint8_t *copy = NULL;
-    if (len) {
-      copy = braid__malloc(len);
-      if (!copy)
-        return BRAID_ENOMEM;
-      memcpy(copy, data, len);
-    }
-    b->items[req->index].status = code;
-    b->items[req->index].len = (uint32_t)len;
-    b->items[req->index].data = copy;
+    int rc = batch_take(rpc, b, req->index, code, data, len, open);
+    if (rc)
+      return rc;
     req->answered = true;
     if (++b->answered == b->count) {
       batch_send(rpc, b);
-      batch_free(b);
+      batch_free(rpc, b);
     }
     req_put(rpc, req);
     rpc_maybe_finish(rpc); /* last: it may free the channel */
@@ -753,6 +866,16 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   }
   b->id = id;
   b->count = count;
+  /* Room for the frame header, written once the length is known, then the count. */
+  uint8_t head[BRAID_FRAME_HEADER_SIZE + BRAID_BATCH_COUNT_SIZE] = {0};
+  braid_batch_count_encode(head + BRAID_FRAME_HEADER_SIZE, count);
+  if (braid__wchain_append(rpc->loop, &b->out, head, sizeof(head))) {
+    batch_free(rpc, b);
+    braid__free(items);
+    braid__free(reqs);
+    send_error_frame(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
+    return;
+  }
   uint32_t made = 0;
   for (; made < count; made++) {
     braid_batch_reader_next(&rd, &items[made]);
@@ -765,9 +888,16 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   }
   if (made < count) {
     /* Out of memory part way: answer what was made with the error, the rest directly. */
-    for (uint32_t i = made; i < count; i++)
+    for (uint32_t i = made; i < count; i++) {
       b->items[i].status = BRAID_WIRE_OVERLOADED;
+      b->items[i].held = true;
+    }
     b->answered = count - made;
+    if (made == 0) { /* nothing will answer: the batch is complete now */
+      batch_drain(rpc, b);
+      batch_send(rpc, b);
+      batch_free(rpc, b);
+    }
     for (uint32_t i = 0; i < made; i++)
       answer(reqs[i], BRAID_WIRE_OVERLOADED, NULL, 0);
   } else {

@@ -169,7 +169,10 @@ BRAID_EXTERN size_t braid_framer_max_frame(const braid_framer_t *f);
 /* ---- accumulator --------------------------------------------------------------------- */
 
 /* Bytes of partial-message buffer a framebuf keeps between messages; a larger buffer (from a
- * large message) is freed as soon as it is empty, so an idle connection holds little. */
+ * large message) is freed as soon as it is empty and the pushed bytes are used up, so an idle
+ * connection holds little. While pushed bytes remain, a larger buffer at most twice the size
+ * of the message it held is kept for the next partial message: a stream of messages longer
+ * than one read reuses one buffer. */
 #define BRAID_FRAMEBUF_KEEP_BYTES 4096
 /* A partial message whose length is known and at most this is given its whole buffer in one
  * allocation; a longer one gets room as its bytes arrive (doubling), so a peer cannot make a

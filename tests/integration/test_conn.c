@@ -362,6 +362,94 @@ static void test_coalescing(void **state) {
   bt_loop_done(&p.t);
 }
 
+/* A write chain: bytes appended across several pooled chunks (pieces straddling chunk ends),
+ * a header overwritten in place, read back; an append that cannot get its chunks changes
+ * nothing; queued on the connection it goes out whole, in order with the writes around it,
+ * and a small write after it lands in its last chunk. */
+static int chunk_mallocs_fail;
+
+static void *maybe_fail_malloc(size_t n) {
+  if (chunk_mallocs_fail && n == BRAID__CHUNK_SIZE)
+    return NULL;
+  return malloc(n);
+}
+
+static void test_write_chain(void **state) {
+  (void)state;
+  pair_t p;
+  pair_open(&p, "127.0.0.1", NULL, NULL);
+  peer_t pa = {0}, pb = {.close_on_eof = 1};
+  peer_attach(p.a, &pa, 1);
+  peer_attach(p.b, &pb, 1);
+  static char data[70000], back[70000];
+  fill_pattern(data, sizeof(data), 3);
+  braid__wchain_t w = {0};
+  assert_int_equal(braid__wchain_append(p.t.loop, &w, "HEAD", 4), 0);
+  assert_int_equal(braid__wchain_append(p.t.loop, &w, NULL, 0), 0);
+  /* Pieces of odd sizes so that they straddle chunk boundaries. */
+  size_t off = 0;
+  for (size_t piece = 1; off < sizeof(data); piece = piece * 3 + 1) {
+    size_t n = piece < sizeof(data) - off ? piece : sizeof(data) - off;
+    uv_buf_t parts[2] = {uv_buf_init(data + off, (unsigned)(n / 2)),
+                         uv_buf_init(data + off + n / 2, (unsigned)(n - n / 2))};
+    assert_int_equal(braid__wchain_appendv(p.t.loop, &w, parts, 2), 0);
+    off += n;
+  }
+  assert_int_equal(w.len, 4 + sizeof(data));
+  assert_true(w.nchunks >= 5);
+  /* All or nothing when no chunk can be had (the loop's pool is empty: all are in w). */
+  braid__wchain_t before = w;
+  assert_int_equal(braid_set_allocator(maybe_fail_malloc, realloc, calloc, free), 0);
+  chunk_mallocs_fail = 1;
+  static char big[40000];
+  assert_int_equal(braid__wchain_append(p.t.loop, &w, big, sizeof(big)), BRAID_ENOMEM);
+  chunk_mallocs_fail = 0;
+  assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
+  assert_memory_equal(&w, &before, sizeof(w));
+  /* Overwrite and read back across a chunk boundary. */
+  braid__wchain_overwrite(&w, 0, "head", 4);
+  size_t edge = BRAID__CHUNK_DATA - 10;
+  braid__wchain_copy_out(&w, edge, back, 100);
+  assert_memory_equal(back, data + edge - 4, 100);
+  braid__wchain_copy_out(&w, 4, back, sizeof(data));
+  assert_memory_equal(back, data, sizeof(data));
+  /* Queued between two ordinary writes, then one small write joins its last chunk. */
+  assert_int_equal(braid_conn_write(p.a, "<", 1, NULL, NULL), 0);
+  assert_int_equal(braid__conn_write_wchain(p.a, &w), 0);
+  assert_int_equal(w.len, 0);
+  assert_null(w.head);
+  assert_int_equal(braid_conn_write(p.a, ">", 1, NULL, NULL), 0);
+  braid_conn_stats_t st;
+  braid_conn_stats(p.a, &st);
+  assert_int_equal(st.queued_bytes, 6 + sizeof(data));
+  assert_int_equal(st.write_syscalls, 0);
+  /* An empty chain queues nothing. */
+  braid__wchain_t empty = {0};
+  assert_int_equal(braid__conn_write_wchain(p.a, &empty), 0);
+  while (pb.rx_len < 6 + sizeof(data) && !pb.closed)
+    uv_run(&p.t.uv, UV_RUN_ONCE);
+  assert_int_equal(pb.rx_len, 6 + sizeof(data));
+  assert_memory_equal(pb.rx, "<head", 5);
+  assert_memory_equal(pb.rx + 5, data, sizeof(data));
+  assert_int_equal(pb.rx[5 + sizeof(data)], '>');
+  /* A chain that is never queued goes back to the pool; one refused by a closed
+   * connection stays the caller's. */
+  braid__wchain_t spare = {0};
+  assert_int_equal(braid__wchain_append(p.t.loop, &spare, data, 20000), 0);
+  braid_conn_shutdown(p.a);
+  assert_int_equal(braid__conn_write_wchain(p.a, &spare), BRAID_ECLOSED);
+  assert_int_equal(spare.len, 20000);
+  braid__wchain_free(p.t.loop, &spare);
+  assert_null(spare.head);
+  pa.close_on_eof = 1;
+  bt_run(&p.t, 5000);
+  assert_int_equal(pa.closed, 1);
+  assert_int_equal(pb.closed, 1);
+  peer_free(&pa);
+  peer_free(&pb);
+  bt_loop_done(&p.t);
+}
+
 static void test_watermarks(void **state) {
   (void)state;
   braid_conn_opts_t o;
@@ -817,6 +905,7 @@ int main(void) {
       cmocka_unit_test(test_rate_limit_send),
       cmocka_unit_test(test_rate_limit_group),
       cmocka_unit_test(test_rate_limit_recv),
+      cmocka_unit_test(test_write_chain),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -593,6 +593,80 @@ static void test_framebuf_zero_copy_and_allocations(void **state) {
   assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
 }
 
+/* A stream of messages each longer than a read (64 KiB batch frames in 64 KiB reads), so
+ * nearly every read ends inside one: the reassembly buffer is allocated once and reused for
+ * every message, and let go when a read ends on a message boundary. */
+static void test_framebuf_long_messages_reuse_buffer(void **state) {
+  (void)state;
+  assert_int_equal(braid_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+  braid_framer_t f;
+  braid_framebuf_t fb;
+  braid_framebuf_msg_t m;
+  assert_int_equal(braid_framer_init_braid(&f, BRAID_FRAME_DEFAULT_MAX_PAYLOAD), 0);
+  assert_int_equal(braid_framebuf_init(&fb, &f), 0);
+  enum { N = 20, PLEN = 65796, READ = 65536 };
+  size_t total = (size_t)N * (16 + PLEN);
+  uint8_t *stream = malloc(total);
+  for (int i = 0; i < N; i++) {
+    uint8_t *fr = stream + (size_t)i * (16 + PLEN);
+    braid_frame_header_t h = {0, BRAID_FRAME_REQUEST, BRAID_FRAME_FLAG_BATCH, (uint32_t)i + 1,
+                              PLEN};
+    assert_int_equal(braid_frame_header_encode(fr, &h), 16);
+    for (int k = 0; k < PLEN; k++)
+      fr[16 + k] = (uint8_t)(i + k * 3);
+  }
+  allocs = 0;
+  int got = 0;
+  for (size_t off = 0; off < total; off += READ) {
+    size_t piece = total - off < READ ? total - off : READ;
+    assert_int_equal(braid_framebuf_push(&fb, stream + off, piece), 0);
+    int rc;
+    while ((rc = braid_framebuf_next(&fb, &m)) == 1) {
+      assert_int_equal(m.payload_len, PLEN);
+      assert_memory_equal(m.payload, stream + (size_t)got * (16 + PLEN) + 16, PLEN);
+      got++;
+    }
+    assert_int_equal(rc, 0);
+  }
+  assert_int_equal(got, N);
+  assert_int_equal(allocs, 1); /* one buffer for all twenty */
+  assert_null(fb.buf);         /* the last read ended on a boundary: let go */
+  /* Small messages after a large one: the large buffer serves a small partial message at
+   * most until that one is whole. */
+  uint8_t small[16 + 10] = {0};
+  braid_frame_header_t h = {0, BRAID_FRAME_REQUEST, 0, 99, 10};
+  assert_int_equal(braid_frame_header_encode(small, &h), 16);
+  assert_int_equal(braid_framebuf_push(&fb, stream, 40000), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_non_null(fb.buf);
+  uint8_t *rest = malloc(16 + PLEN - 40000 + sizeof(small) + 5);
+  memcpy(rest, stream + 40000, 16 + PLEN - 40000);
+  memcpy(rest + 16 + PLEN - 40000, small, sizeof(small));
+  memcpy(rest + 16 + PLEN - 40000 + sizeof(small), small, 5); /* a partial small one */
+  assert_int_equal(braid_framebuf_push(&fb, rest, 16 + PLEN - 40000 + sizeof(small) + 5), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 1);
+  assert_int_equal(m.payload_len, PLEN);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 1);
+  assert_int_equal(m.payload_len, 10);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_int_equal(braid_framebuf_pending(&fb), 5);
+  /* Once a small message has been reassembled in it, the large buffer goes. */
+  uint8_t tail[sizeof(small) - 5 + 5];
+  memcpy(tail, small + 5, sizeof(small) - 5);
+  memcpy(tail + sizeof(small) - 5, small, 5);
+  assert_int_equal(braid_framebuf_push(&fb, tail, sizeof(tail)), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 1);
+  assert_int_equal(m.copied, 1);
+  assert_int_equal(m.payload_len, 10);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_int_equal(braid_framebuf_pending(&fb), 5);
+  assert_true(fb.cap <= BRAID_FRAMEBUF_KEEP_BYTES);
+  braid_framebuf_free(&fb);
+  free(rest);
+  free(stream);
+  assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
+}
+
 /* A header declaring a huge message commits memory only as the bytes arrive. */
 static void test_framebuf_large_message_grows_with_data(void **state) {
   (void)state;
@@ -922,6 +996,7 @@ int main(void) {
       cmocka_unit_test(test_custom_contract),
       cmocka_unit_test(test_framebuf_zero_copy_and_allocations),
       cmocka_unit_test(test_framebuf_large_message_grows_with_data),
+      cmocka_unit_test(test_framebuf_long_messages_reuse_buffer),
       cmocka_unit_test(test_framebuf_delimiter_give_back),
       cmocka_unit_test(test_framebuf_bounded),
       cmocka_unit_test(test_delimiter_scan_resumes),

@@ -211,6 +211,41 @@ static void test_flush_once_per_iteration(void **state) {
   bt_loop_done(&t);
 }
 
+/* The write-chunk pool keeps the floor, or what brings the chunks in use back to the recent
+ * peak: a deep queue that drains and fills again reuses its chunks. Once the peak is out of
+ * the last two windows, the pool shrinks back to the floor as it is used. */
+static void test_chunk_pool_keeps_recent_peak(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_loop_t *loop = t.loop;
+  enum { DEEP = BRAID__CHUNK_POOL_MAX * 3 };
+  static void *chunks[DEEP];
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < DEEP; i++)
+      assert_non_null(chunks[i] = braid__loop_chunk_get(loop));
+    assert_int_equal(loop->chunk_pool_len, 0); /* the second round: all from the pool */
+    assert_int_equal(loop->chunks_out, DEEP);
+    for (int i = 0; i < DEEP; i++)
+      braid__loop_chunk_put(loop, chunks[i]);
+    assert_int_equal(loop->chunks_out, 0);
+    assert_int_equal(loop->chunk_pool_len, DEEP); /* all kept: the peak is recent */
+  }
+  /* One window later the peak is still the last window's: kept. */
+  loop->chunks_window_end = 0;
+  braid__loop_chunk_put(loop, braid__loop_chunk_get(loop));
+  assert_int_equal(loop->chunk_pool_len, DEEP);
+  /* Two windows later it is gone: each use frees what is over the floor, two at a time. */
+  loop->chunks_window_end = 0;
+  braid__loop_chunk_put(loop, braid__loop_chunk_get(loop));
+  assert_int_equal(loop->chunk_pool_len, DEEP - 2);
+  for (int i = 0; i < DEEP; i++)
+    braid__loop_chunk_put(loop, braid__loop_chunk_get(loop));
+  assert_int_equal(loop->chunk_pool_len, BRAID__CHUNK_POOL_MAX);
+  assert_int_equal(loop->chunks_out, 0);
+  bt_loop_done(&t);
+}
+
 static void test_shared_read_buffer(void **state) {
   (void)state;
   bt_loop_t t;
@@ -258,6 +293,7 @@ int main(void) {
       cmocka_unit_test(test_work_cancel),
       cmocka_unit_test(test_flush_once_per_iteration),
       cmocka_unit_test(test_shared_read_buffer),
+      cmocka_unit_test(test_chunk_pool_keeps_recent_peak),
       cmocka_unit_test(test_log_hook),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
