@@ -592,6 +592,10 @@ void braid__wchain_free(braid_loop_t *loop, braid__wchain_t *w) {
   *w = (braid__wchain_t){NULL, NULL, 0, 0};
 }
 
+int braid__conn_write_check(braid_conn_t *c, size_t len) {
+  return write_check(c, len);
+}
+
 int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w) {
   int rc = write_check(c, w->len);
   if (rc)

@@ -195,6 +195,12 @@ void braid__conn_set_owner(braid_conn_t *conn, braid__conn_owner_t *owner);
 braid__node_t *braid__conn_node(braid_conn_t *conn);
 braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
+/* What braid_conn_write() would say about queuing len more bytes now (0, BRAID_EINVAL,
+ * BRAID_ECLOSED or BRAID_EQUEUEFULL), without queuing anything: lets a framing layer
+ * check a whole frame before writing its parts, so a refused payload never leaves its
+ * header on the wire. */
+int braid__conn_write_check(braid_conn_t *c, size_t len);
+
 /* A write built in place: bytes appended into the loop's pooled write chunks, then queued on
  * a connection as they are, without another copy (braid__conn_write_wchain). For a message
  * assembled piece by piece (a batch answer) that would otherwise be built in a buffer of its

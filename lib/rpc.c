@@ -159,6 +159,35 @@ static braid_gzip_t *channel_gzip(braid_rpc_t *rpc) {
 static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t id,
                        const uv_buf_t *parts, unsigned nparts);
 
+/* Queues head[0..hlen) then parts[0..nparts) as one message, whole or not at all: a payload
+ * refused after its header (or a request's second part after its first, in a pipelined
+ * protocol) would leave the peer reading the next message as the rest of this one. So the
+ * room for all of it is checked first; after that only an allocation can fail part way, and
+ * then the stream is beyond repair and the connection is aborted. The connection copies the
+ * pieces into one chunk, so they still leave in one iovec. */
+static int write_whole(braid_rpc_t *rpc, const void *head, size_t hlen, const uv_buf_t *parts,
+                       unsigned nparts) {
+  size_t len = hlen;
+  for (unsigned i = 0; i < nparts; i++)
+    len += parts[i].len;
+  int rc = braid__conn_write_check(rpc->conn, len);
+  bool some = false; /* part of the message is queued */
+  if (rc == 0 && hlen) {
+    rc = braid_conn_write(rpc->conn, head, hlen, NULL, NULL);
+    some = rc == 0;
+  }
+  for (unsigned i = 0; rc == 0 && i < nparts; i++) {
+    rc = braid_conn_write(rpc->conn, parts[i].base, parts[i].len, NULL, NULL);
+    some = some || (rc == 0 && parts[i].len);
+  }
+  if (rc) {
+    rpc->stats.write_errors++;
+    if (some)
+      braid_conn_abort(rpc->conn);
+  }
+  return rc;
+}
+
 /* Sends a REQUEST or RESPONSE, compressed when the channel asks for it and it pays. */
 static int write_payload_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t id,
                                const uv_buf_t *parts, unsigned nparts) {
@@ -208,23 +237,33 @@ static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t i
   uint8_t hdr[BRAID_FRAME_HEADER_SIZE];
   if (braid_frame_header_encode(hdr, &h) != BRAID_FRAME_HEADER_SIZE)
     return BRAID_EINVAL;
-  /* The connection copies both into one chunk: header and payload leave in one iovec. */
-  int rc = braid_conn_write(rpc->conn, hdr, sizeof(hdr), NULL, NULL);
-  for (unsigned i = 0; rc == 0 && i < nparts; i++)
-    rc = braid_conn_write(rpc->conn, parts[i].base, parts[i].len, NULL, NULL);
-  return rc;
+  return write_whole(rpc, hdr, sizeof(hdr), parts, nparts);
 }
 
-static void send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
+/* A server could not queue an answer (the client is not reading and the queue reached its
+ * hard cap, or memory ran out): the client would wait for that answer forever, or, with
+ * ordered answers, match every later one to the wrong request. The connection is closed
+ * (what is queued still goes out first); the client fails what it has pending. */
+static void answer_write_failed(braid_rpc_t *rpc, int rc) {
+  if (rc && rpc->conn && braid_conn_is_open(rpc->conn))
+    braid_conn_close(rpc->conn);
+}
+
+static int send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
   size_t mlen = msg ? strlen(msg) : 0;
   if (mlen > 1024)
     mlen = 1024;
   uint8_t buf[2 + 1024];
   int n = braid_frame_error_encode(buf, sizeof(buf), code, msg, mlen);
-  if (n > 0) {
-    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
-    write_frame(rpc, BRAID_FRAME_ERROR, 0, id, &part, 1);
-  }
+  if (n <= 0)
+    return BRAID_EINVAL;
+  uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
+  return write_frame(rpc, BRAID_FRAME_ERROR, 0, id, &part, 1);
+}
+
+/* A server's error answer: as send_error_frame(), closing the connection if it cannot go. */
+static void answer_error(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
+  answer_write_failed(rpc, send_error_frame(rpc, id, code, msg));
 }
 
 /* A fatal protocol error: tell the peer (braid mode), then close. */
@@ -291,9 +330,7 @@ static int send_request(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, 
   if (rpc->o.mode == BRAID_RPC_BRAID) {
     rc = write_payload_frame(rpc, BRAID_FRAME_REQUEST, flags, id, parts, nparts);
   } else {
-    rc = 0;
-    for (unsigned i = 0; rc == 0 && i < nparts; i++)
-      rc = braid_conn_write(rpc->conn, parts[i].base, parts[i].len, NULL, NULL);
+    rc = write_whole(rpc, NULL, 0, parts, nparts);
   }
   if (rc)
     return rc;
@@ -696,24 +733,26 @@ static void batch_send(braid_rpc_t *rpc, batch_t *b) {
   batch_drain(rpc, b); /* an answer held for want of a chunk */
   size_t len = b->out.len - BRAID_FRAME_HEADER_SIZE;
   if (b->failed || b->next != b->count) {
-    send_error_frame(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
+    answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
     return;
   }
   if (len > BRAID_FRAME_MAX_PAYLOAD_CEILING) {
-    send_error_frame(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
+    answer_error(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
     return;
   }
   if (rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes) {
     /* Compression wants the payload flat; a compressing channel pays that copy anyway. */
     uint8_t *flat = braid__malloc(len);
     if (!flat) {
-      send_error_frame(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
+      answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
       return;
     }
     braid__wchain_copy_out(&b->out, BRAID_FRAME_HEADER_SIZE, flat, len);
     uv_buf_t part = uv_buf_init((char *)flat, (unsigned)len);
-    write_payload_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
+    int rc =
+        write_payload_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
     braid__free(flat);
+    answer_write_failed(rpc, rc);
     return;
   }
   braid_frame_header_t h = {BRAID_FRAME_VERSION, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH,
@@ -721,7 +760,10 @@ static void batch_send(braid_rpc_t *rpc, batch_t *b) {
   uint8_t hdr[BRAID_FRAME_HEADER_SIZE];
   braid_frame_header_encode(hdr, &h);
   braid__wchain_overwrite(&b->out, 0, hdr, sizeof(hdr));
-  braid__conn_write_wchain(rpc->conn, &b->out); /* on failure the chain is freed with b */
+  int rc = braid__conn_write_wchain(rpc->conn, &b->out); /* on failure freed with b */
+  if (rc)
+    rpc->stats.write_errors++;
+  answer_write_failed(rpc, rc);
 }
 
 /* Writes held ordered answers that are now at the front. */
@@ -731,8 +773,10 @@ static void ordered_flush(braid_rpc_t *rpc) {
     rpc->ord_head = r->next;
     if (!rpc->ord_head)
       rpc->ord_tail = NULL;
-    if (rpc->conn && braid_conn_is_open(rpc->conn) && r->answer_len)
-      braid_conn_write(rpc->conn, r->answer, r->answer_len, NULL, NULL);
+    if (rpc->conn && braid_conn_is_open(rpc->conn) && r->answer_len) {
+      uv_buf_t part = uv_buf_init((char *)r->answer, (unsigned)r->answer_len);
+      answer_write_failed(rpc, write_whole(rpc, NULL, 0, &part, 1));
+    }
     req_put(rpc, r);
   }
 }
@@ -764,10 +808,11 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
     req->answered = true;
     if (open) {
       if (code) {
-        send_error_frame(rpc, req->id, code, data);
+        answer_error(rpc, req->id, code, data);
       } else {
         uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
-        write_payload_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1);
+        answer_write_failed(rpc,
+                            write_payload_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1));
       }
     }
     req_put(rpc, req);
@@ -789,8 +834,10 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
     rpc->ord_head = req->next;
     if (!rpc->ord_head)
       rpc->ord_tail = NULL;
-    if (open && len)
-      braid_conn_write(rpc->conn, data, len, NULL, NULL);
+    if (open && len) {
+      uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
+      answer_write_failed(rpc, write_whole(rpc, NULL, 0, &part, 1));
+    }
     req_put(rpc, req);
   }
   ordered_flush(rpc);
@@ -826,7 +873,7 @@ static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, s
   braid_rpc_req_t *r = req_get(rpc);
   if (!r) {
     if (rpc->o.mode == BRAID_RPC_BRAID)
-      send_error_frame(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
+      answer_error(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
     else
       protocol_error(rpc, BRAID_ENOMEM, 0, NULL);
     return;
@@ -847,7 +894,16 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   braid_batch_reader_t rd;
   uint32_t count;
   if (braid_batch_reader_init(&rd, payload, len, 0, &count)) {
-    send_error_frame(rpc, id, BRAID_WIRE_BAD_REQUEST, "malformed batch");
+    answer_error(rpc, id, BRAID_WIRE_BAD_REQUEST, "malformed batch");
+    return;
+  }
+  /* Each item becomes a request being handled: a batch may not hold more than the channel
+   * handles at once, or one frame of 4-byte items could make millions of them (about 28x
+   * its size in memory). Refused before anything is allocated; a batch within the cap may
+   * take the channel past it once, and reading pauses until it is back under. */
+  if (count > rpc->o.max_inflight) {
+    rpc->stats.oversized_batches++;
+    answer_error(rpc, id, BRAID_WIRE_OVERLOADED, "batch holds more items than max_inflight");
     return;
   }
   batch_t *b = braid__calloc(1, sizeof(*b));
@@ -861,7 +917,7 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
     braid__free(b);
     braid__free(items);
     braid__free(reqs);
-    send_error_frame(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
+    answer_error(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
     return;
   }
   b->id = id;
@@ -873,7 +929,7 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
     batch_free(rpc, b);
     braid__free(items);
     braid__free(reqs);
-    send_error_frame(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
+    answer_error(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
     return;
   }
   uint32_t made = 0;
@@ -963,15 +1019,15 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
     if (!rpc->server)
       break;
     if (rpc->goaway) {
-      send_error_frame(rpc, f.hdr.id, BRAID_WIRE_SHUTTING_DOWN, "shutting down");
+      answer_error(rpc, f.hdr.id, BRAID_WIRE_SHUTTING_DOWN, "shutting down");
       return;
     }
     rpc->last_seen_id = f.hdr.id;
     if (gz_err) {
       /* One bad or oversized compressed request fails alone; the connection goes on. */
       bool big = gz_err == BRAID_EOUTPUTCAP || gz_err == BRAID_ERATIO;
-      send_error_frame(rpc, f.hdr.id, big ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_BAD_REQUEST,
-                       braid_strerror(gz_err));
+      answer_error(rpc, f.hdr.id, big ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_BAD_REQUEST,
+                   braid_strerror(gz_err));
       return;
     }
     if (f.hdr.flags & BRAID_FRAME_FLAG_BATCH)

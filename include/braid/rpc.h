@@ -88,8 +88,9 @@ typedef struct braid_rpc_opts_s {
   braid_framer_t framer;
   int framer_set; /* nonzero once framer is set up */
   /* Client: requests on the wire at once; more wait in a queue. Server: requests being
-   * handled at once; past it the server stops reading until answers go out. Default 1024;
-   * bounds 1..(1 << 20). */
+   * handled at once; past it the server stops reading until answers go out, and a batch
+   * frame holding more items than this is answered OVERLOADED as a whole (each item counts
+   * as a request). Default 1024; bounds 1..(1 << 20). */
   unsigned max_inflight;
   /* Client: requests waiting beyond max_inflight; one more fails with BRAID_EQUEUEFULL.
    * Default 65536; bounds 0..(1 << 24). */
@@ -123,6 +124,11 @@ typedef struct braid_rpc_stats_s {
   uint64_t requests;    /* server: requests received (batch items counted one by one) */
   uint64_t batches;     /* server: batch frames received */
   uint64_t read_pauses; /* server: times reading paused at max_inflight or the watermark */
+  uint64_t write_errors; /* frames that could not be queued whole: a server closes the
+                            connection then (its client stopped reading), a client's call
+                            fails with the error */
+  uint64_t oversized_batches; /* server: batch frames refused for holding more items than
+                                 max_inflight (answered OVERLOADED, nothing allocated) */
 } braid_rpc_stats_t;
 
 /* Fills o with the defaults documented on each field (braid mode). */

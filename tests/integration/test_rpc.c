@@ -380,6 +380,122 @@ static void test_goaway_below_head(void **state) {
   bt_loop_done(&f.t);
 }
 
+/* A call whose frame does not fit the connection's write queue is refused whole: its header
+ * must not be left queued, or the server reads the next request as its payload and every
+ * answer after it goes to the wrong call. Client queue 4096 bytes: A (3000 B) fits, B
+ * (3000 B) does not; once A is flushed, C gets C's own echo. */
+static int whole_connected;
+static braid_rpc_t *whole_cli;
+static res_t whole_res;
+static void whole_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+  (void)req;
+  fix_t *f = arg;
+  assert_int_equal(status, 0);
+  assert_int_equal(braid_rpc_client(&whole_cli, conn, &f->copts), 0);
+  whole_connected = 1;
+}
+static void whole_ignore(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  (void)rpc, (void)r, (void)arg;
+}
+
+static void test_refused_frame_leaves_nothing(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  bt_loop_init(&f.t);
+  f.sopts.on_request = srv_on_request; /* echo */
+  f.sopts.on_close = srv_on_close;
+  f.sopts.arg = &f;
+  f.copts.arg = &f;
+  whole_connected = 0;
+  memset(&whole_res, 0, sizeof(whole_res));
+  done_count = 0;
+  assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
+  assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
+  braid_client_opts_t co;
+  braid_client_opts_init(&co);
+  co.conn.max_queue_bytes = 4096;
+  co.conn.high_watermark_bytes = 4096;
+  co.conn.low_watermark_bytes = 1024;
+  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), &co,
+                                 whole_connect, &f, NULL), 0);
+  bt_run_until(&f.t, &whole_connected, 5000);
+  static char a[3000], b[3000], c[2984];
+  memset(a, 'a', sizeof(a));
+  memset(b, 'b', sizeof(b));
+  memset(c, 'c', sizeof(c));
+  assert_int_equal(braid_rpc_call(whole_cli, a, sizeof(a), 0, whole_ignore, NULL), 0);
+  assert_int_equal(braid_rpc_call(whole_cli, b, sizeof(b), 0, whole_ignore, NULL),
+                   BRAID_EQUEUEFULL);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(whole_cli, &st);
+  assert_int_equal(st.write_errors, 1);
+  bt_run_for(&f.t, 100);
+  assert_int_equal(braid_rpc_call(whole_cli, c, sizeof(c), 0, on_result, &whole_res), 0);
+  while (done_count < 1)
+    bt_run_for(&f.t, 10);
+  assert_int_equal(whole_res.status, 0);
+  assert_int_equal(whole_res.len, sizeof(c));
+  assert_int_equal(whole_res.data[0], 'c');
+  braid_rpc_close(whole_cli);
+  assert_int_equal(braid_server_close(f.server, srv_closed_cb, &f), 0);
+  bt_run(&f.t, 5000);
+  bt_loop_done(&f.t);
+}
+
+/* A batch frame with more items than the server handles at once is refused before a
+ * request is made for any item (a 4-byte item would otherwise cost ~112 bytes of server
+ * memory); one at the cap is served. */
+static int cap_batches;
+static void cap_on_batch(braid_rpc_t *rpc, braid_rpc_req_t **reqs, const braid_batch_item_t *items,
+                         uint32_t count, void *arg) {
+  (void)rpc, (void)items, (void)arg;
+  cap_batches++;
+  for (uint32_t i = 0; i < count; i++)
+    assert_int_equal(braid_rpc_respond(reqs[i], "k", 1), 0);
+}
+
+static void test_batch_over_inflight_cap(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.sopts.max_inflight = 4;
+  f.sopts.on_batch = cap_on_batch;
+  fix_start(&f);
+  cap_batches = 0;
+  done_count = 0;
+  static res_t res[2];
+  memset(res, 0, sizeof(res));
+  for (int k = 0; k < 2; k++) {
+    uint32_t n = k == 0 ? 5 : 4; /* over the cap, then at it */
+    uint8_t p[4 + 5 * 5];
+    size_t plen = 4;
+    p[0] = p[1] = p[2] = 0;
+    p[3] = (uint8_t)n;
+    for (uint32_t i = 0; i < n; i++) { /* items of 1 byte: length 00 00 00 01, then 'x' */
+      p[plen] = p[plen + 1] = p[plen + 2] = 0;
+      p[plen + 3] = 1;
+      p[plen + 4] = 'x';
+      plen += 5;
+    }
+    uv_buf_t part = uv_buf_init((char *)p, (unsigned)plen);
+    assert_int_equal(
+        braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_BATCH, &part, 1, 0, on_result, &res[k]),
+        0);
+    while (done_count < k + 1)
+      bt_run_for(&f.t, 10);
+  }
+  assert_int_equal(res[0].status, BRAID_EREMOTE);
+  assert_int_equal(res[0].code, BRAID_WIRE_OVERLOADED);
+  assert_int_equal(res[1].status, 0);
+  assert_int_equal(cap_batches, 1);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.srv_rpc, &st);
+  assert_int_equal(st.oversized_batches, 1);
+  assert_int_equal(st.requests, 4);
+  fix_stop(&f);
+}
+
 /* Garbage from a client: the server answers with a connection ERROR and closes. */
 typedef struct raw_s {
   char rx[256];
@@ -582,6 +698,8 @@ int main(void) {
       cmocka_unit_test(test_ordered_protocol),
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_goaway_below_head),
+      cmocka_unit_test(test_refused_frame_leaves_nothing),
+      cmocka_unit_test(test_batch_over_inflight_cap),
       cmocka_unit_test(test_garbage_gets_error_frame),
       cmocka_unit_test(test_other_version_gets_version_error),
       cmocka_unit_test(test_gzip_payloads),
