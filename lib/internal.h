@@ -154,6 +154,22 @@ static inline uint64_t braid__xorshift64(uint64_t *state) {
   return *state = x;
 }
 
+/* ---- option bounds shared by several modules ---------------------------------------- */
+
+/* The pool embeds client and rpc options, and the batcher and pool take per-request
+ * deadlines that end up on an rpc channel: one definition each, so the modules that check
+ * them cannot drift apart. The public headers document the same numbers. */
+#define BRAID__MS_MAX (UINT64_C(1) << 31)           /* timeouts, backoffs, lifetimes (ms) */
+#define BRAID__DEADLINE_MAX_MS (UINT64_C(1) << 40)  /* a request's deadline (ms) */
+#define BRAID__RETRIES_MAX 1000u                    /* client connect retries */
+#define BRAID__RPC_INFLIGHT_MAX (1u << 20)          /* rpc max_inflight */
+#define BRAID__RPC_QUEUED_MAX (1u << 24)            /* rpc max_queued */
+
+/* The owners' own checks of their options structs, for modules that embed them (the pool).
+ * Return 0 or BRAID_EINVAL. server: check o as a server channel's (on_request required). */
+int braid__client_opts_check(const braid_client_opts_t *o);
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server);
+
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 
 /* Told when a connection it owns has closed, just before the user's close callback runs

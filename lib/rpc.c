@@ -114,16 +114,17 @@ void braid_rpc_opts_init(braid_rpc_opts_t *o) {
   o->gzip_level = 1;
 }
 
-static int opts_check(const braid_rpc_opts_t *o, bool server) {
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server) {
   if (o->mode != BRAID_RPC_BRAID && o->mode != BRAID_RPC_ORDERED)
     return BRAID_EINVAL;
   if (o->mode == BRAID_RPC_BRAID && braid_frame_check_max(o->max_payload_bytes))
     return BRAID_EINVAL;
   if (o->mode == BRAID_RPC_ORDERED && !o->framer_set)
     return BRAID_EINVAL;
-  if (o->max_inflight < 1 || o->max_inflight > (1u << 20) || o->max_queued > (1u << 24))
+  if (o->max_inflight < 1 || o->max_inflight > BRAID__RPC_INFLIGHT_MAX ||
+      o->max_queued > BRAID__RPC_QUEUED_MAX)
     return BRAID_EINVAL;
-  if (o->timeout_ms > ((uint64_t)1 << 40))
+  if (o->timeout_ms > BRAID__DEADLINE_MAX_MS)
     return BRAID_EINVAL;
   if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING || o->gzip_level < 1 ||
       o->gzip_level > 9)
@@ -336,7 +337,7 @@ static void pump_queue(braid_rpc_t *rpc) {
 
 int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, unsigned nparts,
                          uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg) {
-  if (!rpc || !cb || rpc->server || (nparts && !parts) || timeout_ms > ((uint64_t)1 << 40))
+  if (!rpc || !cb || rpc->server || (nparts && !parts) || timeout_ms > BRAID__DEADLINE_MAX_MS)
     return BRAID_EINVAL;
   if (flags & ~BRAID_FRAME_FLAGS_KNOWN || (flags && rpc->o.mode != BRAID_RPC_BRAID))
     return BRAID_EINVAL;
@@ -1047,7 +1048,7 @@ static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
 
 static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
                     bool server) {
-  if (!out || !conn || !o || opts_check(o, server) || !braid_conn_is_open(conn))
+  if (!out || !conn || !o || braid__rpc_opts_check(o, server) || !braid_conn_is_open(conn))
     return BRAID_EINVAL;
   braid_rpc_t *rpc = braid__calloc(1, sizeof(*rpc));
   if (!rpc)
