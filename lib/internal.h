@@ -201,6 +201,17 @@ void braid__conn_set_owner(braid_conn_t *conn, braid__conn_owner_t *owner);
 braid__node_t *braid__conn_node(braid_conn_t *conn);
 braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
+/* The server that accepted conn starts to drain. The protocol that runs on the connection
+ * (an rpc server channel) registers this to ask its peer to stop sending new requests
+ * (GOAWAY) while the ones taken finish, so a drain loses nothing and ends as soon as the
+ * answers are out instead of at its deadline. The net layer knows no protocol: it only
+ * calls the hook. fn runs on conn's loop thread, at most once, and only while conn is open;
+ * fn NULL unregisters (do it before arg goes away). */
+typedef void (*braid__conn_drain_fn)(braid_conn_t *conn, void *arg);
+void braid__conn_set_drain_hook(braid_conn_t *conn, braid__conn_drain_fn fn, void *arg);
+/* Called by the server for each of its connections when its drain starts. */
+void braid__conn_notify_drain(braid_conn_t *conn);
+
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 
 /* The bucket's state, public to the library so a connection can embed its own buckets. */

@@ -1031,9 +1031,16 @@ static void on_timer_closed(uv_handle_t *h) {
   rpc_maybe_finish(rpc);
 }
 
-static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
+/* The server that accepted the connection drains: tell the client, so it sends nothing new
+ * here and the connection closes once the requests taken are answered. */
+static void on_server_drain(braid_conn_t *conn, void *arg) {
   (void)conn;
+  braid_rpc_goaway(arg, BRAID_WIRE_OK, "server draining"); /* BRAID_ECLOSED: said already */
+}
+
+static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
   braid_rpc_t *rpc = arg;
+  braid__conn_set_drain_hook(conn, NULL, NULL);
   if (status < 0 && (rpc->fail_status == 0 || rpc->fail_status == UV_EOF))
     rpc->fail_status = status;
   rpc->conn = NULL;
@@ -1075,6 +1082,8 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     braid__free(rpc);
     return rc;
   }
+  if (server && o->mode == BRAID_RPC_BRAID)
+    braid__conn_set_drain_hook(conn, on_server_drain, rpc);
   uv_timer_init(braid_loop_uv(rpc->loop), &rpc->timer);
   rpc->timer.data = rpc;
   braid__loop_ref(rpc->loop);

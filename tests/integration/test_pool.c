@@ -3,7 +3,8 @@
  * jitter, pre-warming, a peer closing connections (idempotent calls see nothing, others see
  * the failure), a server restart under load, a failing endpoint ejected and probed back,
  * round-robin and least-outstanding balancing, every endpoint ejected (fail fast, or wait for
- * ready), closing with waiters and requests in flight,
+ * ready), a server's drain (GOAWAY: nothing lost, drain ends early), closing with waiters
+ * and requests in flight,
  * option bounds, and no fd or handle left behind. */
 #include <dirent.h>
 #include <stdio.h>
@@ -1164,6 +1165,113 @@ static void test_all_ejected_wait_for_ready(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- a server drains ------------------------------------------------------------------ */
+
+static int drained, drain_status;
+
+static void on_drained(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)arg;
+  drained = 1;
+  drain_status = status;
+}
+
+typedef struct raw_s {
+  braid_rpc_t *rpc;
+  int connected, closed;
+} raw_t;
+
+static void on_raw_close(braid_rpc_t *rpc, int status, void *arg) {
+  (void)rpc;
+  (void)status;
+  ((raw_t *)arg)->closed = 1;
+}
+
+static void on_raw_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+  (void)req;
+  raw_t *r = arg;
+  assert_int_equal(status, 0);
+  braid_rpc_opts_t o;
+  braid_rpc_opts_init(&o);
+  o.on_close = on_raw_close;
+  o.arg = r;
+  assert_int_equal(braid_rpc_client(&r->rpc, conn, &o), 0);
+  r->connected = 1;
+}
+
+/* braid_server_drain() sends GOAWAY on every rpc channel: a plain rpc client and a pool both
+ * stop sending there at once, while the requests the server had taken still finish; the
+ * pool carries on with the other endpoint; nothing is lost; and the drain ends when the last
+ * answer is out, not at its deadline (the client keeps its connection open: without the
+ * GOAWAY the drain could only end by closing it at the deadline, with BRAID_ETIMEDOUT). */
+static void test_drain_sends_goaway(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t a, b;
+  bt_loop_init(&t);
+  srv_start(&a, &t);
+  a.hold = 1;
+  srv_start(&b, &t);
+  srv_t *list[] = {&a, &b};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_per_endpoint = 2;
+  braid_pool_t *pool = pool_make(&t, &o, list, 2);
+  static raw_t raw;
+  memset(&raw, 0, sizeof(raw));
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", a.port, NULL, on_raw_connected, &raw,
+                                 NULL), 0);
+  bt_run_until(&t, &raw.connected, 3000);
+  static res_t res[41];
+  reset_results(res, 41);
+  res_t *raw_res = &res[40];
+  assert_int_equal(braid_rpc_call(raw.rpc, "req-0", 5, 0, on_result, raw_res), 0);
+  /* Twenty pool calls: a holds the ones it gets, b answers the rest. */
+  call_n(pool, res, 20, 0);
+  uint64_t start = uv_now(&t.uv);
+  while (a.n_held < 2 || done_count + a.n_held - 1 < 20) {
+    bt_run_for(&t, 5);
+    assert_true(uv_now(&t.uv) - start < 3000);
+  }
+  int held = a.n_held, a_requests = a.requests;
+  drained = 0;
+  assert_int_equal(braid_server_drain(a.server, 5000, on_drained, NULL), 0);
+  bt_run_for(&t, 50);
+  /* The GOAWAY arrived while the connection is still open (a request is still held on it):
+   * the channel takes no new request. */
+  assert_int_equal(raw_res->calls, 0);
+  assert_non_null(braid_rpc_conn(raw.rpc));
+  assert_int_equal(braid_rpc_call(raw.rpc, "x", 1, 0, on_result, &res[0]), BRAID_ECLOSED);
+  assert_int_equal(drained, 0);
+  /* The pool sends everything new to b meanwhile. */
+  int before = done_count;
+  call_n(pool, res + 20, 20, 0);
+  run_until_done(&t, before + 20, 3000);
+  check_echoed(res + 20, 20);
+  assert_int_equal(a.requests, a_requests);
+  assert_int_equal(a.n_held, held);
+  /* a answers what it took; every connection to it then closes and the drain ends. */
+  srv_release(&a);
+  start = uv_now(&t.uv);
+  bt_run_until(&t, &drained, 3000);
+  assert_int_equal(drain_status, 0);
+  assert_true(uv_now(&t.uv) - start < 3000);
+  bt_run_until(&t, &raw.closed, 3000);
+  assert_int_equal(raw_res->calls, 1);
+  assert_int_equal(raw_res->status, 0);
+  assert_int_equal(raw_res->len, 5);
+  assert_memory_equal(raw_res->data, "req-0", 5);
+  run_until_done(&t, 41, 3000);
+  check_echoed(res, 20);
+  check_echoed(res + 20, 20);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.unavailable, 0);
+  pool_stop(&t, pool);
+  srv_stop(&b);
+  bt_loop_done(&t);
+}
+
 static braid_pool_t *closing_pool;
 
 static void on_result_close_pool(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
@@ -1271,6 +1379,7 @@ int main(void) {
       cmocka_unit_test(test_lease_with_batcher),
       cmocka_unit_test(test_all_ejected_fail_fast),
       cmocka_unit_test(test_all_ejected_wait_for_ready),
+      cmocka_unit_test(test_drain_sends_goaway),
       cmocka_unit_test(test_close_from_a_callback),
       cmocka_unit_test(test_options_and_arguments),
   };
