@@ -4,12 +4,15 @@
 Usage: kv_drain.py PORT PID
 
 Opens two connections. On the first it writes 50 SET requests (ids 1..50) in one go and sends
-SIGTERM right after, without reading; the second is idle (one GET answered before). Then it
-reads both to the end and requires, per docs/PROTOCOL.md section 3.4, on each connection:
-exactly one GOAWAY (id 0, code OK), every request with id <= its last_id answered, none
-above it answered (those the server refused, which a client may retry elsewhere), so no
-request is lost or answered twice; and both connections closed by the server well before
-the drain's 2 s deadline, which only the GOAWAY can do for the idle one. Exits 1 otherwise.
+SIGTERM right after, without reading, then 0.2 s later 10 more (ids 51..60), which reach a
+server that has sent its GOAWAY and FIN; the second connection is idle (one GET answered
+before). Then it reads both to the end and requires, per docs/PROTOCOL.md section 3.4, on
+each connection: exactly one GOAWAY (id 0, code OK), every request with id <= its last_id
+answered, none above it answered (the server refused those; a client may retry them
+elsewhere), so no request is lost or answered twice; a clean end (FIN, not a reset that
+could have destroyed answers: the late requests must not turn the server's close into an
+RST); and both connections ended by the server well before the drain's 2 s deadline, which
+only the GOAWAY can do for the idle one. Exits 1 otherwise.
 """
 import os
 import signal
@@ -43,6 +46,8 @@ def read_all(sock, deadline):
             chunk = sock.recv(65536)
         except socket.timeout:
             raise SystemExit("kv_drain: the server did not close the connection in time")
+        except ConnectionResetError:
+            raise SystemExit("kv_drain: the server reset the connection instead of closing it")
         if not chunk:
             break
         data += chunk
@@ -105,9 +110,16 @@ def main():
     busy.sendall(b"".join(frame(REQUEST, i, kv_set(b"drain-%d" % i, b"v")) for i in ids))
     start = time.monotonic()
     os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)
+    late = list(range(51, 61))
+    busy.sendall(b"".join(frame(REQUEST, i, kv_set(b"late-%d" % i, b"v")) for i in late))
     deadline = start + 1.5  # the server's drain deadline is 2 s
-    last_busy = check("busy connection", read_all(busy, deadline), ids)
+    last_busy = check("busy connection", read_all(busy, deadline), ids + late)
     last_idle = check("idle connection", read_all(idle, deadline), [])
+    busy.close()
+    idle.close()
+    if last_busy > 50:
+        raise SystemExit(f"kv_drain: GOAWAY last_id {last_busy} covers requests sent after it")
     if last_idle != 1:
         raise SystemExit(f"kv_drain: idle connection: GOAWAY last_id {last_idle}, want 1")
     print(f"kv_drain: GOAWAY on both connections, {last_busy} of 50 pipelined requests "

@@ -18,6 +18,7 @@
 #include "internal.h"
 
 #define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
+#define LINGER_MS 1000 /* server: how long a goaway waits for the peer to close, after FIN */
 
 enum { SLOT_HOLE = 0, SLOT_LIVE, SLOT_TOMBSTONE };
 
@@ -67,6 +68,7 @@ struct braid_rpc_s {
   bool server;
   bool closing;       /* braid_rpc_close() or a fatal error: no new work */
   bool goaway;        /* client: got one; server: sent one */
+  bool lingering;     /* server after goaway: FIN sent, reading until the peer closes */
   bool read_paused;
   bool above_wm;
   bool peer_eof;
@@ -470,6 +472,14 @@ static void arm_timer(braid_rpc_t *rpc, uint64_t deadline) {
 static void on_timer(uv_timer_t *t) {
   braid_rpc_t *rpc = t->data;
   rpc->timer_armed = false;
+  if (rpc->server) {
+    /* The only server timer: the linger after a goaway ran out; the peer did not close. */
+    if (rpc->lingering && rpc->conn && !rpc->closing) {
+      rpc->closing = true;
+      braid_conn_close(rpc->conn);
+    }
+    return;
+  }
   uint64_t now = braid__now(rpc->loop);
   uint64_t next = UINT64_MAX;
   /* Expire requests on the wire. Walk by id: callbacks may add requests or grow the ring. */
@@ -548,10 +558,29 @@ static braid_rpc_req_t *req_get(braid_rpc_t *rpc) {
 
 static void read_resume_maybe(braid_rpc_t *rpc) {
   if (rpc->read_paused && !rpc->above_wm && rpc->outstanding < rpc->o.max_inflight &&
-      !rpc->closing && !rpc->goaway && rpc->conn) {
+      !rpc->closing && rpc->conn) {
     rpc->read_paused = false;
     braid_conn_read_start(rpc->conn);
   }
+}
+
+/* Server, after its goaway, with every request taken answered. Closing now would reset the
+ * connection if requests the peer sent before it saw the goaway sit unread in the socket
+ * (close() with unread data sends RST), and an RST can make the peer's kernel drop the
+ * answers and the GOAWAY it has not read yet. So: FIN once the answers are flushed, read and
+ * drop what still comes (the peer fails those requests itself: they are above last_id) until
+ * the peer closes, which a braid client does on EOF, or LINGER_MS pass. */
+static void linger_close(braid_rpc_t *rpc) {
+  if (rpc->lingering)
+    return;
+  rpc->lingering = true;
+  if (braid_conn_shutdown(rpc->conn) != 0) {
+    rpc->closing = true;
+    braid_conn_close(rpc->conn);
+    return;
+  }
+  read_resume_maybe(rpc);
+  arm_timer(rpc, braid__now(rpc->loop) + LINGER_MS);
 }
 
 static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
@@ -566,10 +595,14 @@ static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
     braid__free(r);
   }
   read_resume_maybe(rpc);
-  if (rpc->outstanding == 0 && (rpc->peer_eof || rpc->goaway) && rpc->conn && !rpc->closing) {
-    /* The peer is done sending (or we said goaway) and everything is answered. */
-    rpc->closing = true;
-    braid_conn_close(rpc->conn);
+  if (rpc->outstanding == 0 && rpc->conn && !rpc->closing) {
+    if (rpc->peer_eof) {
+      /* The peer is done sending and everything is answered. */
+      rpc->closing = true;
+      braid_conn_close(rpc->conn);
+    } else if (rpc->goaway) {
+      linger_close(rpc);
+    }
   }
 }
 
@@ -1115,11 +1148,9 @@ int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {
     uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
     write_frame(rpc, BRAID_FRAME_GOAWAY, 0, 0, &part, 1);
   }
-  pause_reading(rpc);
-  if (rpc->outstanding == 0) {
-    rpc->closing = true;
-    braid_conn_close(rpc->conn);
-  }
+  /* Reading goes on: requests read from here on get SHUTTING_DOWN (PROTOCOL.md 3.4). */
+  if (rpc->outstanding == 0)
+    linger_close(rpc);
   return 0;
 }
 
