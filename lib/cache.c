@@ -2,15 +2,25 @@
  *
  * Layout, chosen for the hit path (a hit at 1M entries is bound by memory round trips):
  * - The store is a flat open-addressing table of 128-byte records plus one tag byte per
- *   record (linear probing, at most 3/4 full, deletions leave tombstones until the next
- *   rehash). A small entry (key + value <= 80 bytes) lives entirely in its record; a larger
+ *   record (linear probing, at most 3/4 full, deletion by backward shift, so no tombstones).
+ *   A small entry (key + value <= 88 bytes) lives entirely in its record; a larger
  *   one keeps key and value in one external block. The tag (7 hash bits) and the home record
  *   are both addressed straight from the hash, so a hit overlaps their fetches: about one
  *   memory round trip, where a table of pointers needs two (slot, then entry) and a chained
  *   LRU needs three or more (bucket, node, list neighbours).
  * - Large tables are 2 MiB aligned and advised for transparent huge pages (no TLB misses).
- * - Policy lists link record indices. LRU moves the record to the tail on a hit; SIEVE only
- *   sets a byte in the record's first line (written only when clear).
+ * - Policy lists link record indices, in an array of 8-byte links beside the records (16
+ *   MiB at 2M slots, not 256 MiB of records): LRU's move to the tail on a hit writes its two
+ *   neighbours' links, and those writes land in far fewer distinct cache lines and pages
+ *   than the neighbours' records would. SIEVE only sets a byte in the record's first line
+ *   (written only when clear).
+ * - Keys are hashed with braid's fast keyed hash (braid/hash.h) by default: at a million
+ *   entries a hit costs about one memory round trip, and what decides the throughput is how
+ *   many lookups the CPU overlaps, which the hash's instruction count limits (SipHash-1-3
+ *   made a uniform 1M-entry hit about twice as slow). An insert whose probe run reaches
+ *   FLOOD_PROBE slots, which random keys practically never produce at 3/4 load, switches
+ *   the store to SipHash-1-3 and rehashes it (Rust's old "adaptive hashing" idea), so even
+ *   keys crafted against the fast hash cannot keep a long run.
  * The "core" below is the single-threaded store; braid_cache_t adds the loop, memoization
  * and timers; braid_cache_shared_t is an array of cores behind mutexes. */
 #include "internal.h"
@@ -121,7 +131,7 @@ static inline bool key_equal(const unsigned char *a, const void *bv, size_t n) {
  * in one external allocation the record points to. A hit on a small entry therefore reads
  * the tag byte and the record, both addressed straight from the hash, so the two fetches
  * overlap: one memory round trip, where a pointer-based table needs two (slot, then entry). */
-#define REC_INLINE 80
+#define REC_INLINE 88
 #define NIL UINT32_MAX
 
 typedef struct rec_s {
@@ -138,8 +148,12 @@ typedef struct rec_s {
     unsigned char *ext;             /* the same, when they do not fit */
   } u;
   braid_blob_t *blob; /* the value, when held as a blob */
-  uint32_t prev, next; /* policy list (record indices): oldest first */
 } rec_t;
+
+/* A record's place in the policy list (record indices): oldest first. */
+typedef struct {
+  uint32_t prev, next;
+} link_t;
 
 /* Tag bytes, one per record: which slots are live, without touching the records. */
 #define TAG_EMPTY 0
@@ -147,15 +161,31 @@ static inline uint8_t tag_of(uint64_t h) {
   return (uint8_t)(0x80 | (h >> 57));
 }
 
+/* How a core hashes keys. HASH_WEAK exists for tests only (braid__cache_test_weak_hash):
+ * a hash that sends every key to one slot, to exercise the flood fall-back. */
+enum { HASH_FAST = 0, HASH_SIP = 1, HASH_WEAK = 2 };
+
+/* An insert that lands this many slots past its home slot means the keys collide on
+ * purpose: with random hashes at 3/4 load, a run this long has a probability around 1e-17
+ * per insert. */
+#define FLOOD_PROBE 1024
+
+typedef struct {
+  braid_hash_fast_key_t fkey; /* HASH_FAST */
+  braid_hash_key_t key;       /* HASH_SIP (and the in-flight table) */
+  int mode;
+} hasher_t;
+
 typedef struct core_s {
   rec_t *recs;
+  link_t *links; /* links[i] belongs to recs[i] */
   uint8_t *tags;
-  void *raw;       /* the allocation recs and tags live in */
+  void *raw;       /* the allocation recs, links and tags live in */
   size_t mask;     /* capacity - 1 */
   size_t used;     /* live slots */
   uint32_t head, tail; /* oldest and newest entry */
   uint32_t hand;       /* SIEVE: next candidate (NIL: start from the oldest) */
-  braid_hash_key_t key;
+  hasher_t hs;
   braid_loop_t *loop; /* clock; NULL: uv_hrtime */
   braid_cache_policy_t policy;
   uint64_t max_entries, max_bytes, max_value_bytes, default_ttl_ms;
@@ -170,8 +200,13 @@ typedef struct core_s {
  * slack that lets the records start on a 2 MiB boundary, marked for transparent huge pages
  * (a random probe into a large table then costs no TLB miss: a large share of a hit at 1M
  * entries, more so under a hypervisor). */
+#define SLOT_BYTES (sizeof(rec_t) + sizeof(link_t) + 1)
+_Static_assert(sizeof(rec_t) == 128, "a record is two cache lines");
+_Static_assert(SLOT_BYTES == BRAID_CACHE_SLOT_BYTES, "cache.h documents the slot cost");
+_Static_assert(REC_INLINE == BRAID_CACHE_INLINE_BYTES, "cache.h documents the inline size");
+
 static size_t store_cost(size_t cap) {
-  size_t b = cap * (sizeof(rec_t) + 1);
+  size_t b = cap * SLOT_BYTES;
   return b >= 2 * HUGE_PAGE ? b + HUGE_PAGE : b;
 }
 
@@ -181,16 +216,17 @@ static int store_alloc(core_t *c, size_t cap) {
   if (!raw)
     return BRAID_ENOMEM;
   char *base = raw;
-  if (cost != cap * (sizeof(rec_t) + 1)) {
+  if (cost != cap * SLOT_BYTES) {
     uintptr_t p = ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
     base += p - (uintptr_t)raw;
 #if defined(MADV_HUGEPAGE)
-    (void)madvise(base, cap * (sizeof(rec_t) + 1), MADV_HUGEPAGE); /* advice only */
+    (void)madvise(base, cap * SLOT_BYTES, MADV_HUGEPAGE); /* advice only */
 #endif
   }
   c->raw = raw;
   c->recs = (rec_t *)base;
-  c->tags = (uint8_t *)(base + cap * sizeof(rec_t));
+  c->links = (link_t *)(base + cap * sizeof(rec_t));
+  c->tags = (uint8_t *)(c->links + cap);
   memset(c->tags, TAG_EMPTY, cap);
   c->mask = cap - 1;
   c->used = 0;
@@ -201,8 +237,20 @@ static inline uint64_t core_now(const core_t *c) {
   return c->loop ? braid__now(c->loop) : uv_hrtime() / 1000000;
 }
 
+static uint64_t hash_slow(const hasher_t *hs, const void *key, size_t klen) {
+  if (hs->mode == HASH_WEAK)
+    return UINT64_C(0x5bd1e995) * (klen + 1); /* every key of one length collides */
+  return braid__siphash(hs->key.k0, hs->key.k1, klen ? key : "", klen, 1, 3);
+}
+
+static inline uint64_t hasher_hash(const hasher_t *hs, const void *key, size_t klen) {
+  if (hs->mode == HASH_FAST)
+    return braid__fasthash(hs->fkey.k, klen ? key : "", klen);
+  return hash_slow(hs, key, klen);
+}
+
 static inline uint64_t hash_key(const core_t *c, const void *key, size_t klen) {
-  return braid__siphash(c->key.k0, c->key.k1, klen ? key : "", klen, 1, 3);
+  return hasher_hash(&c->hs, key, klen);
 }
 
 static inline const unsigned char *rec_key(const rec_t *r) {
@@ -226,9 +274,12 @@ static inline size_t core_find(const core_t *c, uint64_t h, const void *key, siz
   size_t mask = c->mask;
   size_t i = h & mask;
 #if defined(__GNUC__)
-  /* The home record's two lines, fetched while the tags are read. */
+  /* The home record's two lines, fetched while the tags are read; under LRU also its link,
+   * which a hit rewrites. */
   __builtin_prefetch(&c->recs[i]);
   __builtin_prefetch((const char *)&c->recs[i] + 64);
+  if (c->policy == BRAID_CACHE_LRU)
+    __builtin_prefetch(&c->links[i], 1);
 #endif
   uint8_t want = tag_of(h);
   for (;; i = (i + 1) & mask) {
@@ -244,25 +295,25 @@ static inline size_t core_find(const core_t *c, uint64_t h, const void *key, siz
 }
 
 static void list_unlink(core_t *c, uint32_t i) {
-  rec_t *r = &c->recs[i];
+  link_t *l = &c->links[i];
   if (c->hand == i)
-    c->hand = r->next; /* NIL when it was the newest */
-  if (r->prev != NIL)
-    c->recs[r->prev].next = r->next;
+    c->hand = l->next; /* NIL when it was the newest */
+  if (l->prev != NIL)
+    c->links[l->prev].next = l->next;
   else
-    c->head = r->next;
-  if (r->next != NIL)
-    c->recs[r->next].prev = r->prev;
+    c->head = l->next;
+  if (l->next != NIL)
+    c->links[l->next].prev = l->prev;
   else
-    c->tail = r->prev;
+    c->tail = l->prev;
 }
 
 static void list_push_back(core_t *c, uint32_t i) {
-  rec_t *r = &c->recs[i];
-  r->prev = c->tail;
-  r->next = NIL;
+  link_t *l = &c->links[i];
+  l->prev = c->tail;
+  l->next = NIL;
   if (c->tail != NIL)
-    c->recs[c->tail].next = i;
+    c->links[c->tail].next = i;
   else
     c->head = i;
   c->tail = i;
@@ -278,13 +329,14 @@ static void rec_release(rec_t *r) {
 static void store_move(core_t *c, size_t from, size_t to) {
   c->recs[to] = c->recs[from];
   c->tags[to] = c->tags[from];
-  rec_t *r = &c->recs[to];
-  if (r->prev != NIL)
-    c->recs[r->prev].next = (uint32_t)to;
+  link_t *l = &c->links[to];
+  *l = c->links[from];
+  if (l->prev != NIL)
+    c->links[l->prev].next = (uint32_t)to;
   else
     c->head = (uint32_t)to;
-  if (r->next != NIL)
-    c->recs[r->next].prev = (uint32_t)to;
+  if (l->next != NIL)
+    c->links[l->next].prev = (uint32_t)to;
   else
     c->tail = (uint32_t)to;
   if (c->hand == from)
@@ -323,7 +375,7 @@ static void core_remove(core_t *c, size_t i) {
 /* Moves every entry into a store of new_cap slots, without deleted slots. The old store is
  * read in slot order (sequentially: reading it in list order would be a cache miss per
  * entry), with a map from old to new slot to rewrite the list links afterwards. */
-static int store_rehash(core_t *c, size_t new_cap) {
+static int store_rehash(core_t *c, size_t new_cap, bool recompute) {
   core_t n = *c;
   size_t old_cap = c->mask + 1;
   uint32_t *map = braid__malloc(old_cap * sizeof(uint32_t));
@@ -338,22 +390,25 @@ static int store_rehash(core_t *c, size_t new_cap) {
     if (c->tags[i] == TAG_EMPTY)
       continue;
     const rec_t *r = &c->recs[i];
-    size_t j = r->hash & n.mask;
+    uint64_t h = recompute ? hash_key(&n, rec_key(r), r->klen) : r->hash;
+    size_t j = h & n.mask;
     while (n.tags[j] != TAG_EMPTY)
       j = (j + 1) & n.mask;
-    n.tags[j] = c->tags[i];
+    n.tags[j] = tag_of(h);
     n.recs[j] = *r;
+    n.recs[j].hash = h;
+    n.links[j] = c->links[i];
     n.used++;
     map[i] = (uint32_t)j;
   }
   for (size_t j = 0; j < new_cap; j++) {
     if (n.tags[j] == TAG_EMPTY)
       continue;
-    rec_t *r = &n.recs[j];
-    if (r->prev != NIL)
-      r->prev = map[r->prev];
-    if (r->next != NIL)
-      r->next = map[r->next];
+    link_t *l = &n.links[j];
+    if (l->prev != NIL)
+      l->prev = map[l->prev];
+    if (l->next != NIL)
+      l->next = map[l->next];
   }
   n.head = c->head == NIL ? NIL : map[c->head];
   n.tail = c->tail == NIL ? NIL : map[c->tail];
@@ -382,7 +437,7 @@ static uint32_t core_victim(core_t *c) {
       return i;
     }
     r->visited = 0;
-    i = r->next != NIL ? r->next : c->head;
+    i = c->links[i].next != NIL ? c->links[i].next : c->head;
   }
 }
 
@@ -398,8 +453,14 @@ static bool core_evict_one(core_t *c) {
   return true;
 }
 
+static int hasher_init(hasher_t *hs, const braid_cache_opts_t *o) {
+  hs->mode = o->hash == BRAID_CACHE_HASH_SIPHASH ? HASH_SIP : HASH_FAST;
+  int rc = braid_hash_key_random(&hs->key);
+  return rc ? rc : braid_hash_fast_key_random(&hs->fkey);
+}
+
 static int core_init(core_t *c, const braid_cache_opts_t *o, uint64_t max_entries,
-                     uint64_t max_bytes, const braid_hash_key_t *key) {
+                     uint64_t max_bytes, const hasher_t *hs) {
   memset(c, 0, sizeof(*c));
   /* Small caches get their whole table at once (growing costs a copy and fresh pages each
    * time); large ones start small and double, so an empty 1M-entry cache stays cheap. */
@@ -411,7 +472,7 @@ static int core_init(core_t *c, const braid_cache_opts_t *o, uint64_t max_entrie
   if (rc)
     return rc;
   c->head = c->tail = c->hand = NIL;
-  c->key = *key;
+  c->hs = *hs;
   c->policy = o->policy;
   c->max_entries = max_entries;
   c->max_bytes = max_bytes;
@@ -473,11 +534,39 @@ static inline rec_t *core_lookup(core_t *c, uint64_t h, const void *key, size_t 
   if (c->policy == BRAID_CACHE_SIEVE) {
     if (!r->visited)
       r->visited = 1;
-  } else if (r->next != NIL) {
+  } else if (c->links[i].next != NIL) {
     list_unlink(c, (uint32_t)i);
     list_push_back(c, (uint32_t)i);
   }
   return r;
+}
+
+static size_t core_free_slot(const core_t *c, uint64_t h) {
+  size_t i = h & c->mask;
+  while (c->tags[i] != TAG_EMPTY)
+    i = (i + 1) & c->mask;
+  return i;
+}
+
+/* Called when an insert's probe run is too long to be chance: from now on the core hashes
+ * with SipHash-1-3 (a PRF: runs stay short whatever the keys), and every entry is rehashed
+ * in place of the old table. Returns 0, or BRAID_ENOMEM (then nothing changed), or
+ * UV_EALREADY when the core already uses SipHash (a long run then is chance). */
+static int core_strengthen(core_t *c) {
+  if (c->hs.mode == HASH_SIP)
+    return UV_EALREADY;
+  int old = c->hs.mode;
+  c->hs.mode = HASH_SIP;
+  if (store_rehash(c, c->mask + 1, true)) {
+    c->hs.mode = old;
+    return BRAID_ENOMEM;
+  }
+  c->st.hash_fallbacks++;
+  if (c->loop)
+    braid__log(c->loop, BRAID_LOG_WARN,
+               "cache: a probe run reached %d slots; keys now hashed with SipHash-1-3",
+               FLOOD_PROBE);
+  return 0;
 }
 
 /* Stores a new entry (value copied inline, or blob referenced, or err for a negative entry).
@@ -519,7 +608,7 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
   }
   size_t cap = c->mask + 1;
   if (new_cap != cap) {
-    if (store_rehash(c, new_cap))
+    if (store_rehash(c, new_cap, false))
       return BRAID_ENOMEM;
     c->st.bytes += store_cost(new_cap) - store_cost(cap);
   }
@@ -529,9 +618,11 @@ static int core_set(core_t *c, uint64_t h, const void *key, size_t klen, const v
     if (!ext)
       return BRAID_ENOMEM;
   }
-  size_t i = h & c->mask;
-  while (c->tags[i] != TAG_EMPTY)
-    i = (i + 1) & c->mask;
+  size_t i = core_free_slot(c, h);
+  if (((i - h) & c->mask) >= FLOOD_PROBE && core_strengthen(c) == 0) {
+    h = hash_key(c, key, klen);
+    i = core_free_slot(c, h);
+  }
   c->used++;
   c->tags[i] = tag_of(h);
   rec_t *r = &c->recs[i];
@@ -651,11 +742,13 @@ void braid_cache_opts_init(braid_cache_opts_t *o) {
   o->sweep_interval_ms = 1000;
   o->sweep_max_entries = 256;
   o->max_waiters = 4096;
+  o->max_loads = 4096;
   o->load_timeout_ms = 0;
   o->negative_ttl_ms = 0;
   o->negative_max_percent = 10;
   o->stale_ms = 0;
   o->stripes = 16;
+  o->hash = BRAID_CACHE_HASH_FAST;
 }
 
 static int opts_check(const braid_cache_opts_t *o) {
@@ -673,11 +766,15 @@ static int opts_check(const braid_cache_opts_t *o) {
     return BRAID_EINVAL;
   if (o->max_waiters < 1 || o->max_waiters > (UINT32_C(1) << 20))
     return BRAID_EINVAL;
+  if (o->max_loads < 1 || o->max_loads > (UINT32_C(1) << 20))
+    return BRAID_EINVAL;
   if (o->load_timeout_ms > DAY_MS || o->negative_ttl_ms > DAY_MS || o->stale_ms > DAY_MS)
     return BRAID_EINVAL;
   if (o->negative_max_percent < 1 || o->negative_max_percent > 100)
     return BRAID_EINVAL;
   if (o->stripes < 1 || o->stripes > 1024 || (o->stripes & (o->stripes - 1)) != 0)
+    return BRAID_EINVAL;
+  if (o->hash != BRAID_CACHE_HASH_FAST && o->hash != BRAID_CACHE_HASH_SIPHASH)
     return BRAID_EINVAL;
   return 0;
 }
@@ -692,7 +789,7 @@ typedef struct {
 struct braid_cache_load_s {
   braid_cache_t *cache;  /* NULL once orphaned (timed out, or the cache closed) */
   braid__node_t deadline; /* in cache->deadlines while a timeout applies */
-  uint64_t hash;
+  uint64_t hash; /* flight_hash() of the key */
   uint64_t deadline_ms;
   uint64_t ttl_ms;
   waiter_t *waiters;
@@ -726,6 +823,12 @@ struct braid_cache_s {
 static void load_free(braid_cache_load_t *l) {
   braid__free(l->waiters);
   braid__free(l);
+}
+
+/* The in-flight table hashes with SipHash-1-3 whatever the store does: it is touched on
+ * misses only, and its hashes must not change under a load when the store falls back. */
+static uint64_t flight_hash(const braid_cache_t *c, const void *key, size_t klen) {
+  return braid__siphash(c->core.hs.key.k0, c->core.hs.key.k1, klen ? key : "", klen, 1, 3);
 }
 
 static braid_cache_load_t *flight_find(braid_cache_t *c, uint64_t h, const void *key,
@@ -815,17 +918,18 @@ static void load_complete(braid_cache_load_t *l, int status, braid_blob_t *value
     value = NULL;
   }
   core_t *core = &c->core;
+  uint64_t h = hash_key(core, l->key, l->klen);
   if (status == 0) {
     uint64_t expire;
     if (ttl_to_expire(core, l->ttl_ms, &expire) == 0)
-      (void)core_set(core, l->hash, l->key, l->klen, NULL, 0, value, 0, expire);
+      (void)core_set(core, h, l->key, l->klen, NULL, 0, value, 0, expire);
   } else {
     core->st.load_errors++;
     if (c->opts.negative_ttl_ms) {
       /* A revalidation's failure keeps the stale value rather than replacing it. */
-      size_t i = core_find(core, l->hash, l->key, l->klen);
+      size_t i = core_find(core, h, l->key, l->klen);
       if (i == SIZE_MAX)
-        (void)core_set(core, l->hash, l->key, l->klen, NULL, 0, NULL, status,
+        (void)core_set(core, h, l->key, l->klen, NULL, 0, NULL, status,
                        core_now(core) + c->opts.negative_ttl_ms);
     }
   }
@@ -930,8 +1034,8 @@ int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts, braid_ca
     return rc;
   if (loop->closing)
     return BRAID_ECLOSED;
-  braid_hash_key_t key;
-  rc = braid_hash_key_random(&key);
+  hasher_t hs;
+  rc = hasher_init(&hs, opts);
   if (rc)
     return rc;
   braid_cache_t *c = braid__calloc(1, sizeof(*c));
@@ -939,7 +1043,7 @@ int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts, braid_ca
     return BRAID_ENOMEM;
   c->opts = *opts;
   c->loop = loop;
-  rc = core_init(&c->core, opts, opts->max_entries, opts->max_bytes, &key);
+  rc = core_init(&c->core, opts, opts->max_entries, opts->max_bytes, &hs);
   if (rc == 0) {
     c->core.loop = loop;
     rc = table_init(&c->flights, TAB_MIN);
@@ -1076,6 +1180,9 @@ int braid_cache_stats(const braid_cache_t *c, braid_cache_stats_t *out) {
  * becomes its first waiter. On error nothing is left behind and no callback runs. */
 static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t klen,
                         const braid_cache_loader_t *ld, braid_cache_memo_cb cb, void *arg) {
+  /* h: flight_hash() of key. */
+  if (c->flights.count >= c->opts.max_loads)
+    return BRAID_ETOOMANYWAITERS;
   if ((c->flights.count + 1) * 4 > (c->flights.mask + 1) * 3 && table_grow(&c->flights))
     return BRAID_ENOMEM;
   braid_cache_load_t *l = braid__calloc(1, sizeof(*l) + klen);
@@ -1165,11 +1272,13 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
   }
   if (stale) {
     /* Serve the stale value now; refresh it in the background, once. */
-    if (!flight_find(c, h, key, klen))
-      (void)flight_start(c, h, key, klen, ld, NULL, NULL);
+    uint64_t hf = flight_hash(c, key, klen);
+    if (!flight_find(c, hf, key, klen))
+      (void)flight_start(c, hf, key, klen, ld, NULL, NULL);
     if (c->closing)
       return BRAID_ECLOSED;
     stale = NULL;
+    h = hash_key(core, key, klen); /* the reload may have switched the store's hash */
     size_t i = core_find(core, h, key, klen);
     if (i != SIZE_MAX) { /* a synchronous revalidation may already have replaced it */
       core->st.stale_hits++;
@@ -1178,7 +1287,8 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
     }
   }
   core->st.misses++;
-  braid_cache_load_t *l = flight_find(c, h, key, klen);
+  uint64_t hf = flight_hash(c, key, klen);
+  braid_cache_load_t *l = flight_find(c, hf, key, klen);
   if (l) {
     if (l->nwaiters >= c->opts.max_waiters)
       return BRAID_ETOOMANYWAITERS;
@@ -1187,10 +1297,21 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
       core->st.coalesced++;
     return rc;
   }
-  return flight_start(c, h, key, klen, ld, cb, arg);
+  return flight_start(c, hf, key, klen, ld, cb, arg);
 }
 
 /* ---- internal probes for tests --------------------------------------------------------- */
+
+int braid__cache_test_weak_hash(braid_cache_t *c) {
+  if (c->core.st.entries)
+    return BRAID_EINVAL;
+  c->core.hs.mode = HASH_WEAK;
+  return 0;
+}
+
+int braid__cache_hash_mode(const braid_cache_t *c) {
+  return c->core.hs.mode;
+}
 
 void braid__cache_probe_stats(const braid_cache_t *c, size_t *max_probe, double *mean_probe,
                               size_t *capacity) {
@@ -1220,7 +1341,7 @@ typedef struct {
 } stripe_t;
 
 struct braid_cache_shared_s {
-  braid_hash_key_t key; /* picks the stripe; each core hashes with the same key */
+  hasher_t hs; /* picks the stripe; every core starts with the same keys and mode */
   uint32_t nstripes;
   stripe_t *stripes;
 };
@@ -1240,8 +1361,8 @@ int braid_cache_shared_new(const braid_cache_opts_t *opts, braid_cache_shared_t 
   uint64_t per_bytes = opts->max_bytes / opts->stripes;
   if (per_entries < 1 || per_bytes < 1024)
     return BRAID_EINVAL;
-  braid_hash_key_t key;
-  rc = braid_hash_key_random(&key);
+  hasher_t hs;
+  rc = hasher_init(&hs, opts);
   if (rc)
     return rc;
   braid_cache_shared_t *s = braid__calloc(1, sizeof(*s));
@@ -1251,10 +1372,10 @@ int braid_cache_shared_new(const braid_cache_opts_t *opts, braid_cache_shared_t 
     braid__free(st);
     return BRAID_ENOMEM;
   }
-  s->key = key;
+  s->hs = hs;
   s->stripes = st;
   for (uint32_t i = 0; i < opts->stripes; i++) {
-    rc = core_init(&st[i].core, opts, per_entries, per_bytes, &key);
+    rc = core_init(&st[i].core, opts, per_entries, per_bytes, &hs);
     if (rc == 0) {
       rc = uv_mutex_init(&st[i].mu);
       if (rc)
@@ -1290,13 +1411,21 @@ static inline stripe_t *stripe_of(braid_cache_shared_t *s, uint64_t h) {
   return &s->stripes[(h >> 48) & (s->nstripes - 1)];
 }
 
+/* The hash the stripe's core wants: the one that picked the stripe, unless the stripe has
+ * fallen back to SipHash (under its lock). */
+static inline uint64_t stripe_hash(const stripe_t *st, const braid_cache_shared_t *s,
+                                   uint64_t h, const void *key, size_t klen) {
+  return st->core.hs.mode == s->hs.mode ? h : hash_key(&st->core, key, klen);
+}
+
 int braid_cache_shared_put(braid_cache_shared_t *s, const void *key, size_t klen,
                            const void *value, size_t vlen, uint64_t ttl_ms) {
   if (!s || !key_ok(key, klen))
     return BRAID_EINVAL;
-  uint64_t h = braid__siphash(s->key.k0, s->key.k1, klen ? key : "", klen, 1, 3);
+  uint64_t h = hasher_hash(&s->hs, key, klen);
   stripe_t *st = stripe_of(s, h);
   uv_mutex_lock(&st->mu);
+  h = stripe_hash(st, s, h, key, klen);
   int rc = core_put(&st->core, h, key, klen, value, vlen, NULL, ttl_ms);
   uv_mutex_unlock(&st->mu);
   return rc;
@@ -1306,9 +1435,10 @@ int braid_cache_shared_put_blob(braid_cache_shared_t *s, const void *key, size_t
                                 braid_blob_t *blob, uint64_t ttl_ms) {
   if (!s || !blob || !key_ok(key, klen))
     return BRAID_EINVAL;
-  uint64_t h = braid__siphash(s->key.k0, s->key.k1, klen ? key : "", klen, 1, 3);
+  uint64_t h = hasher_hash(&s->hs, key, klen);
   stripe_t *st = stripe_of(s, h);
   uv_mutex_lock(&st->mu);
+  h = stripe_hash(st, s, h, key, klen);
   int rc = core_put(&st->core, h, key, klen, NULL, 0, blob, ttl_ms);
   uv_mutex_unlock(&st->mu);
   return rc;
@@ -1318,9 +1448,10 @@ int braid_cache_shared_get(braid_cache_shared_t *s, const void *key, size_t klen
                            size_t cap, size_t *len) {
   if (!s || !key_ok(key, klen) || (!buf && cap))
     return BRAID_EINVAL;
-  uint64_t h = braid__siphash(s->key.k0, s->key.k1, klen ? key : "", klen, 1, 3);
+  uint64_t h = hasher_hash(&s->hs, key, klen);
   stripe_t *st = stripe_of(s, h);
   uv_mutex_lock(&st->mu);
+  h = stripe_hash(st, s, h, key, klen);
   int rc = core_get(&st->core, h, key, klen, buf, cap, len);
   uv_mutex_unlock(&st->mu);
   return rc;
@@ -1330,9 +1461,10 @@ int braid_cache_shared_get_blob(braid_cache_shared_t *s, const void *key, size_t
                                 braid_blob_t **out) {
   if (!s || !out || !key_ok(key, klen))
     return BRAID_EINVAL;
-  uint64_t h = braid__siphash(s->key.k0, s->key.k1, klen ? key : "", klen, 1, 3);
+  uint64_t h = hasher_hash(&s->hs, key, klen);
   stripe_t *st = stripe_of(s, h);
   uv_mutex_lock(&st->mu);
+  h = stripe_hash(st, s, h, key, klen);
   int rc = core_get_blob(&st->core, h, key, klen, out);
   uv_mutex_unlock(&st->mu);
   return rc;
@@ -1341,9 +1473,10 @@ int braid_cache_shared_get_blob(braid_cache_shared_t *s, const void *key, size_t
 int braid_cache_shared_delete(braid_cache_shared_t *s, const void *key, size_t klen) {
   if (!s || !key_ok(key, klen))
     return BRAID_EINVAL;
-  uint64_t h = braid__siphash(s->key.k0, s->key.k1, klen ? key : "", klen, 1, 3);
+  uint64_t h = hasher_hash(&s->hs, key, klen);
   stripe_t *st = stripe_of(s, h);
   uv_mutex_lock(&st->mu);
+  h = stripe_hash(st, s, h, key, klen);
   int rc = core_delete(&st->core, h, key, klen);
   uv_mutex_unlock(&st->mu);
   return rc;
@@ -1363,6 +1496,7 @@ int braid_cache_shared_stats(braid_cache_shared_t *s, braid_cache_stats_t *out) 
     out->rejected += a->rejected;
     out->evictions += a->evictions;
     out->expirations += a->expirations;
+    out->hash_fallbacks += a->hash_fallbacks;
     out->entries += a->entries;
     out->bytes += a->bytes;
     uv_mutex_unlock(&st->mu);

@@ -353,6 +353,7 @@ static int next_from_partial(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
     if (rc < 0)
       return fail(fb, rc);
     memcpy(fb->buf + fb->len, fb->in, n);
+    size_t before = fb->len;
     fb->len += n;
     fb->in += n;
     fb->in_len -= n;
@@ -364,7 +365,11 @@ static int next_from_partial(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
       continue;
     }
     /* The bytes before this append held no whole message, so anything past the message
-     * came from this append: give it back to the pushed bytes. */
+     * came from this append: give it back to the pushed bytes. A framer that now finds a
+     * message within bytes it already called incomplete (a custom one, inconsistent) would
+     * make that hand back more than was appended. */
+    if (m.frame_len <= before)
+      return fail(fb, BRAID_EPROTO);
     size_t excess = fb->len - m.frame_len;
     fb->in -= excess;
     fb->in_len += excess;

@@ -241,6 +241,12 @@ void braid__ratelimit_detach(braid_ratelimit_t *rl);
 
 /* ---- cache (cache.c), for tests ---------------------------------------------------------- */
 
+/* Tests only: makes an empty cache hash every key of one length to the same slot (a stand-in
+ * for keys crafted against the fast hash), to exercise the fall-back to SipHash. Returns 0,
+ * or BRAID_EINVAL when the cache holds entries. */
+int braid__cache_test_weak_hash(braid_cache_t *cache);
+/* Tests only: the cache's current hash (0 fast, 1 SipHash-1-3, 2 the test's weak hash). */
+int braid__cache_hash_mode(const braid_cache_t *cache);
 /* The cache's index: longest and mean probe distance (1 = found in its home slot) over the
  * entries held, and the slot count. Lets tests assert that crafted keys do not cluster. */
 void braid__cache_probe_stats(const braid_cache_t *cache, size_t *max_probe, double *mean_probe,

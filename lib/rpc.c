@@ -927,9 +927,14 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
     }
     rpc->goaway = true;
     /* Requests after last_id were not taken: fail them (safe to retry), newest first does
-     * not matter, each exactly once. */
-    for (uint32_t id = last_id + 1; (uint32_t)(id - rpc->head_id) < (uint32_t)(rpc->next_id -
-                                                                              rpc->head_id);
+     * not matter, each exactly once. last_id may be older than the oldest request still
+     * pending (those before it completed or timed out): then every pending one goes. Ids
+     * compare in wrapping order. */
+    uint32_t first = last_id + 1;
+    if ((int32_t)(first - rpc->head_id) < 0)
+      first = rpc->head_id;
+    for (uint32_t id = first; (uint32_t)(id - rpc->head_id) < (uint32_t)(rpc->next_id -
+                                                                          rpc->head_id);
          id++) {
       slot_t *s = slot_of(rpc, id);
       if (s->state != SLOT_LIVE)

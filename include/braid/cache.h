@@ -11,8 +11,13 @@
  * with single-flight (concurrent requests for a key being loaded wait for that one load),
  * load timeouts, optional negative caching and optional stale-while-revalidate.
  *
- * Keys are hashed with SipHash-1-3 under a key drawn from the OS when the cache is created,
- * so keys crafted by a client cannot pile into one probe sequence (see braid/hash.h).
+ * Keys are hashed under keys drawn from the OS when the cache is created, so keys crafted by
+ * a client cannot pile into one probe sequence: by default with braid_hash_fast() (about a
+ * third of SipHash's work on short keys, which roughly doubles the throughput of hits in a
+ * large cache), falling back to SipHash-1-3 for good, after a rehash, if an insert ever finds
+ * a probe run of over a thousand slots (random keys practically never make one; counted in
+ * the hash_fallbacks statistic and logged as a warning); or with SipHash-1-3 from the start
+ * (option hash). See braid/hash.h.
  *
  * Threading: a braid_cache_t belongs to one braid loop and takes no locks; call it only from
  * that loop's thread. For a server's worker threads there is braid_cache_shared_t: the same
@@ -29,8 +34,8 @@
  *
  * Memory: the bound counts every byte the cache allocates for its entries and index (the
  * table's slots, external key/value blocks, a blob value's length); only the cache object
- * itself and its in-flight loads (a few hundred bytes each, bounded by max_waiters per key)
- * are outside it. A blob value shared with other holders is charged in full. */
+ * itself and its in-flight loads are outside it: at most max_loads of them, each about 150
+ * bytes plus its key and 16 bytes per waiter (at most max_waiters). A blob value shared with other holders is charged in full. */
 #ifndef BRAID_CACHE_H
 #define BRAID_CACHE_H
 
@@ -48,6 +53,12 @@ typedef struct braid_cache_shared_s braid_cache_shared_t;
  * with braid_cache_load_done(). */
 typedef struct braid_cache_load_s braid_cache_load_t;
 
+/* The keyed hash a cache starts with (see the top of this header). */
+typedef enum {
+  BRAID_CACHE_HASH_FAST = 0,   /* braid_hash_fast(), falling back to SipHash-1-3 on a flood */
+  BRAID_CACHE_HASH_SIPHASH = 1 /* SipHash-1-3 throughout */
+} braid_cache_hash_t;
+
 typedef enum {
   BRAID_CACHE_LRU = 0, /* least recently used goes first (lru_cache semantics) */
   BRAID_CACHE_SIEVE = 1 /* SIEVE: hits set a bit; the hand evicts the first unvisited entry */
@@ -59,14 +70,14 @@ typedef enum {
 #define BRAID_CACHE_TTL_MAX (UINT64_C(1) << 40)
 
 /* What the byte bound charges. Entries live in slots of BRAID_CACHE_SLOT_BYTES each (a
- * 128-byte record and a tag byte), allocated with the hash table, which runs at most 3/4
+ * 128-byte record, an 8-byte policy-list link and a tag byte), allocated with the hash table, which runs at most 3/4
  * full; a key and an inline value of up to BRAID_CACHE_INLINE_BYTES together sit in the slot
  * and cost nothing more. Longer ones are stored in one external block, charged its length
  * plus BRAID_CACHE_EXTERNAL_OVERHEAD; a blob value is charged its length plus
  * BRAID_CACHE_BLOB_OVERHEAD. Tables of 4 MiB and more also allocate, and are charged, 2 MiB
  * of alignment slack (so they can use huge pages). */
-#define BRAID_CACHE_SLOT_BYTES 129
-#define BRAID_CACHE_INLINE_BYTES 80
+#define BRAID_CACHE_SLOT_BYTES 137
+#define BRAID_CACHE_INLINE_BYTES 88
 #define BRAID_CACHE_EXTERNAL_OVERHEAD 16
 #define BRAID_CACHE_BLOB_OVERHEAD 16
 
@@ -94,6 +105,10 @@ typedef struct braid_cache_opts_s {
   /* Most requests waiting on one key's load (the first one included); more get
    * BRAID_ETOOMANYWAITERS. Default 4096; 1 .. 2^20. */
   uint32_t max_waiters;
+  /* Most loads in flight at once (distinct keys being loaded, revalidations included); a memo
+   * call that would start one more gets BRAID_ETOOMANYWAITERS, so a flood of distinct misses
+   * against a slow loader cannot grow memory without bound. Default 4096; 1 .. 2^20. */
+  uint32_t max_loads;
   /* A load that has not completed after this long fails every waiter with BRAID_ETIMEDOUT
    * (its late result is discarded). 0 (the default): no timeout. At most 86400000. */
   uint64_t load_timeout_ms;
@@ -112,6 +127,8 @@ typedef struct braid_cache_opts_s {
    * most max_entries. Each stripe holds max_entries / stripes entries and
    * max_bytes / stripes bytes. Default 16. */
   uint32_t stripes;
+  /* The hash keys start with. Default BRAID_CACHE_HASH_FAST. */
+  braid_cache_hash_t hash;
 } braid_cache_opts_t;
 
 /* Counters since the cache was created. */
@@ -130,6 +147,8 @@ typedef struct braid_cache_stats_s {
   uint64_t expirations;   /* entries removed because their TTL passed */
   uint64_t entries;       /* entries held now */
   uint64_t bytes;         /* bytes charged now (see max_bytes) */
+  uint64_t hash_fallbacks; /* stores switched to SipHash-1-3 after a suspiciously long probe
+                              run (at most 1 per cache; 1 per stripe when shared) */
   double hit_ratio;       /* hits / (hits + misses), 0 when both are 0 */
 } braid_cache_stats_t;
 
@@ -240,7 +259,8 @@ typedef struct braid_cache_loader_s {
  * as is a stale value (stale-while-revalidate, which also starts one background reload).
  * cb runs exactly once when this returns 0, never otherwise.
  * Returns 0, BRAID_EINVAL (a NULL argument, key_len > 2^31, or a loader without the
- * function its mode needs), BRAID_ETOOMANYWAITERS (max_waiters already wait on this key),
+ * function its mode needs), BRAID_ETOOMANYWAITERS (max_waiters already wait on this key, or
+ * a new load is needed and max_loads are in flight),
  * BRAID_ECLOSED, BRAID_ENOMEM, or braid_work()'s error (the load could not be queued). */
 BRAID_EXTERN int braid_cache_memo(braid_cache_t *cache, const void *key, size_t key_len,
                                   const braid_cache_loader_t *loader, braid_cache_memo_cb cb,

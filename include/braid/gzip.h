@@ -23,12 +23,12 @@
  * after the last trailer has been verified.
  *
  * The one-shot and streaming decoders accept the same streams with one known exception:
- * where braid is built with libdeflate, the one-shot decoder tolerates a dynamic Huffman
- * header whose last code-length repeat runs past the number of lengths it declares (the
- * surplus is ignored); zlib, and so the stream filter, rejects it as BRAID_ECORRUPT. No
- * compressor writes such headers, the output is still bounded by every limit, and the
- * trailer check still applies; the fuzz target tests/fuzz/fuzz_gunzip.c pins this as the
- * only difference.
+ * where braid is built with libdeflate, the one-shot decoder, by libdeflate's design,
+ * decodes some invalid deflate bodies that zlib, and so the stream filter, rejects as
+ * BRAID_ECORRUPT (a code-length repeat past the declared count, 287/288 literal/length or
+ * 31/32 distance codes declared). No compressor writes them; the output is still bounded by
+ * every limit, and headers, check values and lengths are verified identically on both
+ * paths. The fuzz target tests/fuzz/fuzz_gunzip.c pins this as the only difference.
  *
  * Contexts and streams are not thread-safe: use each from one thread at a time. braid
  * allocates through the hook of braid/alloc.h (from threadpool threads too, for the async

@@ -426,6 +426,65 @@ static void test_goaway_ends_with_fin_not_reset(void **state) {
   fix_stop(&f);
 }
 
+/* A GOAWAY whose last_id is older than every request still pending (the oldest timed out
+ * before the server, stalled, read anything): every pending request fails with EGOAWAY at
+ * once (PROTOCOL.md: not taken, safe to retry), not only those after last_id + 1 counted
+ * from the head. The server here is a raw connection that reads and says nothing else. */
+static braid_conn_t *low_sconn;
+static int low_status[4];
+static void low_read(braid_conn_t *c, int status, const char *d, size_t l, void *a) {
+  (void)c, (void)status, (void)d, (void)l, (void)a;
+}
+static void low_close(braid_conn_t *c, int status, void *a) {
+  (void)c, (void)status, (void)a;
+  low_sconn = NULL;
+}
+static void low_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
+  (void)s, (void)arg;
+  low_sconn = conn;
+  braid_conn_callbacks_t cbs = {.on_read = low_read, .on_close = low_close};
+  braid_conn_set_callbacks(conn, &cbs);
+  assert_int_equal(braid_conn_read_start(conn), 0);
+}
+static void low_cb(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  (void)rpc;
+  low_status[(intptr_t)arg] = r->status;
+}
+
+static void test_goaway_below_head(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  bt_loop_init(&f.t);
+  f.copts.on_close = cli_on_close;
+  f.copts.arg = &f;
+  for (int i = 0; i < 4; i++)
+    low_status[i] = 1; /* not completed */
+  assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, low_on_conn, &f), 0);
+  assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
+                                 on_connect, &f, NULL), 0);
+  bt_run_until(&f.t, &f.connected, 5000);
+  assert_int_equal(braid_rpc_call(f.client, "a", 1, 50, low_cb, (void *)1), 0);
+  assert_int_equal(braid_rpc_call(f.client, "b", 1, 0, low_cb, (void *)2), 0);
+  assert_int_equal(braid_rpc_call(f.client, "c", 1, 0, low_cb, (void *)3), 0);
+  bt_run_for(&f.t, 200); /* request 1 times out: the client's oldest pending id is now 2 */
+  assert_int_equal(low_status[1], BRAID_ETIMEDOUT);
+  assert_non_null(low_sconn);
+  /* GOAWAY, last_id 0 (nothing taken), code 0, no reason. */
+  static const uint8_t ga[] = {0x42, 0x52, 1, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6,
+                               0, 0, 0, 0, 0, 0};
+  assert_int_equal(braid_conn_write(low_sconn, ga, sizeof(ga), NULL, NULL), 0);
+  for (int i = 0; i < 500 && (low_status[2] == 1 || low_status[3] == 1); i++)
+    bt_run_for(&f.t, 10);
+  assert_int_equal(low_status[2], BRAID_EGOAWAY);
+  assert_int_equal(low_status[3], BRAID_EGOAWAY);
+  braid_rpc_close(f.client);
+  assert_int_equal(braid_server_close(f.server, srv_closed_cb, &f), 0);
+  bt_run(&f.t, 5000);
+  bt_loop_done(&f.t);
+}
+
 /* Garbage from a client: the server answers with a connection ERROR and closes. */
 typedef struct raw_s {
   char rx[256];
@@ -628,6 +687,7 @@ int main(void) {
       cmocka_unit_test(test_ordered_protocol),
       cmocka_unit_test(test_goaway),
       cmocka_unit_test(test_goaway_ends_with_fin_not_reset),
+      cmocka_unit_test(test_goaway_below_head),
       cmocka_unit_test(test_garbage_gets_error_frame),
       cmocka_unit_test(test_other_version_gets_version_error),
       cmocka_unit_test(test_gzip_payloads),

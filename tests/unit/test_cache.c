@@ -80,6 +80,11 @@ static void test_opts_bounds(void **state) {
   o.max_waiters = 0;
   assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
   braid_cache_opts_init(&o);
+  o.max_loads = 0;
+  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  o.max_loads = (1u << 20) + 1;
+  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  braid_cache_opts_init(&o);
   o.negative_max_percent = 101;
   assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
   braid_cache_opts_init(&o);
@@ -401,7 +406,7 @@ static size_t inserts_for_bounds(void) {
 }
 
 /* Random-size inserts; value lengths below span: span 4500 makes most values external and
- * some too big, span 120 keeps most inline (key + value <= 80 bytes) so the table, not the
+ * some too big, span 120 keeps most inline (key + value <= 88 bytes) so the table, not the
  * values, is what fills the bound and must stop growing in time. */
 static void run_bounds(braid_cache_policy_t policy, size_t span) {
   assert_int_equal(braid_set_allocator(count_malloc, count_realloc, count_calloc, count_free), 0);
@@ -1078,6 +1083,145 @@ static void test_crafted_keys_spread(void **state) {
   free(keys);
 }
 
+/* Keys the store's hash sends to one slot (the test hook stands in for keys crafted against
+ * the fast hash): once an insert's probe run reaches the flood bound, the cache rehashes with
+ * SipHash-1-3, every entry stays reachable, runs are short again, and a load that was in
+ * flight across the switch still lands where lookups find it. */
+static void test_flood_falls_back_to_siphash(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  o.max_entries = 4096;
+  braid_cache_t *c = new_cache(&t, &o);
+  assert_int_equal(braid__cache_hash_mode(c), 0); /* fast by default */
+  assert_int_equal(braid__cache_test_weak_hash(c), 0);
+  async_src_t src = {0};
+  braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                             .arg = &src};
+  result_t r = {0};
+  assert_int_equal(braid_cache_memo(c, "k-pending", 9, &ld, on_result, &r), 0);
+  assert_int_equal(src.starts, 1);
+  enum { N = 1500 };
+  for (int i = 0; i < N; i++) {
+    char key[16];
+    snprintf(key, sizeof(key), "k%08d", i); /* all 9 bytes long: one weak hash value */
+    assert_int_equal(braid_cache_put(c, key, 9, &i, sizeof(i), 0), 0);
+    if (i == 1000)
+      assert_int_equal(braid__cache_hash_mode(c), 2); /* still colliding below the bound */
+  }
+  assert_int_equal(braid__cache_hash_mode(c), 1);
+  braid_cache_stats_t st = stats_of(c);
+  assert_int_equal(st.hash_fallbacks, 1);
+  assert_int_equal(st.entries, N);
+  size_t maxp, cap;
+  double mean;
+  braid__cache_probe_stats(c, &maxp, &mean, &cap);
+  if (maxp > 40 || mean > 3.0)
+    fail_msg("after the fall-back: max probe %zu, mean %.2f, %zu slots", maxp, mean, cap);
+  for (int i = 0; i < N; i++) {
+    char key[16];
+    int v = -1;
+    size_t len;
+    snprintf(key, sizeof(key), "k%08d", i);
+    assert_int_equal(braid_cache_get(c, key, 9, &v, sizeof(v), &len), 0);
+    assert_int_equal(v, i);
+  }
+  braid_blob_t *b;
+  assert_int_equal(braid_blob_copy(&b, "late", 4), 0);
+  assert_int_equal(braid_cache_load_done(src.load, 0, b), 0);
+  assert_int_equal(r.calls, 1);
+  char buf[8];
+  size_t len;
+  assert_int_equal(braid_cache_get(c, "k-pending", 9, buf, sizeof(buf), &len), 0);
+  assert_memory_equal(buf, "late", 4);
+  results_release(&r, 1);
+  close_cache(&t, c);
+  bt_loop_done(&t);
+}
+
+/* The SipHash-from-the-start option works the same way, and bad values are refused. */
+static void test_hash_option(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  assert_int_equal(o.hash, BRAID_CACHE_HASH_FAST);
+  o.hash = BRAID_CACHE_HASH_SIPHASH;
+  braid_cache_t *c = new_cache(&t, &o);
+  assert_int_equal(braid__cache_hash_mode(c), 1);
+  for (int i = 0; i < 3000; i++)
+    assert_int_equal(braid_cache_put(c, &i, sizeof(i), &i, sizeof(i), 0), 0);
+  for (int i = 0; i < 3000; i++) {
+    int v = -1;
+    size_t len;
+    assert_int_equal(braid_cache_get(c, &i, sizeof(i), &v, sizeof(v), &len), 0);
+    assert_int_equal(v, i);
+  }
+  assert_int_equal(stats_of(c).hash_fallbacks, 0);
+  close_cache(&t, c);
+  o.hash = (braid_cache_hash_t)2;
+  braid_cache_t *bad = NULL;
+  assert_int_equal(braid_cache_new(t.loop, &o, &bad), BRAID_EINVAL);
+  assert_null(bad);
+  braid_cache_shared_t *sh = NULL;
+  assert_int_equal(braid_cache_shared_new(&o, &sh), BRAID_EINVAL);
+  o.hash = BRAID_CACHE_HASH_SIPHASH;
+  assert_int_equal(braid_cache_shared_new(&o, &sh), 0);
+  for (int i = 0; i < 3000; i++)
+    assert_int_equal(braid_cache_shared_put(sh, &i, sizeof(i), &i, sizeof(i), 0), 0);
+  for (int i = 0; i < 3000; i++) {
+    int v = -1;
+    size_t len;
+    assert_int_equal(braid_cache_shared_get(sh, &i, sizeof(i), &v, sizeof(v), &len), 0);
+    assert_int_equal(v, i);
+  }
+  braid_cache_shared_free(sh);
+  bt_loop_done(&t);
+}
+
+/* Distinct misses against a loader that never finishes cannot pile up loads: the one past
+ * max_loads is refused (its callback never runs), joining a load in flight still works, and
+ * a completed load frees its place. */
+static void test_max_loads(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  o.max_loads = 3;
+  braid_cache_t *c = new_cache(&t, &o);
+  async_src_t src[4] = {{0}};
+  result_t r[5] = {{0}};
+  const char *keys[4] = {"a", "b", "c", "d"};
+  for (int i = 0; i < 3; i++) {
+    braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                               .arg = &src[i]};
+    assert_int_equal(braid_cache_memo(c, keys[i], 1, &ld, on_result, &r[i]), 0);
+  }
+  braid_cache_loader_t ld3 = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                              .arg = &src[3]};
+  assert_int_equal(braid_cache_memo(c, "d", 1, &ld3, on_result, &r[3]), BRAID_ETOOMANYWAITERS);
+  assert_int_equal(src[3].starts, 0);
+  assert_int_equal(braid_cache_memo(c, "a", 1, &ld3, on_result, &r[4]), 0); /* joins "a" */
+  braid_blob_t *b;
+  assert_int_equal(braid_blob_copy(&b, "A", 1), 0);
+  assert_int_equal(braid_cache_load_done(src[0].load, 0, b), 0);
+  assert_int_equal(r[0].calls, 1);
+  assert_int_equal(r[4].calls, 1);
+  assert_int_equal(braid_cache_memo(c, "d", 1, &ld3, on_result, &r[3]), 0);
+  assert_int_equal(src[3].starts, 1);
+  for (int i = 1; i < 4; i++)
+    assert_int_equal(braid_cache_load_done(src[i].load, BRAID_ECANCELED, NULL), 0);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(r[i].calls, 1);
+  results_release(r, 5);
+  close_cache(&t, c);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_opts_bounds),
@@ -1101,6 +1245,9 @@ int main(void) {
       cmocka_unit_test(test_close_cancels_waiters),
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_crafted_keys_spread),
+      cmocka_unit_test(test_flood_falls_back_to_siphash),
+      cmocka_unit_test(test_hash_option),
+      cmocka_unit_test(test_max_loads),
   };
   /* The slow suite runs only the bounds tests, at full size. */
   if (getenv("BRAID_CACHE_BOUND_INSERTS"))

@@ -882,6 +882,39 @@ static void test_framebuf_reject(void **state) {
   braid_framebuf_free(&fb);
 }
 
+/* A custom framer that is not prefix-stable: "need more" below 300 bytes, then a 10-byte
+ * message. The framebuf asked it about 200 bytes, appended 200 more, and must not hand back
+ * more bytes than it appended (that read before the pushed buffer): a clear EPROTO. */
+static int unstable_fn(void *arg, const uint8_t *buf, size_t len, braid_framer_msg_t *m) {
+  (void)arg;
+  (void)buf;
+  if (len < 300) {
+    m->need = 0;
+    return 0;
+  }
+  m->payload_off = 0;
+  m->payload_len = 10;
+  return 10;
+}
+
+static void test_custom_unstable_framer(void **state) {
+  (void)state;
+  braid_framer_t f;
+  braid_framebuf_t fb;
+  braid_framebuf_msg_t m;
+  assert_int_equal(braid_framer_init_custom(&f, unstable_fn, NULL, 4096), 0);
+  braid_framebuf_init(&fb, &f);
+  char *a = calloc(1, 200), *b = calloc(1, 200);
+  assert_int_equal(braid_framebuf_push(&fb, a, 200), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), 0);
+  assert_int_equal(braid_framebuf_push(&fb, b, 200), 0);
+  assert_int_equal(braid_framebuf_next(&fb, &m), BRAID_EPROTO);
+  assert_int_equal(braid_framebuf_next(&fb, &m), BRAID_EPROTO); /* sticky */
+  braid_framebuf_free(&fb);
+  free(a);
+  free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
@@ -894,6 +927,7 @@ int main(void) {
       cmocka_unit_test(test_delimiter_scan_resumes),
       cmocka_unit_test(test_random_streams),
       cmocka_unit_test(test_framebuf_reject),
+      cmocka_unit_test(test_custom_unstable_framer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
