@@ -100,9 +100,9 @@ static void fail(client_t *c, const char *what, unsigned i, const braid_rpc_resu
   if (r->status == BRAID_EREMOTE) /* the server's ERROR frame: a code and a message */
     fprintf(stderr, "kv_client: %s %s #%u: server error %s: %.*s\n", mode_names[c->mode], what,
             i, braid_frame_code_name(r->remote_code), (int)r->len, (const char *)r->data);
-  else
-    fprintf(stderr, "kv_client: %s %s #%u: status %s, %zu bytes\n", mode_names[c->mode], what, i,
-            braid_err_name(r->status), r->len);
+  else /* BRAID_EGOAWAY, or BRAID_ECLOSED after one: the server is draining, not broken */
+    fprintf(stderr, "kv_client: %s %s #%u: %s (%s)\n", mode_names[c->mode], what, i,
+            braid_err_name(r->status), braid_strerror(r->status));
 }
 
 /* One client per process; the answer callbacks' arg is the key's index, so they find the

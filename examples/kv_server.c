@@ -4,8 +4,10 @@
  *
  * It prints one line, "listening on ADDR:PORT", once it accepts connections, and serves the
  * GET / SET / DEL / MGET operations of docs/PROTOCOL.md section 9, one request per frame or
- * many in a BATCH frame. SIGINT or SIGTERM drains it: it stops accepting, gives open
- * connections a moment to finish, and exits 0.
+ * many in a BATCH frame. SIGINT or SIGTERM drains it: it stops accepting, tells every
+ * connected client GOAWAY (braid_server_drain does that for rpc channels), answers what it
+ * had taken, closes each connection as its last answer goes out (or at a 2 s deadline),
+ * and exits 0.
  *
  * Read it top to bottom: the store, the wire format, the rpc callbacks, then main. */
 #include <signal.h>
@@ -400,8 +402,11 @@ static void on_drained(braid_server_t *server, int status, void *arg) {
   fprintf(stderr, "kv_server: drained%s\n", status == BRAID_ETIMEDOUT ? " (deadline hit)" : "");
 }
 
-/* SIGINT or SIGTERM: stop accepting, give connections 2 s to finish, then close them. Once
- * the server and the signal handles are closed, the loop runs out of work and main returns. */
+/* SIGINT or SIGTERM: stop accepting and drain. The drain sends GOAWAY on every channel, so
+ * clients send nothing new (a pool moves to its other endpoints) and each connection closes
+ * once its requests are answered; the 2 s deadline only closes what is still open then.
+ * Once the server and the signal handles are closed, the loop runs out of work and main
+ * returns. */
 static void on_signal(uv_signal_t *sig, int signum) {
   server_t *sv = sig->data;
   fprintf(stderr, "kv_server: signal %d, draining\n", signum);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs kv_server on an ephemeral port, kv_client against it, then stops the server with
-# SIGTERM. Passes only if the client verified every value and both exited 0.
+# SIGTERM while clients are connected (kv_drain.py checks the GOAWAY drain). Passes only if
+# the client verified every value, the drain lost nothing, and both exited 0.
 # Usage: run_kv.sh path/to/kv_server path/to/kv_client path/to/PROTOCOL.md
 set -euo pipefail
 server=$1 client=$2 protocol_md=$3
@@ -19,7 +20,8 @@ port=${BASH_REMATCH[1]}
 timeout 60 "$client" --port "$port" --requests 5000
 # The kv test vectors of docs/PROTOCOL.md, byte for byte, against this server.
 timeout 30 python3 "$(dirname "$0")/kv_vectors.py" "$protocol_md" "$port"
-kill -TERM "$pid"
+# SIGTERM with clients connected: the drain sends GOAWAY, answers what it took, loses nothing.
+timeout 30 python3 "$(dirname "$0")/kv_drain.py" "$port" "$pid"
 status=0
 wait "$pid" || status=$?
 [[ $status -eq 0 ]] || { echo "kv_server exited $status after SIGTERM" >&2; exit 1; }

@@ -67,7 +67,7 @@ void braid_batcher_opts_init(braid_batcher_opts_t *o) {
 static int opts_check(const braid_batcher_opts_t *o) {
   if (o->max_items < 1 || o->max_items > 65536 || o->max_bytes < 1 ||
       o->max_bytes > ((size_t)1 << 24) || o->linger_us > 10000000 ||
-      o->timeout_ms > ((uint64_t)1 << 40))
+      o->timeout_ms > BRAID__DEADLINE_MAX_MS)
     return BRAID_EINVAL;
   return 0;
 }

@@ -56,12 +56,12 @@ void braid_client_opts_init(braid_client_opts_t *o) {
   o->family = AF_UNSPEC;
 }
 
-static int validate_opts(const braid_client_opts_t *o) {
+int braid__client_opts_check(const braid_client_opts_t *o) {
   if (braid_sockopts_validate(&o->sockopts) || braid_conn_opts_validate(&o->conn))
     return BRAID_EINVAL;
-  if (o->connect_timeout_ms > (UINT64_C(1) << 31) || o->retries > 1000)
+  if (o->connect_timeout_ms > BRAID__MS_MAX || o->retries > BRAID__RETRIES_MAX)
     return BRAID_EINVAL;
-  if (o->backoff_initial_ms < 1 || o->backoff_initial_ms > (UINT64_C(1) << 31) ||
+  if (o->backoff_initial_ms < 1 || o->backoff_initial_ms > BRAID__MS_MAX ||
       o->backoff_max_ms < o->backoff_initial_ms)
     return BRAID_EINVAL;
   /* Written so that NaN fails too. */
@@ -288,7 +288,7 @@ int braid_connect(braid_loop_t *loop, const char *host, int port, const braid_cl
     opts = *o;
   else
     braid_client_opts_init(&opts);
-  if (validate_opts(&opts))
+  if (braid__client_opts_check(&opts))
     return BRAID_EINVAL;
   if (loop->closing)
     return BRAID_ECLOSED;

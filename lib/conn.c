@@ -63,6 +63,8 @@ struct braid_conn_s {
   braid__flush_t flush;
   braid__node_t owner_node;
   braid__conn_owner_t *owner;
+  braid__conn_drain_fn drain_fn; /* the protocol on it, told when its server drains */
+  void *drain_arg;
   uv_write_t *wreq; /* made the first time the kernel pushes back */
 
   /* Options, as needed on the hot path. */
@@ -217,6 +219,18 @@ void braid__conn_discard(braid_conn_t *c) {
 
 void braid__conn_set_owner(braid_conn_t *c, braid__conn_owner_t *owner) {
   c->owner = owner;
+}
+
+void braid__conn_set_drain_hook(braid_conn_t *c, braid__conn_drain_fn fn, void *arg) {
+  c->drain_fn = fn;
+  c->drain_arg = arg;
+}
+
+void braid__conn_notify_drain(braid_conn_t *c) {
+  braid__conn_drain_fn fn = c->drain_fn;
+  c->drain_fn = NULL; /* once: a drain is not undone */
+  if (fn && braid_conn_is_open(c))
+    fn(c, c->drain_arg);
 }
 
 braid__node_t *braid__conn_node(braid_conn_t *c) {

@@ -164,6 +164,22 @@ static inline uint64_t braid__xorshift64(uint64_t *state) {
   return *state = x;
 }
 
+/* ---- option bounds shared by several modules ---------------------------------------- */
+
+/* The pool embeds client and rpc options, and the batcher and pool take per-request
+ * deadlines that end up on an rpc channel: one definition each, so the modules that check
+ * them cannot drift apart. The public headers document the same numbers. */
+#define BRAID__MS_MAX (UINT64_C(1) << 31)           /* timeouts, backoffs, lifetimes (ms) */
+#define BRAID__DEADLINE_MAX_MS (UINT64_C(1) << 40)  /* a request's deadline (ms) */
+#define BRAID__RETRIES_MAX 1000u                    /* client connect retries */
+#define BRAID__RPC_INFLIGHT_MAX (1u << 20)          /* rpc max_inflight */
+#define BRAID__RPC_QUEUED_MAX (1u << 24)            /* rpc max_queued */
+
+/* The owners' own checks of their options structs, for modules that embed them (the pool).
+ * Return 0 or BRAID_EINVAL. server: check o as a server channel's (on_request required). */
+int braid__client_opts_check(const braid_client_opts_t *o);
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server);
+
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 
 /* Told when a connection it owns has closed, just before the user's close callback runs
@@ -237,6 +253,17 @@ int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w);
  * room. */
 int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
                            uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg);
+
+/* The server that accepted conn starts to drain. The protocol that runs on the connection
+ * (an rpc server channel) registers this to ask its peer to stop sending new requests
+ * (GOAWAY) while the ones taken finish, so a drain loses nothing and ends as soon as the
+ * answers are out instead of at its deadline. The net layer knows no protocol: it only
+ * calls the hook. fn runs on conn's loop thread, at most once, and only while conn is open;
+ * fn NULL unregisters (do it before arg goes away). */
+typedef void (*braid__conn_drain_fn)(braid_conn_t *conn, void *arg);
+void braid__conn_set_drain_hook(braid_conn_t *conn, braid__conn_drain_fn fn, void *arg);
+/* Called by the server for each of its connections when its drain starts. */
+void braid__conn_notify_drain(braid_conn_t *conn);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 

@@ -143,38 +143,14 @@ void braid_pool_opts_init(braid_pool_opts_t *o) {
   o->eject_after_failures = 3;
   o->eject_base_ms = 1000;
   o->eject_max_ms = 30000;
-}
-
-static int client_opts_check(const braid_client_opts_t *o) {
-  if (braid_sockopts_validate(&o->sockopts) || braid_conn_opts_validate(&o->conn))
-    return BRAID_EINVAL;
-  if (o->connect_timeout_ms > (UINT64_C(1) << 31) || o->retries > 1000)
-    return BRAID_EINVAL;
-  if (o->backoff_initial_ms < 1 || o->backoff_initial_ms > (UINT64_C(1) << 31) ||
-      o->backoff_max_ms < o->backoff_initial_ms)
-    return BRAID_EINVAL;
-  if (!(o->backoff_jitter >= 0.0 && o->backoff_jitter <= 1.0))
-    return BRAID_EINVAL;
-  return 0;
-}
-
-static int rpc_opts_check(const braid_rpc_opts_t *o) {
-  if (o->mode != BRAID_RPC_BRAID && o->mode != BRAID_RPC_ORDERED)
-    return BRAID_EINVAL;
-  if (o->mode == BRAID_RPC_BRAID && braid_frame_check_max(o->max_payload_bytes))
-    return BRAID_EINVAL;
-  if (o->mode == BRAID_RPC_ORDERED && !o->framer_set)
-    return BRAID_EINVAL;
-  if (o->max_inflight < 1 || o->max_inflight > (1u << 20) || o->max_queued > (1u << 24))
-    return BRAID_EINVAL;
-  if (o->timeout_ms > (UINT64_C(1) << 40))
-    return BRAID_EINVAL;
-  return 0;
+  o->wait_for_ready = 0;
 }
 
 static int opts_check(const braid_pool_opts_t *o) {
-  const uint64_t ms_max = UINT64_C(1) << 31;
-  if (client_opts_check(&o->client) || rpc_opts_check(&o->rpc))
+  const uint64_t ms_max = BRAID__MS_MAX;
+  /* The embedded options are checked by their owners, so the pool accepts exactly what
+   * braid_connect() and braid_rpc_client() accept. */
+  if (braid__client_opts_check(&o->client) || braid__rpc_opts_check(&o->rpc, false))
     return BRAID_EINVAL;
   if (o->max_per_endpoint < 1 || o->max_per_endpoint > 65536)
     return BRAID_EINVAL;
@@ -196,6 +172,8 @@ static int opts_check(const braid_pool_opts_t *o) {
     return BRAID_EINVAL;
   if (o->eject_base_ms < 1 || o->eject_base_ms > ms_max || o->eject_max_ms < o->eject_base_ms ||
       o->eject_max_ms > ms_max)
+    return BRAID_EINVAL;
+  if (o->wait_for_ready != 0 && o->wait_for_ready != 1)
     return BRAID_EINVAL;
   return 0;
 }
@@ -238,6 +216,19 @@ static bool can_grow(const braid_pool_t *p, const endpoint_t *ep) {
 /* May new connections go to ep? Not while ejected; a probed endpoint gets one at a time. */
 static bool ep_usable_for_connect(const endpoint_t *ep) {
   return !ep->ejected && !(ep->probing && ep->n_connecting > 0);
+}
+
+/* Nothing can take a call until a probe brings an endpoint back. (An endpoint being probed
+ * is not ejected: calls wait for the probe's answer.) */
+static bool all_ejected(const braid_pool_t *p) {
+  for (unsigned i = 0; i < p->n_eps; i++)
+    if (!p->eps[i]->ejected)
+      return false;
+  return p->n_eps > 0;
+}
+
+static bool fail_fast(const braid_pool_t *p) {
+  return !p->o.wait_for_ready && all_ejected(p);
 }
 
 /* ---- call contexts ------------------------------------------------------------------- */
@@ -346,6 +337,20 @@ static void on_wait_timer(uv_timer_t *t) {
     p->stats.wait_timeouts++;
     braid_histogram_record(&p->stats.wait_time_us, (uv_hrtime() - c->wait_start_ns) / 1000);
     call_fail(p, c, NULL, BRAID_ETIMEDOUT);
+  }
+  wait_arm(p);
+}
+
+/* The last endpoint was just ejected: without wait_for_ready, everyone waiting fails now
+ * rather than at its acquire timeout. A callback may add an endpoint (then the rest wait
+ * for it) or close the pool (then close cancels the rest); either ends the loop. */
+static void fail_waiters_unavailable(braid_pool_t *p) {
+  while (!p->closing && !braid__list_empty(&p->waiters) && fail_fast(p)) {
+    pcall_t *c = BRAID__CONTAINER_OF(p->waiters.next, pcall_t, node);
+    dequeue(p, c);
+    p->stats.unavailable++;
+    braid_histogram_record(&p->stats.wait_time_us, (uv_hrtime() - c->wait_start_ns) / 1000);
+    call_fail(p, c, NULL, BRAID_EUNAVAILABLE);
   }
   wait_arm(p);
 }
@@ -650,8 +655,12 @@ static void on_connected(braid_connect_t *req, braid_conn_t *conn, int status, v
     p->stats.connect_failures++;
     ep->connect_failures++;
     ep->failures++;
-    if (ep->probing || ep->failures >= p->o.eject_after_failures)
+    if (ep->probing || ep->failures >= p->o.eject_after_failures) {
       eject(p, ep);
+      fail_waiters_unavailable(p);
+      if (p->closing)
+        return;
+    }
   }
   pump(p);
 }
@@ -805,7 +814,9 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
                  (st == BRAID_EREMOTE && r->remote_code == BRAID_WIRE_SHUTTING_DOWN);
   if (refused || conn_error(st))
     pc_retire(pc, WHY_ERROR); /* hand it out no more; it closes when its requests are done */
-  bool retry = !p->closing && !c->retried &&
+  /* No second send while every endpoint is ejected (without wait_for_ready): it could only
+   * fail with BRAID_EUNAVAILABLE, and this result says more. */
+  bool retry = !p->closing && !c->retried && !fail_fast(p) &&
                (refused || ((c->flags & BRAID_POOL_IDEMPOTENT) && c->reused && conn_error(st)));
   if (retry) {
     c->retried = true;
@@ -960,7 +971,7 @@ int braid_pool_add_endpoint(braid_pool_t *p, const char *host, int port) {
 int braid_pool_call(braid_pool_t *p, const void *data, size_t len, unsigned flags,
                     uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg) {
   if (!p || !cb || (!data && len) || (flags & ~(unsigned)BRAID_POOL_IDEMPOTENT) ||
-      timeout_ms > (UINT64_C(1) << 40))
+      timeout_ms > BRAID__DEADLINE_MAX_MS)
     return BRAID_EINVAL;
   if (p->closing)
     return BRAID_ECLOSED;
@@ -969,6 +980,10 @@ int braid_pool_call(braid_pool_t *p, const void *data, size_t len, unsigned flag
   if (len > UINT32_MAX ||
       (p->o.rpc.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING))
     return BRAID_ETOOBIG;
+  if (fail_fast(p)) {
+    p->stats.unavailable++;
+    return BRAID_EUNAVAILABLE;
+  }
   bool must_wait = !braid__list_empty(&p->waiters); /* FIFO: nobody overtakes a waiter */
   if (must_wait && p->n_waiting >= p->o.max_waiters) {
     p->stats.rejected++;
@@ -1016,6 +1031,10 @@ int braid_pool_acquire(braid_pool_t *p, braid_pool_acquire_cb cb, void *arg) {
     return BRAID_ECLOSED;
   if (p->n_eps == 0)
     return BRAID_EINVAL;
+  if (fail_fast(p)) {
+    p->stats.unavailable++;
+    return BRAID_EUNAVAILABLE;
+  }
   if (p->n_waiting >= p->o.max_waiters) {
     p->stats.rejected++;
     return BRAID_EPOOLFULL;

@@ -18,6 +18,7 @@
 #include "internal.h"
 
 #define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
+#define LINGER_MS 1000 /* server: how long a goaway waits for the peer to close, after FIN */
 
 enum { SLOT_HOLE = 0, SLOT_LIVE, SLOT_TOMBSTONE };
 
@@ -75,6 +76,7 @@ struct braid_rpc_s {
   bool server;
   bool closing;       /* braid_rpc_close() or a fatal error: no new work */
   bool goaway;        /* client: got one; server: sent one */
+  bool lingering;     /* server after goaway: FIN sent, reading until the peer closes */
   bool read_paused;
   bool above_wm;
   bool peer_eof;
@@ -122,16 +124,17 @@ void braid_rpc_opts_init(braid_rpc_opts_t *o) {
   o->gzip_level = 1;
 }
 
-static int opts_check(const braid_rpc_opts_t *o, bool server) {
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server) {
   if (o->mode != BRAID_RPC_BRAID && o->mode != BRAID_RPC_ORDERED)
     return BRAID_EINVAL;
   if (o->mode == BRAID_RPC_BRAID && braid_frame_check_max(o->max_payload_bytes))
     return BRAID_EINVAL;
   if (o->mode == BRAID_RPC_ORDERED && !o->framer_set)
     return BRAID_EINVAL;
-  if (o->max_inflight < 1 || o->max_inflight > (1u << 20) || o->max_queued > (1u << 24))
+  if (o->max_inflight < 1 || o->max_inflight > BRAID__RPC_INFLIGHT_MAX ||
+      o->max_queued > BRAID__RPC_QUEUED_MAX)
     return BRAID_EINVAL;
-  if (o->timeout_ms > ((uint64_t)1 << 40))
+  if (o->timeout_ms > BRAID__DEADLINE_MAX_MS)
     return BRAID_EINVAL;
   if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING || o->gzip_level < 1 ||
       o->gzip_level > 9)
@@ -390,7 +393,7 @@ static void pump_queue(braid_rpc_t *rpc) {
 
 int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts, unsigned nparts,
                          uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg) {
-  if (!rpc || !cb || rpc->server || (nparts && !parts) || timeout_ms > ((uint64_t)1 << 40))
+  if (!rpc || !cb || rpc->server || (nparts && !parts) || timeout_ms > BRAID__DEADLINE_MAX_MS)
     return BRAID_EINVAL;
   if (flags & ~BRAID_FRAME_FLAGS_KNOWN || (flags && rpc->o.mode != BRAID_RPC_BRAID))
     return BRAID_EINVAL;
@@ -562,6 +565,14 @@ static void arm_timer(braid_rpc_t *rpc, uint64_t deadline) {
 static void on_timer(uv_timer_t *t) {
   braid_rpc_t *rpc = t->data;
   rpc->timer_armed = false;
+  if (rpc->server) {
+    /* The only server timer: the linger after a goaway ran out; the peer did not close. */
+    if (rpc->lingering && rpc->conn && !rpc->closing) {
+      rpc->closing = true;
+      braid_conn_close(rpc->conn);
+    }
+    return;
+  }
   uint64_t now = braid__now(rpc->loop);
   uint64_t next = UINT64_MAX;
   /* Expire requests on the wire. Walk by id: callbacks may add requests or grow the ring. */
@@ -640,10 +651,29 @@ static braid_rpc_req_t *req_get(braid_rpc_t *rpc) {
 
 static void read_resume_maybe(braid_rpc_t *rpc) {
   if (rpc->read_paused && !rpc->above_wm && rpc->outstanding < rpc->o.max_inflight &&
-      !rpc->closing && !rpc->goaway && rpc->conn) {
+      !rpc->closing && rpc->conn) {
     rpc->read_paused = false;
     braid_conn_read_start(rpc->conn);
   }
+}
+
+/* Server, after its goaway, with every request taken answered. Closing now would reset the
+ * connection if requests the peer sent before it saw the goaway sit unread in the socket
+ * (close() with unread data sends RST), and an RST can make the peer's kernel drop the
+ * answers and the GOAWAY it has not read yet. So: FIN once the answers are flushed, read and
+ * drop what still comes (the peer fails those requests itself: they are above last_id) until
+ * the peer closes, which a braid client does on EOF, or LINGER_MS pass. */
+static void linger_close(braid_rpc_t *rpc) {
+  if (rpc->lingering)
+    return;
+  rpc->lingering = true;
+  if (braid_conn_shutdown(rpc->conn) != 0) {
+    rpc->closing = true;
+    braid_conn_close(rpc->conn);
+    return;
+  }
+  read_resume_maybe(rpc);
+  arm_timer(rpc, braid__now(rpc->loop) + LINGER_MS);
 }
 
 static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
@@ -658,10 +688,14 @@ static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
     braid__free(r);
   }
   read_resume_maybe(rpc);
-  if (rpc->outstanding == 0 && (rpc->peer_eof || rpc->goaway) && rpc->conn && !rpc->closing) {
-    /* The peer is done sending (or we said goaway) and everything is answered. */
-    rpc->closing = true;
-    braid_conn_close(rpc->conn);
+  if (rpc->outstanding == 0 && rpc->conn && !rpc->closing) {
+    if (rpc->peer_eof) {
+      /* The peer is done sending and everything is answered. */
+      rpc->closing = true;
+      braid_conn_close(rpc->conn);
+    } else if (rpc->goaway) {
+      linger_close(rpc);
+    }
   }
 }
 
@@ -1221,9 +1255,16 @@ static void on_timer_closed(uv_handle_t *h) {
   rpc_maybe_finish(rpc);
 }
 
-static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
+/* The server that accepted the connection drains: tell the client, so it sends nothing new
+ * here and the connection closes once the requests taken are answered. */
+static void on_server_drain(braid_conn_t *conn, void *arg) {
   (void)conn;
+  braid_rpc_goaway(arg, BRAID_WIRE_OK, "server draining"); /* BRAID_ECLOSED: said already */
+}
+
+static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
   braid_rpc_t *rpc = arg;
+  braid__conn_set_drain_hook(conn, NULL, NULL);
   if (status < 0 && (rpc->fail_status == 0 || rpc->fail_status == UV_EOF))
     rpc->fail_status = status;
   rpc->conn = NULL;
@@ -1238,7 +1279,7 @@ static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
 
 static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
                     bool server) {
-  if (!out || !conn || !o || opts_check(o, server) || !braid_conn_is_open(conn))
+  if (!out || !conn || !o || braid__rpc_opts_check(o, server) || !braid_conn_is_open(conn))
     return BRAID_EINVAL;
   braid_rpc_t *rpc = braid__calloc(1, sizeof(*rpc));
   if (!rpc)
@@ -1265,6 +1306,8 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     braid__free(rpc);
     return rc;
   }
+  if (server && o->mode == BRAID_RPC_BRAID)
+    braid__conn_set_drain_hook(conn, on_server_drain, rpc);
   uv_timer_init(braid_loop_uv(rpc->loop), &rpc->timer);
   rpc->timer.data = rpc;
   braid__loop_ref(rpc->loop);
@@ -1296,11 +1339,9 @@ int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {
     uv_buf_t part = uv_buf_init((char *)buf, (unsigned)n);
     write_frame(rpc, BRAID_FRAME_GOAWAY, 0, 0, &part, 1);
   }
-  pause_reading(rpc);
-  if (rpc->outstanding == 0) {
-    rpc->closing = true;
-    braid_conn_close(rpc->conn);
-  }
+  /* Reading goes on: requests read from here on get SHUTTING_DOWN (PROTOCOL.md 3.4). */
+  if (rpc->outstanding == 0)
+    linger_close(rpc);
   return 0;
 }
 

@@ -398,6 +398,13 @@ static void worker_drain(worker_t *w) {
     w->in_backoff = false;
     uv_timer_stop(&w->timer);
     close_listener(w);
+    /* Protocols that can say goodbye (rpc channels: GOAWAY) do so now, so their peers stop
+     * sending and the connections close as soon as what was taken is answered. A hook may
+     * start closing its connection; none leaves the list before its close callback. */
+    for (braid__node_t *n = w->conns.next, *next; n != &w->conns; n = next) {
+      next = n->next;
+      braid__conn_notify_drain(braid__conn_from_node(n));
+    }
     if (w->nconns > 0) {
       if (s->deadline_ms == 0)
         on_deadline(&w->timer);

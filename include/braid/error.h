@@ -46,7 +46,8 @@ extern "C" {
   XX(ENOTFOUND, -30016, "no such entry")                                                        \
   XX(ETOOMANYWAITERS, -30017, "too many waiters")                                               \
   XX(EREMOTE, -30018, "the peer answered with an error")                                        \
-  XX(EGOAWAY, -30019, "the peer is shutting down")
+  XX(EGOAWAY, -30019, "the peer is shutting down")                                            \
+  XX(EUNAVAILABLE, -30020, "no endpoint is available: every one is ejected")
 
 typedef enum {
 #define BRAID_ERR_ENUM_(name, value, msg) BRAID_##name = (value),

@@ -15,7 +15,9 @@
  *   waiter got no room in time);
  * - balancing across endpoints (round-robin or least-outstanding), and ejection of an
  *   endpoint whose connects keep failing, for a doubling backoff, after which one connection
- *   attempt probes it back;
+ *   attempt probes it back; while every endpoint is ejected, calls fail fast with
+ *   BRAID_EUNAVAILABLE instead of waiting out their acquire timeout (gRPC's default outside
+ *   "wait for ready"), unless wait_for_ready is set;
  * - a request that fails because a reused connection turned out dead is sent once more on a
  *   fresh connection when the caller marked it idempotent (never otherwise);
  * - a channel can be leased for exclusive use (braid_pool_acquire), e.g. to run a batcher.
@@ -40,8 +42,9 @@ typedef struct braid_pool_s braid_pool_t;
 typedef struct braid_pool_lease_s braid_pool_lease_t;
 
 /* braid_pool_acquire() finished: status 0 and a channel for your exclusive use (rpc) until
- * braid_pool_release(lease); or BRAID_ETIMEDOUT (no channel free within acquire_timeout_ms)
- * or BRAID_ECANCELED (the pool closed first), with lease and rpc NULL. Exactly once. */
+ * braid_pool_release(lease); or BRAID_ETIMEDOUT (no channel free within acquire_timeout_ms),
+ * BRAID_EUNAVAILABLE (every endpoint got ejected while it waited; see wait_for_ready) or
+ * BRAID_ECANCELED (the pool closed first), with lease and rpc NULL. Exactly once. */
 typedef void (*braid_pool_acquire_cb)(braid_pool_t *pool, braid_pool_lease_t *lease,
                                       braid_rpc_t *rpc, int status, void *arg);
 
@@ -64,11 +67,14 @@ enum {
 
 typedef struct braid_pool_opts_s {
   /* How connections are made: socket and connection options, connect timeout, and retries
-   * with backoff inside one connect (defaults of braid_client_opts_init()). */
+   * with backoff inside one connect (defaults of braid_client_opts_init()). Bounds: exactly
+   * what braid_connect() accepts (braid/client.h), checked by the same code. */
   braid_client_opts_t client;
   /* The channel on each connection: mode, framer, max payload, default request timeout;
    * max_inflight is the per-connection pipelining cap (set it to 1 for one request per
-   * connection at a time). on_close and arg are the pool's own: the pool overrides them. */
+   * connection at a time). on_close and arg are the pool's own: the pool overrides them.
+   * Bounds: exactly what braid_rpc_client() accepts (braid/rpc.h), checked by the same code,
+   * so a bad value fails braid_pool_new(), not every connect. */
   braid_rpc_opts_t rpc;
   /* Connections per endpoint (open, connecting and closing ones all count). Default 8;
    * bounds 1..65536. */
@@ -100,8 +106,8 @@ typedef struct braid_pool_opts_s {
   braid_pool_balance_t balance; /* default BRAID_POOL_ROUND_ROBIN */
   /* Consecutive failed connects to an endpoint that eject it (a connection that fails
    * after it was established does not count: peers restart). An ejected endpoint gets no
-   * calls and no connects; while every endpoint is ejected, calls wait in the queue (until
-   * a probe succeeds or acquire_timeout_ms passes). Default 3; bounds 1..1000. */
+   * calls and no connects; what calls do while every endpoint is ejected is wait_for_ready's
+   * choice. Default 3; bounds 1..1000. */
   unsigned eject_after_failures;
   /* Ejection length: eject_base_ms, doubling with each consecutive ejection, at most
    * eject_max_ms. Then one connect attempt probes the endpoint: success ends its ejections,
@@ -109,6 +115,21 @@ typedef struct braid_pool_opts_s {
    * max base..(1 << 31). */
   uint64_t eject_base_ms;
   uint64_t eject_max_ms;
+  /* What calls and lease requests do while every endpoint is ejected (the pool cannot send
+   * anything until a probe brings one back, which takes at least the rest of the shortest
+   * ejection).
+   * 0 (default), fail fast: braid_pool_call() and braid_pool_acquire() return
+   * BRAID_EUNAVAILABLE at once (the callback is not called), and the moment the last
+   * endpoint is ejected, every call and lease request already waiting completes with
+   * BRAID_EUNAVAILABLE, exactly once (retries of refused or idempotent calls included).
+   * The caller learns in one connect-failure round trip that the service is down, instead
+   * of after acquire_timeout_ms, and can shed load or try elsewhere.
+   * 1, wait for ready: they wait in the queue as they would for room, until a probe
+   * succeeds (then they are served in order) or acquire_timeout_ms passes (BRAID_ETIMEDOUT).
+   * Either way probes go on by themselves, calls or not: the first endpoint back makes the
+   * pool usable again. While some endpoint is not ejected (or being probed), nothing fails
+   * fast. Bounds 0..1. */
+  int wait_for_ready;
 } braid_pool_opts_t;
 
 /* One endpoint's state and counters. */
@@ -143,6 +164,7 @@ typedef struct braid_pool_stats_s {
   uint64_t closes_error;    /* closed by the peer or an error */
   uint64_t ejections;
   uint64_t retries; /* requests sent again (idempotent, or refused by a goaway) */
+  uint64_t unavailable; /* calls and lease requests failed fast: every endpoint ejected */
   braid_histogram_t wait_time_us; /* how long waiters waited for room, microseconds */
 } braid_pool_stats_t;
 
@@ -172,10 +194,14 @@ BRAID_EXTERN int braid_pool_add_endpoint(braid_pool_t *pool, const char *host, i
  * connection whatever the flags: it cannot have had an effect. With BRAID_POOL_IDEMPOTENT, one
  * that failed by a connection error (not BRAID_EREMOTE, not BRAID_ETIMEDOUT) on a reused
  * connection is sent once more too; a request is sent at most twice in all, and the second
- * result is the one reported. flags: 0 or
- * BRAID_POOL_IDEMPOTENT. Returns 0, BRAID_EINVAL (bad argument, or no endpoint added),
- * BRAID_ETOOBIG (braid mode: over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EPOOLFULL (the
- * wait queue is full), BRAID_ECLOSED (closing) or BRAID_ENOMEM; then cb is never called. */
+ * result is the one reported (the first, when every endpoint is ejected at that moment and
+ * wait_for_ready is 0: it is not sent again).
+ * - BRAID_EUNAVAILABLE with rpc NULL when it was waiting (for room, or for its second send)
+ *   and the last endpoint that was not ejected got ejected (unless wait_for_ready).
+ * flags: 0 or BRAID_POOL_IDEMPOTENT. Returns 0, BRAID_EINVAL (bad argument, or no endpoint
+ * added), BRAID_ETOOBIG (braid mode: over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EPOOLFULL
+ * (the wait queue is full), BRAID_EUNAVAILABLE (every endpoint is ejected now and
+ * wait_for_ready is 0), BRAID_ECLOSED (closing) or BRAID_ENOMEM; then cb is never called. */
 BRAID_EXTERN int braid_pool_call(braid_pool_t *pool, const void *data, size_t len,
                                  unsigned flags, uint64_t timeout_ms, braid_rpc_response_cb cb,
                                  void *arg);
@@ -187,8 +213,8 @@ BRAID_EXTERN int braid_pool_call(braid_pool_t *pool, const void *data, size_t le
  * the pool sends nothing on the channel, and neither the idle timeout nor the lifetime
  * closes it. Use rpc only through braid_rpc_call()/batchers, do not close it; if its
  * connection fails the channel refuses calls with BRAID_ECLOSED (the lease still needs its
- * release). Returns 0, BRAID_EINVAL (no endpoint), BRAID_EPOOLFULL, BRAID_ECLOSED or
- * BRAID_ENOMEM; then cb is never called. */
+ * release). Returns 0, BRAID_EINVAL (no endpoint), BRAID_EPOOLFULL, BRAID_EUNAVAILABLE
+ * (as braid_pool_call()), BRAID_ECLOSED or BRAID_ENOMEM; then cb is never called. */
 BRAID_EXTERN int braid_pool_acquire(braid_pool_t *pool, braid_pool_acquire_cb cb, void *arg);
 
 /* Gives a leased channel back to the pool (exactly once per lease; free any batcher on it

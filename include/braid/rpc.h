@@ -174,8 +174,16 @@ BRAID_EXTERN int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, co
 /* Server: the channel a request arrived on (valid until the request is answered). */
 BRAID_EXTERN braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req);
 
-/* Server, braid mode: sends GOAWAY (last id taken, code, reason), then stops reading; the
- * connection closes once every taken request is answered. Returns 0 or BRAID_ECLOSED. */
+/* Server, braid mode: sends GOAWAY (last id taken, code, reason; the reason is cut at 1024
+ * bytes). Requests read after it are answered with ERROR SHUTTING_DOWN and not handed to
+ * on_request. Once every taken request is answered the channel half-closes (FIN after the
+ * answers) and keeps reading, dropping what comes, until the client closes (a braid client
+ * does on EOF) or 1 s passes, then closes: closing with the client's late requests unread
+ * would send RST, which can destroy answers the client has not read yet.
+ * braid_server_drain() does this (code BRAID_WIRE_OK) for every braid-mode server channel
+ * on the server's connections, on every worker, so a draining rpc server needs no call of
+ * its own; call it yourself to shed one connection. Returns 0, BRAID_EINVAL (NULL, a client
+ * or an ordered-mode channel) or BRAID_ECLOSED (already sent, or closing). */
 BRAID_EXTERN int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason);
 
 /* Closes the channel: client requests still pending complete with BRAID_ECANCELED, answers

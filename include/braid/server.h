@@ -97,7 +97,13 @@ BRAID_EXTERN int braid_server_port(const braid_server_t *server);
 
 /* Graceful drain: stops accepting at once, lets open connections finish, and after
  * deadline_ms closes the ones still open (braid_conn_close: their queued writes still
- * flush). When everything is closed, cb(server, status) runs once and the server is freed.
+ * flush). Connections that carry a braid-protocol rpc server channel (braid/rpc.h) are
+ * asked to finish at once: each channel sends GOAWAY (code BRAID_WIRE_OK, as
+ * braid_rpc_goaway()), so its client sends nothing new there (requests it sent before it
+ * saw the GOAWAY fail with BRAID_EGOAWAY, safe to retry elsewhere; a pool does so itself)
+ * and the connection closes as soon as the requests taken are answered, not at the
+ * deadline. Other connections (ordered-mode channels, raw connections) get no notice: close
+ * them yourself when idle, or they last until the deadline. When everything is closed, cb(server, status) runs once and the server is freed.
  * deadline_ms 0 closes open connections at once. Returns 0, or BRAID_ECLOSED if a drain or
  * close already started (cb will not be called). */
 BRAID_EXTERN int braid_server_drain(braid_server_t *server, uint64_t deadline_ms,

@@ -1,5 +1,6 @@
 /* Clients over loopback: connect timeout against a listener whose backlog is full, refused
- * connects with retries and backoff, "localhost" resolution, IPv6, cancel at every stage,
+ * connects with retries and backoff, "localhost" resolution, IPv6, the fallback to the next
+ * resolved address, cancel at every stage,
  * and argument checks. */
 #include <errno.h>
 #include <fcntl.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -325,6 +327,145 @@ static void test_ipv6(void **state) {
   round_trip("::1", "::1", AF_UNSPEC, AF_INET6);
 }
 
+/* ---- the fallback to the next resolved address ------------------------------------------
+ *
+ * braid_connect() tries the resolver's addresses in order until one connects. On this kind of
+ * machine "localhost" resolves to 127.0.0.1 alone, so test_localhost never reaches a second
+ * address. These link-time wrappers (tests/meson.build passes -Wl,--wrap for this test) make
+ * one name resolve, through the real getaddrinfo() on the threadpool, to the loopback
+ * addresses of every family (what it answers for no name at all: ::1 and 127.0.0.1), and
+ * record the address of every connect braid starts. */
+
+#define FALLBACK_HOST "braid-fallback.test"
+
+int __real_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+                          const char *node, const char *service, const struct addrinfo *hints);
+int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+                          const char *node, const char *service, const struct addrinfo *hints);
+int __real_uv_tcp_connect(uv_connect_t *req, uv_tcp_t *handle, const struct sockaddr *addr,
+                          uv_connect_cb cb);
+int __wrap_uv_tcp_connect(uv_connect_t *req, uv_tcp_t *handle, const struct sockaddr *addr,
+                          uv_connect_cb cb);
+
+int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+                          const char *node, const char *service, const struct addrinfo *hints) {
+  if (node && strcmp(node, FALLBACK_HOST) == 0)
+    node = NULL;
+  return __real_uv_getaddrinfo(loop, req, cb, node, service, hints);
+}
+
+static struct sockaddr_storage attempts[8];
+static int n_attempts;
+
+int __wrap_uv_tcp_connect(uv_connect_t *req, uv_tcp_t *handle, const struct sockaddr *addr,
+                          uv_connect_cb cb) {
+  if (n_attempts < 8)
+    memcpy(&attempts[n_attempts], addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                       : sizeof(struct sockaddr_in));
+  n_attempts++;
+  return __real_uv_tcp_connect(req, handle, addr, cb);
+}
+
+static int same_ip(const struct sockaddr_storage *a, const struct sockaddr *b) {
+  if (a->ss_family != b->sa_family)
+    return 0;
+  if (a->ss_family == AF_INET6)
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+  return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+         ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+}
+
+static int port_of(const struct sockaddr_storage *a) {
+  return ntohs(a->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)a)->sin6_port
+                                        : ((const struct sockaddr_in *)a)->sin_port);
+}
+
+/* The first address refuses (a socket bound to its port there that does not listen, which
+ * answers a SYN with RST every time), the second has the server: the client connects to the
+ * second after exactly one failed attempt on the first, in the resolver's order. */
+static void test_fallback_to_second_address(void **state) {
+  (void)state;
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  assert_int_equal(getaddrinfo(NULL, "1", &hints, &res), 0);
+  if (!res->ai_next || res->ai_next->ai_family == res->ai_family) {
+    freeaddrinfo(res);
+    print_message("skipped: getaddrinfo() gives no second loopback address of another "
+                  "family here (no IPv6 loopback?)\n");
+    skip();
+  }
+  struct sockaddr_storage first, second;
+  memcpy(&first, res->ai_addr, res->ai_addrlen);
+  memcpy(&second, res->ai_next->ai_addr, res->ai_next->ai_addrlen);
+  freeaddrinfo(res);
+  char second_host[INET6_ADDRSTRLEN];
+  assert_int_equal(uv_ip_name((struct sockaddr *)&second, second_host, sizeof(second_host)), 0);
+  bt_loop_t t;
+  bt_loop_init(&t);
+  echo_t e;
+  braid_server_t *s = NULL;
+  int blocker = -1, port = 0;
+  for (int tries = 0; tries < 5 && blocker < 0; tries++) {
+    s = echo_start(&t, &e, second_host);
+    port = braid_server_port(s);
+    /* Take the same port on the first address, without listening. (Someone may hold it
+     * there already: then use another port.) */
+    struct sockaddr_storage a = first;
+    socklen_t alen = sizeof(struct sockaddr_in);
+    if (a.ss_family == AF_INET6) {
+      ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)port);
+      alen = sizeof(struct sockaddr_in6);
+    } else {
+      ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)port);
+    }
+    blocker = socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(blocker >= 0);
+    int one = 1;
+    if (a.ss_family == AF_INET6)
+      assert_int_equal(setsockopt(blocker, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)), 0);
+    if (bind(blocker, (struct sockaddr *)&a, alen) != 0) {
+      assert_int_equal(errno, EADDRINUSE);
+      close(blocker);
+      blocker = -1;
+      echo_stop(&t, s, &e);
+    }
+  }
+  assert_true(blocker >= 0);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o); /* family AF_UNSPEC, no retries: one round over the list */
+  result_t r;
+  result_init(&r, &t);
+  n_attempts = 0;
+  assert_int_equal(braid_connect(t.loop, FALLBACK_HOST, port, &o, on_connect, &r, NULL), 0);
+  bt_run_until(&t, &r.done, 5000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(n_attempts, 2);
+  assert_true(same_ip(&attempts[0], (struct sockaddr *)&first));
+  assert_int_equal(port_of(&attempts[0]), port);
+  assert_true(same_ip(&attempts[1], (struct sockaddr *)&second));
+  assert_int_equal(port_of(&attempts[1]), port);
+  struct sockaddr_storage peer;
+  assert_int_equal(braid_conn_peername(r.conn, &peer), 0);
+  assert_true(same_ip(&peer, (struct sockaddr *)&second));
+  result_close(&r);
+  /* With the server gone too, the one round ends with the last address's error. */
+  echo_stop(&t, s, &e);
+  assert_int_equal(e.server_conns, 1);
+  result_init(&r, &t);
+  n_attempts = 0;
+  assert_int_equal(braid_connect(t.loop, FALLBACK_HOST, port, &o, on_connect, &r, NULL), 0);
+  bt_run_until(&t, &r.done, 5000);
+  assert_int_equal(r.status, UV_ECONNREFUSED);
+  assert_int_equal(n_attempts, 2);
+  close(blocker);
+  bt_loop_done(&t);
+}
+
 static void test_cancel_resolving(void **state) {
   (void)state;
   bt_loop_t t;
@@ -492,6 +633,7 @@ int main(void) {
       cmocka_unit_test(test_localhost),
       cmocka_unit_test(test_localhost_v4_only),
       cmocka_unit_test(test_ipv6),
+      cmocka_unit_test(test_fallback_to_second_address),
       cmocka_unit_test(test_cancel_resolving),
       cmocka_unit_test(test_cancel_connecting),
       cmocka_unit_test(test_cancel_backing_off),

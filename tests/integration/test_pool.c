@@ -2,7 +2,9 @@
  * EPOOLFULL, connection caps checked on the servers' side), idle timeout, lifetime with
  * jitter, pre-warming, a peer closing connections (idempotent calls see nothing, others see
  * the failure), a server restart under load, a failing endpoint ejected and probed back,
- * round-robin and least-outstanding balancing, closing with waiters and requests in flight,
+ * round-robin and least-outstanding balancing, every endpoint ejected (fail fast, or wait for
+ * ready), a server's drain (GOAWAY: nothing lost, drain ends early), closing with waiters
+ * and requests in flight,
  * option bounds, and no fd or handle left behind. */
 #include <dirent.h>
 #include <stdio.h>
@@ -648,6 +650,8 @@ static void test_server_restart_under_load(void **state) {
   o.rpc.max_inflight = 8;
   o.eject_base_ms = 20;
   o.eject_max_ms = 40;
+  /* The only endpoint may be ejected while it restarts: the calls are to wait it out. */
+  o.wait_for_ready = 1;
   braid_pool_t *pool = pool_make(&t, &o, list, 1);
   static load_t l;
   memset(&l, 0, sizeof(l));
@@ -1004,6 +1008,270 @@ static void test_lease_with_batcher(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- every endpoint ejected ----------------------------------------------------------------- */
+
+static int wait_endpoint(bt_loop_t *t, braid_pool_t *pool, unsigned index, int ejected,
+                         uint64_t timeout_ms, braid_pool_endpoint_stats_t *es) {
+  uint64_t start = uv_now(&t->uv);
+  for (;;) {
+    assert_int_equal(braid_pool_endpoint_stats(pool, index, es), 0);
+    if (ejected ? es->ejected != 0 : (!es->ejected && es->open > 0))
+      return 1;
+    if (uv_now(&t->uv) - start > timeout_ms)
+      return 0;
+    bt_run_for(t, 5);
+  }
+}
+
+/* Two endpoints: while one is ejected the other serves and nothing fails fast; when the
+ * second goes down, the calls and the lease request queued for it fail with
+ * BRAID_EUNAVAILABLE as soon as it is ejected (not at the 10 s acquire timeout), each exactly
+ * once; new calls fail at once; and a probe brings the endpoint back without any call. */
+static void test_all_ejected_fail_fast(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t b, b2;
+  bt_loop_init(&t);
+  int dead = free_port(&t);
+  srv_start(&b, &t);
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.eject_after_failures = 2;
+  o.eject_base_ms = 200;
+  o.eject_max_ms = 200;
+  o.acquire_timeout_ms = 10000;
+  braid_pool_t *pool;
+  assert_int_equal(braid_pool_new(&pool, t.loop, &o), 0);
+  assert_int_equal(braid_pool_add_endpoint(pool, "127.0.0.1", dead), 0);
+  assert_int_equal(braid_pool_add_endpoint(pool, "127.0.0.1", b.port), 0);
+  static res_t res[8];
+  braid_pool_endpoint_stats_t es;
+  /* The dead one is ejected while b serves every call. */
+  for (int round = 0; round < 20; round++) {
+    reset_results(res, 4);
+    call_n(pool, res, 4, 0);
+    run_until_done(&t, 4, 3000);
+    check_echoed(res, 4);
+    assert_int_equal(braid_pool_endpoint_stats(pool, 0, &es), 0);
+    if (es.ejected)
+      break;
+  }
+  assert_int_equal(es.ejected, 1);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.unavailable, 0);
+  /* b goes down. Calls and a lease request queue for new connections to b; its second
+   * failed connect ejects it, the last one standing. (The dead one's 200 ms ejection may end
+   * first: its probe fails and ejects it again, so the outcome is the same.) */
+  srv_stop(&b);
+  bt_run_for(&t, 20); /* the pool sees its connections to b close */
+  reset_results(res, 8);
+  call_n(pool, res, 8, 0);
+  static lease_res_t l;
+  memset(&l, 0, sizeof(l));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l), 0);
+  uint64_t start = uv_now(&t.uv);
+  run_until_done(&t, 8, 5000);
+  static const volatile int *flag;
+  flag = &l.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_true(uv_now(&t.uv) - start < 5000); /* failed fast, not at the acquire timeout */
+  bt_run_for(&t, 50); /* nothing completes twice */
+  for (int i = 0; i < 8; i++) {
+    assert_int_equal(res[i].calls, 1);
+    assert_int_equal(res[i].status, BRAID_EUNAVAILABLE);
+    assert_int_equal(res[i].had_rpc, 0);
+  }
+  assert_int_equal(l.calls, 1);
+  assert_int_equal(l.status, BRAID_EUNAVAILABLE);
+  assert_null(l.lease);
+  assert_null(l.rpc);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.unavailable, 9);
+  assert_int_equal(st.wait_timeouts, 0);
+  assert_int_equal(st.waiting, 0);
+  /* Every endpoint is ejected now: calls and lease requests are refused at once, and their
+   * callbacks never run. */
+  assert_int_equal(braid_pool_endpoint_stats(pool, 1, &es), 0);
+  assert_int_equal(es.ejected, 1);
+  reset_results(res, 1);
+  assert_int_equal(braid_pool_call(pool, "x", 1, 0, 0, on_result, &res[0]), BRAID_EUNAVAILABLE);
+  memset(&l, 0, sizeof(l));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l), BRAID_EUNAVAILABLE);
+  bt_run_for(&t, 20);
+  assert_int_equal(res[0].calls, 0);
+  assert_int_equal(l.calls, 0);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.unavailable, 11);
+  /* b comes back on its port: after the backoff a probe (no call needed) reconnects, and
+   * calls go through again. */
+  memset(&b2, 0, sizeof(b2));
+  b2.t = &t;
+  braid_server_opts_init(&b2.so);
+  srv_listen(&b2, b.port);
+  assert_true(wait_endpoint(&t, pool, 1, 0, 3000, &es));
+  assert_int_equal(b2.accepted, 1);
+  reset_results(res, 8);
+  call_n(pool, res, 8, 0);
+  run_until_done(&t, 8, 3000);
+  check_echoed(res, 8);
+  pool_stop(&t, pool);
+  srv_stop(&b2);
+  bt_loop_done(&t);
+}
+
+/* With wait_for_ready, calls made while every endpoint is ejected wait in the queue, and the
+ * probe that finds the server back serves them, in order, with no error. */
+static void test_all_ejected_wait_for_ready(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  int port = free_port(&t);
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.eject_after_failures = 1;
+  o.eject_base_ms = 100;
+  o.eject_max_ms = 200;
+  o.acquire_timeout_ms = 10000;
+  o.wait_for_ready = 1;
+  braid_pool_t *pool;
+  assert_int_equal(braid_pool_new(&pool, t.loop, &o), 0);
+  assert_int_equal(braid_pool_add_endpoint(pool, "127.0.0.1", port), 0);
+  static res_t res[6];
+  reset_results(res, 6);
+  call_n(pool, res, 3, 0);
+  braid_pool_endpoint_stats_t es;
+  assert_true(wait_endpoint(&t, pool, 0, 1, 3000, &es));
+  /* Ejected, and still they wait; one more call joins them. */
+  assert_int_equal(done_count, 0);
+  assert_int_equal(braid_pool_call(pool, "req-3", 5, 0, 0, on_result, &res[3]), 0);
+  bt_run_for(&t, 20);
+  assert_int_equal(done_count, 0);
+  memset(&s, 0, sizeof(s));
+  s.t = &t;
+  braid_server_opts_init(&s.so);
+  srv_listen(&s, port);
+  run_until_done(&t, 4, 5000);
+  check_echoed(res, 4);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(res[i].order, i); /* FIFO */
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.unavailable, 0);
+  assert_true(st.ejections >= 1);
+  pool_stop(&t, pool);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
+/* ---- a server drains ------------------------------------------------------------------ */
+
+static int drained, drain_status;
+
+static void on_drained(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)arg;
+  drained = 1;
+  drain_status = status;
+}
+
+typedef struct raw_s {
+  braid_rpc_t *rpc;
+  int connected, closed;
+} raw_t;
+
+static void on_raw_close(braid_rpc_t *rpc, int status, void *arg) {
+  (void)rpc;
+  (void)status;
+  ((raw_t *)arg)->closed = 1;
+}
+
+static void on_raw_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+  (void)req;
+  raw_t *r = arg;
+  assert_int_equal(status, 0);
+  braid_rpc_opts_t o;
+  braid_rpc_opts_init(&o);
+  o.on_close = on_raw_close;
+  o.arg = r;
+  assert_int_equal(braid_rpc_client(&r->rpc, conn, &o), 0);
+  r->connected = 1;
+}
+
+/* braid_server_drain() sends GOAWAY on every rpc channel: a plain rpc client and a pool both
+ * stop sending there at once, while the requests the server had taken still finish; the
+ * pool carries on with the other endpoint; nothing is lost; and the drain ends when the last
+ * answer is out, not at its deadline (the client keeps its connection open: without the
+ * GOAWAY the drain could only end by closing it at the deadline, with BRAID_ETIMEDOUT). */
+static void test_drain_sends_goaway(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t a, b;
+  bt_loop_init(&t);
+  srv_start(&a, &t);
+  a.hold = 1;
+  srv_start(&b, &t);
+  srv_t *list[] = {&a, &b};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_per_endpoint = 2;
+  braid_pool_t *pool = pool_make(&t, &o, list, 2);
+  static raw_t raw;
+  memset(&raw, 0, sizeof(raw));
+  assert_int_equal(braid_connect(t.loop, "127.0.0.1", a.port, NULL, on_raw_connected, &raw,
+                                 NULL), 0);
+  bt_run_until(&t, &raw.connected, 3000);
+  static res_t res[41];
+  reset_results(res, 41);
+  res_t *raw_res = &res[40];
+  assert_int_equal(braid_rpc_call(raw.rpc, "req-0", 5, 0, on_result, raw_res), 0);
+  /* Twenty pool calls: a holds the ones it gets, b answers the rest. */
+  call_n(pool, res, 20, 0);
+  uint64_t start = uv_now(&t.uv);
+  while (a.n_held < 2 || done_count + a.n_held - 1 < 20) {
+    bt_run_for(&t, 5);
+    assert_true(uv_now(&t.uv) - start < 3000);
+  }
+  int held = a.n_held, a_requests = a.requests;
+  drained = 0;
+  assert_int_equal(braid_server_drain(a.server, 5000, on_drained, NULL), 0);
+  bt_run_for(&t, 200); /* the GOAWAYs cross loopback in the first iteration or two */
+  /* The GOAWAY arrived while the connection is still open (a request is still held on it):
+   * the channel takes no new request. */
+  assert_int_equal(raw_res->calls, 0);
+  assert_non_null(braid_rpc_conn(raw.rpc));
+  assert_int_equal(braid_rpc_call(raw.rpc, "x", 1, 0, on_result, &res[0]), BRAID_ECLOSED);
+  assert_int_equal(drained, 0);
+  /* The pool sends everything new to b meanwhile. */
+  int before = done_count;
+  call_n(pool, res + 20, 20, 0);
+  run_until_done(&t, before + 20, 3000);
+  check_echoed(res + 20, 20);
+  assert_int_equal(a.requests, a_requests);
+  assert_int_equal(a.n_held, held);
+  /* a answers what it took; every connection to it then closes and the drain ends. */
+  srv_release(&a);
+  start = uv_now(&t.uv);
+  bt_run_until(&t, &drained, 3000);
+  assert_int_equal(drain_status, 0);
+  assert_true(uv_now(&t.uv) - start < 3000);
+  bt_run_until(&t, &raw.closed, 3000);
+  assert_int_equal(raw_res->calls, 1);
+  assert_int_equal(raw_res->status, 0);
+  assert_int_equal(raw_res->len, 5);
+  assert_memory_equal(raw_res->data, "req-0", 5);
+  run_until_done(&t, 41, 3000);
+  check_echoed(res, 20);
+  check_echoed(res + 20, 20);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.unavailable, 0);
+  pool_stop(&t, pool);
+  srv_stop(&b);
+  bt_loop_done(&t);
+}
+
 static braid_pool_t *closing_pool;
 
 static void on_result_close_pool(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
@@ -1073,6 +1341,11 @@ static void test_options_and_arguments(void **state) {
   BAD(o.rpc.mode = BRAID_RPC_ORDERED); /* without a framer */
   BAD(o.client.retries = 5000);
   BAD(o.max_waiters = (1u << 24) + 1);
+  BAD(o.wait_for_ready = 2);
+  /* The embedded client and rpc options are held to their owners' bounds, all of them. */
+  BAD(o.client.family = 12345);
+  BAD(o.rpc.gzip_level = 10);
+  BAD(o.rpc.max_queued = (1u << 24) + 1);
 #undef BAD
   assert_int_equal(braid_pool_new(NULL, t.loop, NULL), BRAID_EINVAL);
   assert_int_equal(braid_pool_new(&pool, t.loop, NULL), 0);
@@ -1104,6 +1377,9 @@ int main(void) {
       cmocka_unit_test(test_least_outstanding_prefers_fast),
       cmocka_unit_test(test_close_with_waiters_and_inflight),
       cmocka_unit_test(test_lease_with_batcher),
+      cmocka_unit_test(test_all_ejected_fail_fast),
+      cmocka_unit_test(test_all_ejected_wait_for_ready),
+      cmocka_unit_test(test_drain_sends_goaway),
       cmocka_unit_test(test_close_from_a_callback),
       cmocka_unit_test(test_options_and_arguments),
   };

@@ -1,9 +1,14 @@
 /* Request/response channels over loopback: pipelining, out-of-order answers, one request's
  * deadline among many, the in-flight cap, connection loss with requests pending (each
  * completes exactly once), remote errors, batches, ordered (pipelined) protocols with
- * late answers, goaway, and garbage from the peer. */
+ * late answers, goaway (ending with FIN, not a reset), and garbage from the peer. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "../support.h"
 
@@ -318,6 +323,106 @@ static void test_goaway(void **state) {
   bt_run_until(&f.t, &f.client_closed, 5000);
   assert_int_equal(res[0].status, 0);
   assert_int_equal(res[1].status, 0);
+  fix_stop(&f);
+}
+
+/* Requests a client sent before it saw the goaway reach the server after it: the server
+ * reads them (SHUTTING_DOWN), answers what it took, then ends the connection with FIN and
+ * waits for the client to close. Closing with those requests unread would send RST instead,
+ * which can destroy answers the client has not read yet: the client must see a clean EOF. */
+static void raw_frame(uint8_t *out, uint8_t type, uint32_t id, const char *payload,
+                      uint32_t len) {
+  braid_frame_header_t h = {BRAID_FRAME_VERSION, type, 0, id, len};
+  assert_int_equal(braid_frame_header_encode(out, &h), BRAID_FRAME_HEADER_SIZE);
+  memcpy(out + BRAID_FRAME_HEADER_SIZE, payload, len);
+}
+
+static void test_goaway_ends_with_fin_not_reset(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.hold = 1;
+  fix_start(&f);
+  braid_rpc_close(f.client); /* this test talks through a plain socket */
+  bt_run_until(&f.t, &f.srv_closed, 5000);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  assert_int_equal(uv_ip4_addr("127.0.0.1", braid_server_port(f.server), &a), 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  uint8_t req[BRAID_FRAME_HEADER_SIZE + 1];
+  raw_frame(req, BRAID_FRAME_REQUEST, 1, "a", 1);
+  assert_int_equal(send(fd, req, sizeof(req), 0), (ssize_t)sizeof(req));
+  while (f.n_held < 1)
+    bt_run_for(&f.t, 5);
+  assert_int_equal(braid_rpc_goaway(f.srv_rpc, 0, "bye"), 0);
+  /* Two more requests, as if sent before the goaway arrived. */
+  uint8_t late[2 * sizeof(req)];
+  raw_frame(late, BRAID_FRAME_REQUEST, 2, "b", 1);
+  raw_frame(late + sizeof(req), BRAID_FRAME_REQUEST, 3, "c", 1);
+  assert_int_equal(send(fd, late, sizeof(late), 0), (ssize_t)sizeof(late));
+  bt_run_for(&f.t, 50);
+  f.outstanding--;
+  assert_int_equal(braid_rpc_respond(f.held[0].req, "A", 1), 0);
+  /* Read to the end while the loop runs. */
+  static uint8_t rx[4096];
+  size_t got = 0;
+  int end = 1; /* 0: EOF, else the errno */
+  for (int i = 0; i < 600 && end == 1; i++) {
+    bt_run_for(&f.t, 5);
+    for (;;) {
+      ssize_t n = recv(fd, rx + got, sizeof(rx) - got, MSG_DONTWAIT);
+      if (n > 0) {
+        got += (size_t)n;
+        continue;
+      }
+      if (n == 0)
+        end = 0;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK)
+        end = errno;
+      break;
+    }
+  }
+  assert_int_equal(end, 0); /* EOF: not ECONNRESET, not still open */
+  /* GOAWAY (last id 1), SHUTTING_DOWN for 2 and 3, the answer to 1. */
+  int goaways = 0, refused = 0, answered = 0;
+  for (size_t off = 0; off < got;) {
+    braid_frame_t fr;
+    int n = braid_frame_decode(rx + off, got - off, BRAID_FRAME_DEFAULT_MAX_PAYLOAD, &fr, NULL,
+                               NULL);
+    assert_true(n > 0);
+    off += (size_t)n;
+    uint16_t code;
+    const char *msg;
+    size_t mlen;
+    if (fr.hdr.type == BRAID_FRAME_GOAWAY) {
+      uint32_t last_id;
+      assert_int_equal(braid_frame_goaway_decode(fr.payload, fr.hdr.payload_len, &last_id,
+                                                 &code, &msg, &mlen),
+                       0);
+      assert_int_equal(last_id, 1);
+      goaways++;
+    } else if (fr.hdr.type == BRAID_FRAME_ERROR) {
+      assert_int_equal(
+          braid_frame_error_decode(fr.payload, fr.hdr.payload_len, &code, &msg, &mlen), 0);
+      assert_int_equal(code, BRAID_WIRE_SHUTTING_DOWN);
+      assert_true(fr.hdr.id == 2 || fr.hdr.id == 3);
+      refused++;
+    } else {
+      assert_int_equal(fr.hdr.type, BRAID_FRAME_RESPONSE);
+      assert_int_equal(fr.hdr.id, 1);
+      assert_int_equal(fr.hdr.payload_len, 1);
+      answered++;
+    }
+  }
+  assert_int_equal(goaways, 1);
+  assert_int_equal(refused, 2);
+  assert_int_equal(answered, 1);
+  /* The server waits for the client's close, then closes too. */
+  assert_int_equal(f.srv_closed, 1);
+  close(fd);
+  while (f.srv_closed < 2)
+    bt_run_for(&f.t, 5);
   fix_stop(&f);
 }
 
@@ -697,6 +802,7 @@ int main(void) {
       cmocka_unit_test(test_batch_split_into_requests),
       cmocka_unit_test(test_ordered_protocol),
       cmocka_unit_test(test_goaway),
+      cmocka_unit_test(test_goaway_ends_with_fin_not_reset),
       cmocka_unit_test(test_goaway_below_head),
       cmocka_unit_test(test_refused_frame_leaves_nothing),
       cmocka_unit_test(test_batch_over_inflight_cap),
