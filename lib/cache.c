@@ -274,12 +274,9 @@ static inline size_t core_find(const core_t *c, uint64_t h, const void *key, siz
   size_t mask = c->mask;
   size_t i = h & mask;
 #if defined(__GNUC__)
-  /* The home record's two lines, fetched while the tags are read; under LRU also its link,
-   * which a hit rewrites. */
+  /* The home record's two lines, fetched while the tags are read. */
   __builtin_prefetch(&c->recs[i]);
   __builtin_prefetch((const char *)&c->recs[i] + 64);
-  if (c->policy == BRAID_CACHE_LRU)
-    __builtin_prefetch(&c->links[i], 1);
 #endif
   uint8_t want = tag_of(h);
   for (;; i = (i + 1) & mask) {
