@@ -2,18 +2,15 @@
  *
  * Layout, chosen for the hit path (a hit at 1M entries is bound by memory round trips):
  * - The store is a flat open-addressing table of 128-byte records plus one tag byte per
- *   record (linear probing, at most 3/4 full, deletion by backward shift, so no tombstones).
- *   A small entry (key + value <= 88 bytes) lives entirely in its record; a larger
+ *   record (linear probing, at most 3/4 full, deletions leave tombstones until the next
+ *   rehash). A small entry (key + value <= 80 bytes) lives entirely in its record; a larger
  *   one keeps key and value in one external block. The tag (7 hash bits) and the home record
  *   are both addressed straight from the hash, so a hit overlaps their fetches: about one
  *   memory round trip, where a table of pointers needs two (slot, then entry) and a chained
  *   LRU needs three or more (bucket, node, list neighbours).
  * - Large tables are 2 MiB aligned and advised for transparent huge pages (no TLB misses).
- * - Policy lists link record indices, in an array of 8-byte links beside the records (16
- *   MiB at 2M slots, not 256 MiB of records): LRU's move to the tail on a hit writes its two
- *   neighbours' links, and those writes land in far fewer distinct cache lines and pages
- *   than the neighbours' records would. SIEVE only sets a byte in the record's first line
- *   (written only when clear).
+ * - Policy lists link record indices. LRU moves the record to the tail on a hit; SIEVE only
+ *   sets a byte in the record's first line (written only when clear).
  * - Keys are hashed with braid's fast keyed hash (braid/hash.h) by default: at a million
  *   entries a hit costs about one memory round trip, and what decides the throughput is how
  *   many lookups the CPU overlaps, which the hash's instruction count limits (SipHash-1-3
@@ -131,7 +128,7 @@ static inline bool key_equal(const unsigned char *a, const void *bv, size_t n) {
  * in one external allocation the record points to. A hit on a small entry therefore reads
  * the tag byte and the record, both addressed straight from the hash, so the two fetches
  * overlap: one memory round trip, where a pointer-based table needs two (slot, then entry). */
-#define REC_INLINE 88
+#define REC_INLINE 80
 #define NIL UINT32_MAX
 
 typedef struct rec_s {
@@ -148,12 +145,8 @@ typedef struct rec_s {
     unsigned char *ext;             /* the same, when they do not fit */
   } u;
   braid_blob_t *blob; /* the value, when held as a blob */
+  uint32_t prev, next; /* policy list (record indices): oldest first */
 } rec_t;
-
-/* A record's place in the policy list (record indices): oldest first. */
-typedef struct {
-  uint32_t prev, next;
-} link_t;
 
 /* Tag bytes, one per record: which slots are live, without touching the records. */
 #define TAG_EMPTY 0
@@ -178,9 +171,8 @@ typedef struct {
 
 typedef struct core_s {
   rec_t *recs;
-  link_t *links; /* links[i] belongs to recs[i] */
   uint8_t *tags;
-  void *raw;       /* the allocation recs, links and tags live in */
+  void *raw;       /* the allocation recs and tags live in */
   size_t mask;     /* capacity - 1 */
   size_t used;     /* live slots */
   uint32_t head, tail; /* oldest and newest entry */
@@ -200,13 +192,8 @@ typedef struct core_s {
  * slack that lets the records start on a 2 MiB boundary, marked for transparent huge pages
  * (a random probe into a large table then costs no TLB miss: a large share of a hit at 1M
  * entries, more so under a hypervisor). */
-#define SLOT_BYTES (sizeof(rec_t) + sizeof(link_t) + 1)
-_Static_assert(sizeof(rec_t) == 128, "a record is two cache lines");
-_Static_assert(SLOT_BYTES == BRAID_CACHE_SLOT_BYTES, "cache.h documents the slot cost");
-_Static_assert(REC_INLINE == BRAID_CACHE_INLINE_BYTES, "cache.h documents the inline size");
-
 static size_t store_cost(size_t cap) {
-  size_t b = cap * SLOT_BYTES;
+  size_t b = cap * (sizeof(rec_t) + 1);
   return b >= 2 * HUGE_PAGE ? b + HUGE_PAGE : b;
 }
 
@@ -216,17 +203,16 @@ static int store_alloc(core_t *c, size_t cap) {
   if (!raw)
     return BRAID_ENOMEM;
   char *base = raw;
-  if (cost != cap * SLOT_BYTES) {
+  if (cost != cap * (sizeof(rec_t) + 1)) {
     uintptr_t p = ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
     base += p - (uintptr_t)raw;
 #if defined(MADV_HUGEPAGE)
-    (void)madvise(base, cap * SLOT_BYTES, MADV_HUGEPAGE); /* advice only */
+    (void)madvise(base, cap * (sizeof(rec_t) + 1), MADV_HUGEPAGE); /* advice only */
 #endif
   }
   c->raw = raw;
   c->recs = (rec_t *)base;
-  c->links = (link_t *)(base + cap * sizeof(rec_t));
-  c->tags = (uint8_t *)(c->links + cap);
+  c->tags = (uint8_t *)(base + cap * sizeof(rec_t));
   memset(c->tags, TAG_EMPTY, cap);
   c->mask = cap - 1;
   c->used = 0;
@@ -292,25 +278,25 @@ static inline size_t core_find(const core_t *c, uint64_t h, const void *key, siz
 }
 
 static void list_unlink(core_t *c, uint32_t i) {
-  link_t *l = &c->links[i];
+  rec_t *r = &c->recs[i];
   if (c->hand == i)
-    c->hand = l->next; /* NIL when it was the newest */
-  if (l->prev != NIL)
-    c->links[l->prev].next = l->next;
+    c->hand = r->next; /* NIL when it was the newest */
+  if (r->prev != NIL)
+    c->recs[r->prev].next = r->next;
   else
-    c->head = l->next;
-  if (l->next != NIL)
-    c->links[l->next].prev = l->prev;
+    c->head = r->next;
+  if (r->next != NIL)
+    c->recs[r->next].prev = r->prev;
   else
-    c->tail = l->prev;
+    c->tail = r->prev;
 }
 
 static void list_push_back(core_t *c, uint32_t i) {
-  link_t *l = &c->links[i];
-  l->prev = c->tail;
-  l->next = NIL;
+  rec_t *r = &c->recs[i];
+  r->prev = c->tail;
+  r->next = NIL;
   if (c->tail != NIL)
-    c->links[c->tail].next = i;
+    c->recs[c->tail].next = i;
   else
     c->head = i;
   c->tail = i;
@@ -326,14 +312,13 @@ static void rec_release(rec_t *r) {
 static void store_move(core_t *c, size_t from, size_t to) {
   c->recs[to] = c->recs[from];
   c->tags[to] = c->tags[from];
-  link_t *l = &c->links[to];
-  *l = c->links[from];
-  if (l->prev != NIL)
-    c->links[l->prev].next = (uint32_t)to;
+  rec_t *r = &c->recs[to];
+  if (r->prev != NIL)
+    c->recs[r->prev].next = (uint32_t)to;
   else
     c->head = (uint32_t)to;
-  if (l->next != NIL)
-    c->links[l->next].prev = (uint32_t)to;
+  if (r->next != NIL)
+    c->recs[r->next].prev = (uint32_t)to;
   else
     c->tail = (uint32_t)to;
   if (c->hand == from)
@@ -394,18 +379,17 @@ static int store_rehash(core_t *c, size_t new_cap, bool recompute) {
     n.tags[j] = tag_of(h);
     n.recs[j] = *r;
     n.recs[j].hash = h;
-    n.links[j] = c->links[i];
     n.used++;
     map[i] = (uint32_t)j;
   }
   for (size_t j = 0; j < new_cap; j++) {
     if (n.tags[j] == TAG_EMPTY)
       continue;
-    link_t *l = &n.links[j];
-    if (l->prev != NIL)
-      l->prev = map[l->prev];
-    if (l->next != NIL)
-      l->next = map[l->next];
+    rec_t *r = &n.recs[j];
+    if (r->prev != NIL)
+      r->prev = map[r->prev];
+    if (r->next != NIL)
+      r->next = map[r->next];
   }
   n.head = c->head == NIL ? NIL : map[c->head];
   n.tail = c->tail == NIL ? NIL : map[c->tail];
@@ -434,7 +418,7 @@ static uint32_t core_victim(core_t *c) {
       return i;
     }
     r->visited = 0;
-    i = c->links[i].next != NIL ? c->links[i].next : c->head;
+    i = r->next != NIL ? r->next : c->head;
   }
 }
 
@@ -531,7 +515,7 @@ static inline rec_t *core_lookup(core_t *c, uint64_t h, const void *key, size_t 
   if (c->policy == BRAID_CACHE_SIEVE) {
     if (!r->visited)
       r->visited = 1;
-  } else if (c->links[i].next != NIL) {
+  } else if (r->next != NIL) {
     list_unlink(c, (uint32_t)i);
     list_push_back(c, (uint32_t)i);
   }

@@ -70,14 +70,14 @@ typedef enum {
 #define BRAID_CACHE_TTL_MAX (UINT64_C(1) << 40)
 
 /* What the byte bound charges. Entries live in slots of BRAID_CACHE_SLOT_BYTES each (a
- * 128-byte record, an 8-byte policy-list link and a tag byte), allocated with the hash table, which runs at most 3/4
+ * 128-byte record and a tag byte), allocated with the hash table, which runs at most 3/4
  * full; a key and an inline value of up to BRAID_CACHE_INLINE_BYTES together sit in the slot
  * and cost nothing more. Longer ones are stored in one external block, charged its length
  * plus BRAID_CACHE_EXTERNAL_OVERHEAD; a blob value is charged its length plus
  * BRAID_CACHE_BLOB_OVERHEAD. Tables of 4 MiB and more also allocate, and are charged, 2 MiB
  * of alignment slack (so they can use huge pages). */
-#define BRAID_CACHE_SLOT_BYTES 137
-#define BRAID_CACHE_INLINE_BYTES 88
+#define BRAID_CACHE_SLOT_BYTES 129
+#define BRAID_CACHE_INLINE_BYTES 80
 #define BRAID_CACHE_EXTERNAL_OVERHEAD 16
 #define BRAID_CACHE_BLOB_OVERHEAD 16
 

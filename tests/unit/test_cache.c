@@ -406,7 +406,7 @@ static size_t inserts_for_bounds(void) {
 }
 
 /* Random-size inserts; value lengths below span: span 4500 makes most values external and
- * some too big, span 120 keeps most inline (key + value <= 88 bytes) so the table, not the
+ * some too big, span 120 keeps most inline (key + value <= 80 bytes) so the table, not the
  * values, is what fills the bound and must stop growing in time. */
 static void run_bounds(braid_cache_policy_t policy, size_t span) {
   assert_int_equal(braid_set_allocator(count_malloc, count_realloc, count_calloc, count_free), 0);
