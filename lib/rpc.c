@@ -247,9 +247,10 @@ static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t i
  * hard cap, or memory ran out): the client would wait for that answer forever, or, with
  * ordered answers, match every later one to the wrong request. The connection is closed
  * (what is queued still goes out first); the client fails what it has pending. */
-static void answer_write_failed(braid_rpc_t *rpc, int rc) {
+static int answer_write_failed(braid_rpc_t *rpc, int rc) {
   if (rc && rpc->conn && braid_conn_is_open(rpc->conn))
     braid_conn_close(rpc->conn);
+  return rc;
 }
 
 static int send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
@@ -265,8 +266,8 @@ static int send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const 
 }
 
 /* A server's error answer: as send_error_frame(), closing the connection if it cannot go. */
-static void answer_error(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
-  answer_write_failed(rpc, send_error_frame(rpc, id, code, msg));
+static int answer_error(braid_rpc_t *rpc, uint32_t id, uint16_t code, const char *msg) {
+  return answer_write_failed(rpc, send_error_frame(rpc, id, code, msg));
 }
 
 /* A fatal protocol error: tell the peer (braid mode), then close. */
@@ -840,18 +841,19 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
   }
   if (rpc->o.mode == BRAID_RPC_BRAID) {
     req->answered = true;
+    int wrc = 0;
     if (open) {
       if (code) {
-        answer_error(rpc, req->id, code, data);
+        wrc = answer_error(rpc, req->id, code, data);
       } else {
         uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
-        answer_write_failed(rpc,
-                            write_payload_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1));
+        wrc = answer_write_failed(
+            rpc, write_payload_frame(rpc, BRAID_FRAME_RESPONSE, 0, req->id, &part, 1));
       }
     }
     req_put(rpc, req);
     rpc_maybe_finish(rpc); /* last: it may free the channel */
-    return open ? 0 : BRAID_ECLOSED;
+    return open && !wrc ? 0 : BRAID_ECLOSED;
   }
   /* Ordered: an answer goes out when every request before it has its answer; until then
    * a copy is held. After the connection is gone nothing is written, but the order of
@@ -870,7 +872,8 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
       rpc->ord_tail = NULL;
     if (open && len) {
       uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
-      answer_write_failed(rpc, write_whole(rpc, NULL, 0, &part, 1));
+      if (answer_write_failed(rpc, write_whole(rpc, NULL, 0, &part, 1)))
+        open = false; /* the answer is lost with the connection */
     }
     req_put(rpc, req);
   }

@@ -160,7 +160,10 @@ BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_
                                       braid_rpc_response_cb cb, void *arg);
 
 /* Server: answers req with data[0..len) (copied), and frees req. Returns 0; BRAID_ECLOSED
- * when the connection is gone (the answer is dropped, req is still freed); BRAID_ETOOBIG
+ * when the connection is gone (the answer is dropped, req is still freed), also when the
+ * answer could not be queued because the client stopped reading and the connection's write
+ * queue reached its hard cap (the connection is then closed: its client would otherwise
+ * wait for the answer forever); BRAID_ETOOBIG
  * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, or
  * already answered); BRAID_ENOMEM (req stays unanswered). */
 BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);
