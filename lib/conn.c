@@ -248,6 +248,10 @@ int braid_conn_set_callbacks(braid_conn_t *c, const braid_conn_callbacks_t *cbs)
   return 0;
 }
 
+braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c) {
+  return c->cbs;
+}
+
 /* ---- the write queue ------------------------------------------------------------------ */
 
 static seg_t *seg_at(braid_conn_t *c, unsigned i) {

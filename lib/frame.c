@@ -227,6 +227,9 @@ uint16_t braid_frame_code_from_err(int err) {
     return BRAID_WIRE_PROTOCOL;
   case BRAID_EINVAL:
     return BRAID_WIRE_BAD_REQUEST;
+  case BRAID_EUNAVAILABLE:
+  case BRAID_EPOOLFULL:
+    return BRAID_WIRE_OVERLOADED;
   default:
     return BRAID_WIRE_INTERNAL;
   }

@@ -217,6 +217,9 @@ braid_conn_t *braid__conn_from_node(braid__node_t *node);
  * header on the wire. */
 int braid__conn_write_check(braid_conn_t *c, size_t len);
 
+/* The callbacks conn has now (so a layer that fails to take conn over can put them back). */
+braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c);
+
 /* A write built in place: bytes appended into the loop's pooled write chunks, then queued on
  * a connection as they are, without another copy (braid__conn_write_wchain). For a message
  * assembled piece by piece (a batch answer) that would otherwise be built in a buffer of its

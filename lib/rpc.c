@@ -1302,10 +1302,13 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     braid__free(rpc);
     return rc;
   }
+  braid_conn_callbacks_t before = braid__conn_callbacks(conn);
   braid_conn_callbacks_t cbs = {on_read, on_conn_close, on_watermark, rpc};
   braid_conn_set_callbacks(conn, &cbs);
   rc = braid_conn_read_start(conn);
-  if (rc) {
+  if (rc) { /* nothing changed: conn keeps its callbacks, not ones aimed at freed memory */
+    braid_conn_set_callbacks(conn, &before);
+    braid_framebuf_free(&rpc->fb);
     braid__free(rpc);
     return rc;
   }

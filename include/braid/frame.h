@@ -161,7 +161,8 @@ BRAID_EXTERN int braid_frame_goaway_decode(const void *payload, size_t len, uint
 /* Maps a braid/libuv error code to the wire code a server sends for it (BRAID_ETOOBIG ->
  * TOO_BIG, BRAID_ENOTSUP -> UNSUPPORTED, BRAID_ETIMEDOUT -> TIMEOUT, BRAID_ECANCELED ->
  * CANCELED, BRAID_EGOAWAY -> SHUTTING_DOWN, BRAID_EPROTO -> PROTOCOL, BRAID_EINVAL ->
- * BAD_REQUEST, anything else -> INTERNAL; 0 -> OK). */
+ * BAD_REQUEST, BRAID_EUNAVAILABLE and BRAID_EPOOLFULL -> OVERLOADED (a proxy whose own
+ * upstream pool cannot take the request: retry later), anything else -> INTERNAL; 0 -> OK). */
 BRAID_EXTERN uint16_t braid_frame_code_from_err(int err);
 
 /* Returns the wire code's name ("PROTOCOL", "TOO_BIG", ..., "APP" for application codes,

@@ -137,7 +137,8 @@ BRAID_EXTERN void braid_rpc_opts_init(braid_rpc_opts_t *o);
 /* Makes conn a client channel: the channel sets conn's callbacks and starts reading; from
  * now on use conn only through the channel (its stats and addresses remain readable). o is
  * copied. Returns 0; BRAID_EINVAL (bad option, ordered mode without a framer, conn not
- * open: nothing changed); BRAID_ENOMEM. */
+ * open: nothing changed); BRAID_ENOMEM; or braid_conn_read_start()'s error (nothing changed:
+ * conn keeps its callbacks). */
 BRAID_EXTERN int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
 
 /* Makes conn a server channel (see braid_rpc_client; on_request is required). */

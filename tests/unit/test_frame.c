@@ -356,6 +356,8 @@ static void test_error_goaway_payloads(void **state) {
   assert_int_equal(braid_frame_code_from_err(BRAID_ENOTSUP), BRAID_WIRE_UNSUPPORTED);
   assert_int_equal(braid_frame_code_from_err(BRAID_ETOOBIG), BRAID_WIRE_TOO_BIG);
   assert_int_equal(braid_frame_code_from_err(UV_ECONNRESET), BRAID_WIRE_INTERNAL);
+  assert_int_equal(braid_frame_code_from_err(BRAID_EUNAVAILABLE), BRAID_WIRE_OVERLOADED);
+  assert_int_equal(braid_frame_code_from_err(BRAID_EPOOLFULL), BRAID_WIRE_OVERLOADED);
   assert_int_equal(braid_frame_code_from_err(0), BRAID_WIRE_OK);
 }
 
