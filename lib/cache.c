@@ -769,7 +769,10 @@ typedef struct {
 
 struct braid_cache_load_s {
   braid_cache_t *cache;  /* NULL once orphaned (timed out, or the cache closed) */
-  braid__node_t deadline; /* in cache->deadlines while a timeout applies */
+  /* In cache->deadlines while a timeout applies; after it timed out with its loader still
+   * running, in orphan_of->orphans (so max_loads still counts it) until the loader ends. */
+  braid__node_t deadline;
+  braid_cache_t *orphan_of;
   uint64_t hash; /* flight_hash() of the key */
   uint64_t deadline_ms;
   uint64_t ttl_ms;
@@ -793,6 +796,8 @@ struct braid_cache_s {
   braid_cache_opts_t opts;
   table_t flights;
   braid__node_t deadlines; /* loads with a timeout, oldest (earliest deadline) first */
+  braid__node_t orphans;   /* timed-out loads whose loader has not finished */
+  uint32_t orphan_count;
   uv_timer_t sweep_timer;
   uv_timer_t deadline_timer;
   int open_handles;
@@ -886,6 +891,10 @@ static void load_complete(braid_cache_load_t *l, int status, braid_blob_t *value
   braid_cache_t *c = l->cache;
   l->pending = false;
   if (!c) { /* orphaned: timed out or the cache closed; the waiters have been told */
+    if (l->orphan_of) {
+      braid__list_remove(&l->deadline);
+      l->orphan_of->orphan_count--;
+    }
     braid_blob_unref(value);
     load_free(l);
     return;
@@ -958,6 +967,11 @@ static void flight_abandon(braid_cache_t *c, braid_cache_load_t *l, int status) 
   l->cache = NULL;
   if (l->work)
     (void)braid_work_cancel(l->work);
+  if (l->pending && !c->closing) { /* its loader still holds it: it still counts */
+    l->orphan_of = c;
+    braid__list_push_back(&c->orphans, &l->deadline);
+    c->orphan_count++;
+  }
   flight_deliver(c, l, status, NULL);
   if (!l->pending)
     load_free(l);
@@ -1035,6 +1049,7 @@ int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts, braid_ca
     return rc;
   }
   braid__list_init(&c->deadlines);
+  braid__list_init(&c->orphans);
   uv_timer_init(loop->uv, &c->sweep_timer);
   uv_timer_init(loop->uv, &c->deadline_timer);
   c->sweep_timer.data = c;
@@ -1085,6 +1100,13 @@ int braid_cache_close(braid_cache_t *c, braid_cache_close_cb cb, void *arg) {
       }
     }
   }
+  /* Timed-out loads still running outlive the cache: they no longer report to it. */
+  while (!braid__list_empty(&c->orphans)) {
+    braid_cache_load_t *l = BRAID__CONTAINER_OF(c->orphans.next, braid_cache_load_t, deadline);
+    braid__list_remove(&l->deadline);
+    l->orphan_of = NULL;
+  }
+  c->orphan_count = 0;
   braid__free(c->flights.slots);
   c->flights.slots = NULL;
   core_destroy(&c->core);
@@ -1162,7 +1184,7 @@ int braid_cache_stats(const braid_cache_t *c, braid_cache_stats_t *out) {
 static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t klen,
                         const braid_cache_loader_t *ld, braid_cache_memo_cb cb, void *arg) {
   /* h: flight_hash() of key. */
-  if (c->flights.count >= c->opts.max_loads)
+  if (c->flights.count + c->orphan_count >= c->opts.max_loads)
     return BRAID_ETOOMANYWAITERS;
   if ((c->flights.count + 1) * 4 > (c->flights.mask + 1) * 3 && table_grow(&c->flights))
     return BRAID_ENOMEM;

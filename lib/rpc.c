@@ -19,6 +19,7 @@
 
 #define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
 #define LINGER_MS 1000 /* server: how long a goaway waits for the peer to close, after FIN */
+#define LINGER_FLUSH_MAX_MS 30000 /* ... and how long it waits for the answers to flush first */
 
 enum { SLOT_HOLE = 0, SLOT_LIVE, SLOT_TOMBSTONE };
 
@@ -77,6 +78,7 @@ struct braid_rpc_s {
   bool closing;       /* braid_rpc_close() or a fatal error: no new work */
   bool goaway;        /* client: got one; server: sent one */
   bool lingering;     /* server after goaway: FIN sent, reading until the peer closes */
+  uint64_t linger_since; /* loop time lingering began */
   bool read_paused;
   bool above_wm;
   bool peer_eof;
@@ -459,8 +461,10 @@ int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
     braid_frame_header_encode(hdr, &h);
     braid__wchain_overwrite(w, 0, hdr, sizeof(hdr));
     int rc = braid__conn_write_wchain(rpc->conn, w);
-    if (rc)
+    if (rc) {
+      rpc->stats.write_errors++;
       return rc;
+    }
     request_sent(rpc, id, deadline_for(rpc, timeout_ms), cb, arg);
     rpc->stats.calls++;
     return 0;
@@ -569,6 +573,16 @@ static void on_timer(uv_timer_t *t) {
   if (rpc->server) {
     /* The only server timer: the linger after a goaway ran out; the peer did not close. */
     if (rpc->lingering && rpc->conn && !rpc->closing) {
+      /* Answers still flushing to a slow reader: the FIN has not gone out, so the linger has
+       * not really begun; closing now would stop reading and reset the connection over the
+       * requests the peer sends meanwhile. Wait for the flush, within a bound. */
+      braid_conn_stats_t st;
+      braid_conn_stats(rpc->conn, &st);
+      uint64_t now = braid__now(rpc->loop);
+      if (st.queued_bytes && now - rpc->linger_since < LINGER_FLUSH_MAX_MS) {
+        arm_timer(rpc, now + LINGER_MS);
+        return;
+      }
       rpc->closing = true;
       braid_conn_close(rpc->conn);
     }
@@ -668,6 +682,7 @@ static void linger_close(braid_rpc_t *rpc) {
   if (rpc->lingering)
     return;
   rpc->lingering = true;
+  rpc->linger_since = braid__now(rpc->loop);
   if (braid_conn_shutdown(rpc->conn) != 0) {
     rpc->closing = true;
     braid_conn_close(rpc->conn);
@@ -761,34 +776,31 @@ static int batch_take(braid_rpc_t *rpc, batch_t *b, uint32_t i, uint16_t code, c
   return 0;
 }
 
-/* Every item of b has its answer: write the batch answer. */
-static void batch_send(braid_rpc_t *rpc, batch_t *b) {
+/* Every item of b has its answer: write the batch answer. Returns 0, or the error that kept
+ * it from going out (the connection is then closed or gone). */
+static int batch_send(braid_rpc_t *rpc, batch_t *b) {
   if (!rpc->conn || !braid_conn_is_open(rpc->conn))
-    return;
+    return BRAID_ECLOSED;
   batch_drain(rpc, b); /* an answer held for want of a chunk */
   size_t len = b->out.len - BRAID_FRAME_HEADER_SIZE;
   if (b->failed || b->next != b->count) {
-    answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
-    return;
+    return answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
   }
   if (len > BRAID_FRAME_MAX_PAYLOAD_CEILING) {
-    answer_error(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
-    return;
+    return answer_error(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
   }
   if (rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes) {
     /* Compression wants the payload flat; a compressing channel pays that copy anyway. */
     uint8_t *flat = braid__malloc(len);
     if (!flat) {
-      answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
-      return;
+      return answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
     }
     braid__wchain_copy_out(&b->out, BRAID_FRAME_HEADER_SIZE, flat, len);
     uv_buf_t part = uv_buf_init((char *)flat, (unsigned)len);
     int rc =
         write_payload_frame(rpc, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH, b->id, &part, 1);
     braid__free(flat);
-    answer_write_failed(rpc, rc);
-    return;
+    return answer_write_failed(rpc, rc);
   }
   braid_frame_header_t h = {BRAID_FRAME_VERSION, BRAID_FRAME_RESPONSE, BRAID_FRAME_FLAG_BATCH,
                             b->id, (uint32_t)len};
@@ -798,7 +810,7 @@ static void batch_send(braid_rpc_t *rpc, batch_t *b) {
   int rc = braid__conn_write_wchain(rpc->conn, &b->out); /* on failure freed with b */
   if (rc)
     rpc->stats.write_errors++;
-  answer_write_failed(rpc, rc);
+  return answer_write_failed(rpc, rc);
 }
 
 /* Writes held ordered answers that are now at the front. */
@@ -832,7 +844,8 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
       return rc;
     req->answered = true;
     if (++b->answered == b->count) {
-      batch_send(rpc, b);
+      if (batch_send(rpc, b))
+        open = false; /* the whole batch answer is lost with the connection */
       batch_free(rpc, b);
     }
     req_put(rpc, req);
@@ -1046,6 +1059,8 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
   braid_frame_t f = {*hdr, p};
   switch (f.hdr.type) {
   case BRAID_FRAME_PING: {
+    if (rpc->lingering) /* the FIN is out: no PONG can follow it */
+      return;
     uv_buf_t part = uv_buf_init((char *)p, (unsigned)len);
     write_frame(rpc, BRAID_FRAME_PONG, 0, f.hdr.id, &part, 1);
     return;
@@ -1056,7 +1071,10 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
     if (!rpc->server)
       break;
     if (rpc->goaway) {
-      answer_error(rpc, f.hdr.id, BRAID_WIRE_SHUTTING_DOWN, "shutting down");
+      /* Lingering, the FIN is out and nothing more can be written: drop it silently (the
+       * client fails it itself, its id being above the GOAWAY's last_id). */
+      if (!rpc->lingering)
+        answer_error(rpc, f.hdr.id, BRAID_WIRE_SHUTTING_DOWN, "shutting down");
       return;
     }
     rpc->last_seen_id = f.hdr.id;

@@ -105,9 +105,10 @@ typedef struct braid_cache_opts_s {
   /* Most requests waiting on one key's load (the first one included); more get
    * BRAID_ETOOMANYWAITERS. Default 4096; 1 .. 2^20. */
   uint32_t max_waiters;
-  /* Most loads in flight at once (distinct keys being loaded, revalidations included); a memo
-   * call that would start one more gets BRAID_ETOOMANYWAITERS, so a flood of distinct misses
-   * against a slow loader cannot grow memory without bound. Default 4096; 1 .. 2^20. */
+  /* Most loads in flight at once (distinct keys being loaded, revalidations included, and
+   * loads whose timeout passed while their loader still runs); a memo call that would start
+   * one more gets BRAID_ETOOMANYWAITERS, so a flood of distinct misses against a slow or
+   * hung loader cannot grow memory without bound. Default 4096; 1 .. 2^20. */
   uint32_t max_loads;
   /* A load that has not completed after this long fails every waiter with BRAID_ETIMEDOUT
    * (its late result is discarded). 0 (the default): no timeout. At most 86400000. */

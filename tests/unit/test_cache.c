@@ -1222,6 +1222,62 @@ static void test_max_loads(void **state) {
   bt_loop_done(&t);
 }
 
+/* Loads whose timeout passed while their (hung) loader still holds them keep counting
+ * against max_loads until the loader finishes: otherwise each timeout period could start
+ * max_loads more and memory would grow with every round. Once the loaders finish, new loads
+ * start again. */
+static void test_max_loads_counts_timed_out(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  o.max_loads = 2;
+  o.load_timeout_ms = 10;
+  braid_cache_t *c = new_cache(&t, &o);
+  enum { ROUNDS = 5, N = 2 * ROUNDS };
+  static async_src_t src[N + 1];
+  static result_t r[N + 1];
+  memset(src, 0, sizeof(src));
+  memset(r, 0, sizeof(r));
+  int started = 0, refused = 0;
+  for (int round = 0; round < ROUNDS; round++) {
+    for (int k = 0; k < 2; k++) {
+      int i = round * 2 + k;
+      char key[8];
+      snprintf(key, sizeof(key), "k%d", i);
+      braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                                 .arg = &src[i]};
+      int rc = braid_cache_memo(c, key, strlen(key), &ld, on_result, &r[i]);
+      if (rc == 0)
+        started += src[i].starts;
+      else if (rc == BRAID_ETOOMANYWAITERS)
+        refused++;
+    }
+    bt_run_for(&t, 30); /* the loads time out; their loader still holds them */
+  }
+  assert_int_equal(started, 2);
+  assert_int_equal(refused, N - 2);
+  for (int i = 0; i < N; i++) {
+    if (src[i].starts) {
+      assert_int_equal(r[i].calls, 1);
+      assert_int_equal(r[i].status, BRAID_ETIMEDOUT);
+      assert_int_equal(braid_cache_load_done(src[i].load, BRAID_ECANCELED, NULL), 0);
+    }
+  }
+  braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                             .arg = &src[N]};
+  assert_int_equal(braid_cache_memo(c, "again", 5, &ld, on_result, &r[N]), 0);
+  assert_int_equal(src[N].starts, 1);
+  /* One still held when the cache closes: its waiter hears ECANCELED, and the loader's late
+   * completion finds no cache. */
+  close_cache(&t, c);
+  assert_int_equal(r[N].calls, 1);
+  assert_int_equal(braid_cache_load_done(src[N].load, 0, NULL), BRAID_EINVAL);
+  results_release(r, N + 1);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_opts_bounds),
@@ -1248,6 +1304,7 @@ int main(void) {
       cmocka_unit_test(test_flood_falls_back_to_siphash),
       cmocka_unit_test(test_hash_option),
       cmocka_unit_test(test_max_loads),
+      cmocka_unit_test(test_max_loads_counts_timed_out),
   };
   /* The slow suite runs only the bounds tests, at full size. */
   if (getenv("BRAID_CACHE_BOUND_INSERTS"))
