@@ -692,17 +692,10 @@ static void linger_close(braid_rpc_t *rpc) {
   arm_timer(rpc, braid__now(rpc->loop) + LINGER_MS);
 }
 
-static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
+/* One request the server took is done with (answered, or a placeholder released). */
+static void outstanding_done(braid_rpc_t *rpc) {
   rpc->outstanding--;
   rpc->stats.inflight = rpc->outstanding;
-  braid__free(r->answer);
-  if (rpc->free_count < rpc->o.max_inflight) {
-    r->next = rpc->free_reqs;
-    rpc->free_reqs = r;
-    rpc->free_count++;
-  } else {
-    braid__free(r);
-  }
   read_resume_maybe(rpc);
   if (rpc->outstanding == 0 && rpc->conn && !rpc->closing) {
     if (rpc->peer_eof) {
@@ -713,6 +706,18 @@ static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
       linger_close(rpc);
     }
   }
+}
+
+static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
+  braid__free(r->answer);
+  if (rpc->free_count < rpc->o.max_inflight) {
+    r->next = rpc->free_reqs;
+    rpc->free_reqs = r;
+    rpc->free_count++;
+  } else {
+    braid__free(r);
+  }
+  outstanding_done(rpc);
 }
 
 static void batch_free(braid_rpc_t *rpc, batch_t *b) {
@@ -1025,6 +1030,87 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
 static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const uint8_t *p,
                              size_t len, int gz_err);
 
+/* A gzip-flagged payload that may inflate to a lot (INFLATE_OFFLOAD_IN compressed bytes, or
+ * a gzip trailer announcing INFLATE_OFFLOAD_OUT) is decompressed on the libuv threadpool, so
+ * a large body, or a peer sending many, never blocks the loop. The frame waits in an
+ * inflate_t holding a copy of the compressed bytes; on the server it counts as a request
+ * taken (in-flight cap, drain and close wait for it); the channel is held by a reference. */
+#define INFLATE_OFFLOAD_IN ((size_t)16 << 10)
+#define INFLATE_OFFLOAD_OUT ((uint32_t)256 << 10)
+
+typedef struct {
+  braid_rpc_t *rpc;
+  braid_frame_header_t hdr;
+  size_t len;
+  uint8_t data[]; /* the compressed payload */
+} inflate_t;
+
+static void server_take(braid_rpc_t *rpc, const braid_frame_header_t *hdr, const uint8_t *p,
+                        size_t len, int gz_err);
+
+static void on_inflated(braid_loop_t *loop, int status, void *out, size_t out_len, void *arg) {
+  (void)loop;
+  inflate_t *z = arg;
+  braid_rpc_t *rpc = z->rpc;
+  if (status == 0)
+    z->hdr.flags &= (uint8_t)~BRAID_FRAME_FLAG_GZIP;
+  if (rpc->server) {
+    /* Taken before any goaway or close that came since: handled as if it had just arrived
+     * (its answer is dropped if the connection is gone). Dispatch first, then release the
+     * placeholder, so the count of requests taken never touches zero in between. */
+    if (!rpc->closing && rpc->conn)
+      server_take(rpc, &z->hdr, out, out_len, status);
+    outstanding_done(rpc);
+    rpc_maybe_finish(rpc);
+  } else if (!rpc->closing && rpc->conn) {
+    client_answer(rpc, z->hdr.id, status, 0, z->hdr.flags, status ? NULL : out,
+                  status ? 0 : out_len);
+  }
+  braid_gzip_buf_free(out);
+  braid__free(z);
+  braid__rpc_unref(rpc);
+}
+
+static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
+                              const uint8_t *p, size_t len) {
+  bool request = hdr->type == BRAID_FRAME_REQUEST && rpc->server;
+  if (!(request || (hdr->type == BRAID_FRAME_RESPONSE && !rpc->server)))
+    return false; /* the synchronous path says what is wrong with it */
+  uint32_t isize = len >= 4 ? (uint32_t)p[len - 4] | (uint32_t)p[len - 3] << 8 |
+                                  (uint32_t)p[len - 2] << 16 | (uint32_t)p[len - 1] << 24
+                            : 0;
+  if (len < INFLATE_OFFLOAD_IN && isize < INFLATE_OFFLOAD_OUT)
+    return false;
+  if (request && rpc->goaway)
+    return false; /* refused (or dropped) by the synchronous path without inflating */
+  inflate_t *z = braid__malloc(sizeof(*z) + len);
+  if (!z)
+    return false; /* inflate it here instead */
+  z->rpc = rpc;
+  z->hdr = *hdr;
+  z->len = len;
+  memcpy(z->data, p, len);
+  braid_gzip_opts_t go;
+  braid_gzip_opts_init(&go);
+  go.max_output_bytes = rpc->o.max_payload_bytes; /* as channel_gzip() */
+  go.max_members = 1;
+  go.offload_threshold_bytes = 0;
+  if (braid_gzip_decompress_async(rpc->loop, &go, z->data, len, on_inflated, z) != 0) {
+    braid__free(z);
+    return false;
+  }
+  braid__rpc_ref(rpc);
+  rpc->stats.inflated_offloaded++;
+  if (request) {
+    rpc->last_seen_id = hdr->id;
+    rpc->outstanding++; /* the placeholder */
+    rpc->stats.inflight = rpc->outstanding;
+    if (rpc->outstanding >= rpc->o.max_inflight)
+      pause_reading(rpc);
+  }
+  return true;
+}
+
 static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   braid_frame_t f;
   braid_frame_reject_t rej;
@@ -1037,6 +1123,8 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   size_t len = f.hdr.payload_len;
   void *inflated = NULL; /* a gzip-flagged payload, decompressed; freed below */
   int gz_err = 0;
+  if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) && inflate_offloaded(rpc, &f.hdr, p, len))
+    return;
   if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) &&
       (f.hdr.type == BRAID_FRAME_REQUEST || f.hdr.type == BRAID_FRAME_RESPONSE)) {
     braid_gzip_t *gz = channel_gzip(rpc);
@@ -1050,6 +1138,25 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   }
   on_braid_payload(rpc, &f.hdr, p, len, gz_err);
   braid_gzip_buf_free(inflated);
+}
+
+/* Server: hands a request (or batch) it has taken to the handler; gz_err is the
+ * decompression error of a gzip-flagged payload, or 0. */
+static void server_take(braid_rpc_t *rpc, const braid_frame_header_t *hdr, const uint8_t *p,
+                        size_t len, int gz_err) {
+  if (gz_err) {
+    /* One bad or oversized compressed request fails alone; the connection goes on. */
+    bool big = gz_err == BRAID_EOUTPUTCAP || gz_err == BRAID_ERATIO;
+    answer_error(rpc, hdr->id, big ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_BAD_REQUEST,
+                 braid_strerror(gz_err));
+    return;
+  }
+  if (hdr->flags & BRAID_FRAME_FLAG_BATCH)
+    server_batch(rpc, hdr->id, p, len);
+  else
+    server_request(rpc, hdr->id, p, len);
+  if (rpc->outstanding >= rpc->o.max_inflight)
+    pause_reading(rpc);
 }
 
 /* A whole frame with its payload as the application sees it (decompressed); gz_err is the
@@ -1078,19 +1185,7 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
       return;
     }
     rpc->last_seen_id = f.hdr.id;
-    if (gz_err) {
-      /* One bad or oversized compressed request fails alone; the connection goes on. */
-      bool big = gz_err == BRAID_EOUTPUTCAP || gz_err == BRAID_ERATIO;
-      answer_error(rpc, f.hdr.id, big ? BRAID_WIRE_TOO_BIG : BRAID_WIRE_BAD_REQUEST,
-                   braid_strerror(gz_err));
-      return;
-    }
-    if (f.hdr.flags & BRAID_FRAME_FLAG_BATCH)
-      server_batch(rpc, f.hdr.id, p, len);
-    else
-      server_request(rpc, f.hdr.id, p, len);
-    if (rpc->outstanding >= rpc->o.max_inflight)
-      pause_reading(rpc);
+    server_take(rpc, &f.hdr, p, len, gz_err);
     return;
   case BRAID_FRAME_RESPONSE:
     if (rpc->server)

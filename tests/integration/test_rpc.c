@@ -735,6 +735,10 @@ static void test_gzip_payloads(void **state) {
       braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &junk, 1, 0, on_result, &r_bad), 0);
   assert_int_equal(braid_rpc_call(f.client, "still here", 10, 0, on_result, &r_after), 0);
   bt_run_until(&f.t, &r_after.calls, 5000);
+  /* Those two announce large sizes in their gzip trailers (1 MiB; the junk's last four bytes
+   * read as a huge size), so they are inflated on the threadpool and may answer later. */
+  bt_run_until(&f.t, &r_bomb.calls, 5000);
+  bt_run_until(&f.t, &r_bad.calls, 5000);
   assert_int_equal(r_bomb.status, BRAID_EREMOTE);
   assert_int_equal(r_bomb.code, BRAID_WIRE_TOO_BIG);
   assert_int_equal(r_bad.status, BRAID_EREMOTE);
@@ -748,6 +752,65 @@ static void test_gzip_payloads(void **state) {
   o.gzip_level = 0;
   braid_rpc_t *r;
   assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  fix_stop(&f);
+}
+
+/* Large gzip-flagged payloads are inflated on the threadpool, both ways (the request on the
+ * server, the echoed answer on the client), and arrive intact; a connection that closes while
+ * a request is inflating leaves nothing behind (the server channel still closes once). */
+static void test_gzip_large_offloaded(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.sopts.gzip_min_bytes = 512;
+  f.sopts.max_payload_bytes = 4 << 20;
+  f.copts.gzip_min_bytes = 512;
+  f.copts.max_payload_bytes = 4 << 20;
+  fix_start(&f);
+  enum { BIG = 1 << 20 };
+  char *text = malloc(BIG);
+  uint64_t x = 88172645463325252u;
+  for (size_t i = 0; i < BIG; i++) { /* compressible, not trivially: words from a small set */
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    text[i] = "abcdefgh "[x % 9];
+  }
+  static res_t r;
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(braid_rpc_call(f.client, text, BIG, 0, on_result, &r), 0);
+  bt_run_until(&f.t, &r.calls, 10000);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.len, sizeof(r.data)); /* res_t keeps the first 4 KiB */
+  assert_memory_equal(r.data, text, sizeof(r.data));
+  braid_rpc_stats_t cs, ss;
+  braid_rpc_stats(f.client, &cs);
+  braid_rpc_stats(f.srv_rpc, &ss);
+  assert_int_equal(ss.inflated_offloaded, 1);
+  assert_int_equal(cs.inflated_offloaded, 1);
+  /* Small ones stay on the loop. */
+  static res_t small;
+  memset(&small, 0, sizeof(small));
+  assert_int_equal(braid_rpc_call(f.client, text, 2000, 0, on_result, &small), 0);
+  bt_run_until(&f.t, &small.calls, 5000);
+  assert_int_equal(small.status, 0);
+  braid_rpc_stats(f.srv_rpc, &ss);
+  assert_int_equal(ss.inflated_offloaded, 1);
+  /* A big request, then the client goes away at once: the server's inflate finishes after
+   * its connection closed; the answer is dropped and the channel closes exactly once. */
+  static res_t gone;
+  memset(&gone, 0, sizeof(gone));
+  assert_int_equal(braid_rpc_call(f.client, text, BIG, 0, on_result, &gone), 0);
+  while (f.srv_rpc) {
+    braid_rpc_stats(f.srv_rpc, &ss);
+    if (ss.inflated_offloaded == 2)
+      break;
+    uv_run(&f.t.uv, UV_RUN_ONCE);
+  }
+  braid_rpc_close(f.client);
+  bt_run_until(&f.t, &f.srv_closed, 5000);
+  assert_int_equal(gone.calls, 1);
+  assert_int_equal(gone.status, BRAID_ECANCELED);
+  assert_int_equal(f.srv_closed, 1);
+  free(text);
   fix_stop(&f);
 }
 
@@ -809,6 +872,7 @@ int main(void) {
       cmocka_unit_test(test_garbage_gets_error_frame),
       cmocka_unit_test(test_other_version_gets_version_error),
       cmocka_unit_test(test_gzip_payloads),
+      cmocka_unit_test(test_gzip_large_offloaded),
       cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
