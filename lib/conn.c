@@ -610,10 +610,6 @@ void braid__wchain_free(braid_loop_t *loop, braid__wchain_t *w) {
   *w = (braid__wchain_t){NULL, NULL, 0, 0};
 }
 
-int braid__conn_write_check(braid_conn_t *c, size_t len) {
-  return write_check(c, len);
-}
-
 int braid__conn_write_wchain(braid_conn_t *c, braid__wchain_t *w) {
   int rc = write_check(c, w->len);
   if (rc)
@@ -660,11 +656,10 @@ static int queue_empty_write(braid_conn_t *c, braid_write_cb cb, void *arg) {
   return queue_write(c, SEG_BORROW, NULL, 0, NULL, cb, arg);
 }
 
-int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
-                     void *arg) {
-  int rc = write_check(c, len);
-  if (rc)
-    return rc;
+/* braid_conn_write() after write_check() passed for at least len bytes. */
+static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                      void *arg) {
+  int rc;
   if (!data && len)
     return BRAID_EINVAL;
   if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
@@ -700,6 +695,32 @@ int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_
   rc = queue_write(c, SEG_HEAP, copy, len, copy, cb, arg);
   if (rc)
     braid__free(copy);
+  return rc;
+}
+
+int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                     void *arg) {
+  int rc = write_check(c, len);
+  return rc ? rc : write_body(c, data, len, cb, arg);
+}
+
+int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
+                            const uv_buf_t *parts, unsigned nparts, bool *partial) {
+  size_t len = hlen;
+  for (unsigned i = 0; i < nparts; i++)
+    len += parts[i].len;
+  *partial = false;
+  int rc = write_check(c, len);
+  if (rc == 0 && hlen) {
+    rc = write_body(c, head, hlen, NULL, NULL);
+    *partial = rc == 0;
+  }
+  for (unsigned i = 0; rc == 0 && i < nparts; i++) {
+    rc = write_body(c, parts[i].base, parts[i].len, NULL, NULL);
+    *partial = *partial || (rc == 0 && parts[i].len);
+  }
+  if (rc == 0)
+    *partial = false;
   return rc;
 }
 

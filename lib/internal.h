@@ -211,11 +211,12 @@ void braid__conn_set_owner(braid_conn_t *conn, braid__conn_owner_t *owner);
 braid__node_t *braid__conn_node(braid_conn_t *conn);
 braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
-/* What braid_conn_write() would say about queuing len more bytes now (0, BRAID_EINVAL,
- * BRAID_ECLOSED or BRAID_EQUEUEFULL), without queuing anything: lets a framing layer
- * check a whole frame before writing its parts, so a refused payload never leaves its
- * header on the wire. */
-int braid__conn_write_check(braid_conn_t *c, size_t len);
+/* Queues head[0..hlen) then parts[0..nparts) (copied) as one message: the room for all of
+ * it is checked once, first, so a refusal (BRAID_ECLOSED, BRAID_EQUEUEFULL) queues nothing.
+ * Only an allocation can then fail part way: BRAID_ENOMEM with *partial set when some of the
+ * message is queued (the stream is then beyond repair). 0 when all of it is queued. */
+int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
+                            const uv_buf_t *parts, unsigned nparts, bool *partial);
 
 /* The callbacks conn has now (so a layer that fails to take conn over can put them back). */
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c);

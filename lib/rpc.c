@@ -172,22 +172,11 @@ static int write_frame(braid_rpc_t *rpc, uint8_t type, uint8_t flags, uint32_t i
  * pieces into one chunk, so they still leave in one iovec. */
 static int write_whole(braid_rpc_t *rpc, const void *head, size_t hlen, const uv_buf_t *parts,
                        unsigned nparts) {
-  size_t len = hlen;
-  for (unsigned i = 0; i < nparts; i++)
-    len += parts[i].len;
-  int rc = braid__conn_write_check(rpc->conn, len);
-  bool some = false; /* part of the message is queued */
-  if (rc == 0 && hlen) {
-    rc = braid_conn_write(rpc->conn, head, hlen, NULL, NULL);
-    some = rc == 0;
-  }
-  for (unsigned i = 0; rc == 0 && i < nparts; i++) {
-    rc = braid_conn_write(rpc->conn, parts[i].base, parts[i].len, NULL, NULL);
-    some = some || (rc == 0 && parts[i].len);
-  }
+  bool partial;
+  int rc = braid__conn_write_whole(rpc->conn, head, hlen, parts, nparts, &partial);
   if (rc) {
     rpc->stats.write_errors++;
-    if (some)
+    if (partial)
       braid_conn_abort(rpc->conn);
   }
   return rc;
