@@ -780,6 +780,7 @@ struct braid_cache_load_s {
   uint32_t nwaiters, cap;
   bool pending; /* the loader has not completed yet */
   bool in_table;
+  bool delivering; /* flight_abandon is telling the waiters: it frees the load after */
   braid_cache_load_mode_t mode;
   braid_cache_compute_fn compute;
   void *compute_arg;
@@ -805,6 +806,15 @@ struct braid_cache_s {
   braid_cache_close_cb close_cb;
   void *close_arg;
 };
+
+/* A timed-out load whose loader has now finished stops counting against max_loads. */
+static void orphan_release(braid_cache_load_t *l) {
+  if (l->orphan_of) {
+    braid__list_remove(&l->deadline);
+    l->orphan_of->orphan_count--;
+    l->orphan_of = NULL;
+  }
+}
 
 static void load_free(braid_cache_load_t *l) {
   braid__free(l->waiters);
@@ -891,11 +901,10 @@ static void load_complete(braid_cache_load_t *l, int status, braid_blob_t *value
   braid_cache_t *c = l->cache;
   l->pending = false;
   if (!c) { /* orphaned: timed out or the cache closed; the waiters have been told */
-    if (l->orphan_of) {
-      braid__list_remove(&l->deadline);
-      l->orphan_of->orphan_count--;
-    }
     braid_blob_unref(value);
+    if (l->delivering)
+      return; /* completed from a waiter's callback: flight_abandon frees it after */
+    orphan_release(l);
     load_free(l);
     return;
   }
@@ -972,9 +981,15 @@ static void flight_abandon(braid_cache_t *c, braid_cache_load_t *l, int status) 
     braid__list_push_back(&c->orphans, &l->deadline);
     c->orphan_count++;
   }
+  /* A waiter's callback may complete the load (braid_cache_load_done) or close the cache:
+   * the load stays ours until the waiters are told. */
+  l->delivering = true;
   flight_deliver(c, l, status, NULL);
-  if (!l->pending)
+  l->delivering = false;
+  if (!l->pending) {
+    orphan_release(l);
     load_free(l);
+  }
 }
 
 static void deadline_fire(uv_timer_t *t) {

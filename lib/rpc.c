@@ -1019,11 +1019,14 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
 static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const uint8_t *p,
                              size_t len, int gz_err);
 
-/* A gzip-flagged payload that may inflate to a lot (INFLATE_OFFLOAD_IN compressed bytes, or
- * a gzip trailer announcing INFLATE_OFFLOAD_OUT) is decompressed on the libuv threadpool, so
- * a large body, or a peer sending many, never blocks the loop. The frame waits in an
- * inflate_t holding a copy of the compressed bytes; on the server it counts as a request
- * taken (in-flight cap, drain and close wait for it); the channel is held by a reference. */
+/* Server: a gzip-flagged request that may inflate to a lot (INFLATE_OFFLOAD_IN compressed
+ * bytes, or a gzip trailer announcing INFLATE_OFFLOAD_OUT) is decompressed on the libuv
+ * threadpool, so a client sending large bodies, or many bombs, never blocks the loop that
+ * serves every other connection. The frame waits in an inflate_t holding a copy of the
+ * compressed bytes and counts as a request taken (in-flight cap, GOAWAY's last_id, drain,
+ * peer EOF and close all wait for it); the channel is held by a reference. A client inflates
+ * its answers on the loop: it asked for them, and an answer must keep its place relative to
+ * the connection's end (an EOF right behind it) and to the calls queued behind it. */
 #define INFLATE_OFFLOAD_IN ((size_t)16 << 10)
 #define INFLATE_OFFLOAD_OUT ((uint32_t)256 << 10)
 
@@ -1043,18 +1046,13 @@ static void on_inflated(braid_loop_t *loop, int status, void *out, size_t out_le
   braid_rpc_t *rpc = z->rpc;
   if (status == 0)
     z->hdr.flags &= (uint8_t)~BRAID_FRAME_FLAG_GZIP;
-  if (rpc->server) {
-    /* Taken before any goaway or close that came since: handled as if it had just arrived
-     * (its answer is dropped if the connection is gone). Dispatch first, then release the
-     * placeholder, so the count of requests taken never touches zero in between. */
-    if (!rpc->closing && rpc->conn)
-      server_take(rpc, &z->hdr, out, out_len, status);
-    outstanding_done(rpc);
-    rpc_maybe_finish(rpc);
-  } else if (!rpc->closing && rpc->conn) {
-    client_answer(rpc, z->hdr.id, status, 0, z->hdr.flags, status ? NULL : out,
-                  status ? 0 : out_len);
-  }
+  /* Taken before any goaway or close that came since: handled as if it had just arrived
+   * (its answer is dropped if the connection is gone). Dispatch first, then release the
+   * placeholder, so the count of requests taken never touches zero in between. */
+  if (!rpc->closing && rpc->conn)
+    server_take(rpc, &z->hdr, out, out_len, status);
+  outstanding_done(rpc);
+  rpc_maybe_finish(rpc);
   braid_gzip_buf_free(out);
   braid__free(z);
   braid__rpc_unref(rpc);
@@ -1062,16 +1060,13 @@ static void on_inflated(braid_loop_t *loop, int status, void *out, size_t out_le
 
 static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
                               const uint8_t *p, size_t len) {
-  bool request = hdr->type == BRAID_FRAME_REQUEST && rpc->server;
-  if (!(request || (hdr->type == BRAID_FRAME_RESPONSE && !rpc->server)))
-    return false; /* the synchronous path says what is wrong with it */
+  if (hdr->type != BRAID_FRAME_REQUEST || !rpc->server || rpc->goaway)
+    return false; /* the synchronous path answers, refuses or drops it */
   uint32_t isize = len >= 4 ? (uint32_t)p[len - 4] | (uint32_t)p[len - 3] << 8 |
                                   (uint32_t)p[len - 2] << 16 | (uint32_t)p[len - 1] << 24
                             : 0;
   if (len < INFLATE_OFFLOAD_IN && isize < INFLATE_OFFLOAD_OUT)
     return false;
-  if (request && rpc->goaway)
-    return false; /* refused (or dropped) by the synchronous path without inflating */
   inflate_t *z = braid__malloc(sizeof(*z) + len);
   if (!z)
     return false; /* inflate it here instead */
@@ -1090,13 +1085,11 @@ static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
   }
   braid__rpc_ref(rpc);
   rpc->stats.inflated_offloaded++;
-  if (request) {
-    rpc->last_seen_id = hdr->id;
-    rpc->outstanding++; /* the placeholder */
-    rpc->stats.inflight = rpc->outstanding;
-    if (rpc->outstanding >= rpc->o.max_inflight)
-      pause_reading(rpc);
-  }
+  rpc->last_seen_id = hdr->id;
+  rpc->outstanding++; /* the placeholder */
+  rpc->stats.inflight = rpc->outstanding;
+  if (rpc->outstanding >= rpc->o.max_inflight)
+    pause_reading(rpc);
   return true;
 }
 
@@ -1114,6 +1107,10 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   int gz_err = 0;
   if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) && inflate_offloaded(rpc, &f.hdr, p, len))
     return;
+  if (rpc->server && rpc->goaway && f.hdr.type == BRAID_FRAME_REQUEST) {
+    on_braid_payload(rpc, &f.hdr, p, len, 0); /* refused or dropped: no need to inflate it */
+    return;
+  }
   if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) &&
       (f.hdr.type == BRAID_FRAME_REQUEST || f.hdr.type == BRAID_FRAME_RESPONSE)) {
     braid_gzip_t *gz = channel_gzip(rpc);

@@ -101,11 +101,12 @@ typedef struct braid_rpc_opts_s {
    * at least this many bytes go out gzip-compressed (the GZIP flag) when that makes them
    * smaller. 0 = never (the default). Whatever this says, gzip-flagged payloads from the
    * peer are always accepted, decompressed with output capped at max_payload_bytes (a bomb
-   * fails that one request: BRAID_WIRE_TOO_BIG). Decompression of a payload of 16 KiB or
-   * more, or whose gzip trailer announces 256 KiB or more, runs on the libuv threadpool (its
-   * request or answer is then handled when it is done, possibly after later ones; a server
-   * counts it as a request taken meanwhile); smaller ones inflate on the loop. Compression
-   * runs on the loop thread, so keep the payloads this channel sends modest where it is on.
+   * fails that one request: BRAID_WIRE_TOO_BIG). A server decompresses a request of 16 KiB
+   * or more compressed, or whose gzip trailer announces 256 KiB or more, on the libuv
+   * threadpool (the request reaches the handler when that is done, possibly after later
+   * ones, and counts as taken meanwhile); smaller ones, and a client's answers, inflate on
+   * the loop. Compression runs on the loop thread, so keep the payloads this channel sends
+   * modest where it is on.
    * Bounds 0..BRAID_FRAME_MAX_PAYLOAD_CEILING. */
   size_t gzip_min_bytes;
   /* Compression level for gzip_min_bytes, 1 (fastest) to 9 (smallest). Default 1: on a
@@ -133,8 +134,8 @@ typedef struct braid_rpc_stats_s {
                             fails with the error */
   uint64_t oversized_batches; /* server: batch frames refused for holding more items than
                                  max_inflight (answered OVERLOADED, nothing allocated) */
-  uint64_t inflated_offloaded; /* gzip-flagged payloads decompressed on the threadpool (16 KiB
-                                  or more compressed, or announcing 256 KiB or more) */
+  uint64_t inflated_offloaded; /* server: gzip-flagged requests decompressed on the threadpool
+                                  (16 KiB or more compressed, or announcing 256 KiB or more) */
 } braid_rpc_stats_t;
 
 /* Fills o with the defaults documented on each field (braid mode). */

@@ -1278,6 +1278,47 @@ static void test_max_loads_counts_timed_out(void **state) {
   bt_loop_done(&t);
 }
 
+/* A waiter that, told of its load's timeout, releases the load from its callback (an app
+ * giving up its backend fetch): the load is freed once, after every waiter was told. (It was
+ * freed inside the callback and then again: heap-use-after-free, found by the third review.)
+ * The same with a cache closing under a waiting load. */
+static async_src_t release_src;
+static int release_calls;
+static void release_on_result(braid_cache_t *c, int status, braid_blob_t *v, void *arg) {
+  (void)c, (void)v, (void)arg;
+  release_calls++;
+  if ((status == BRAID_ETIMEDOUT || status == BRAID_ECANCELED) && release_src.load) {
+    braid_cache_load_t *l = release_src.load;
+    release_src.load = NULL;
+    assert_int_equal(braid_cache_load_done(l, BRAID_ECANCELED, NULL), 0);
+  }
+}
+
+static void test_load_done_from_waiter_callback(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  o.load_timeout_ms = 10;
+  braid_cache_t *c = new_cache(&t, &o);
+  braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
+                             .arg = &release_src};
+  memset(&release_src, 0, sizeof(release_src));
+  release_calls = 0;
+  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, release_on_result, NULL), 0);
+  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, release_on_result, NULL), 0);
+  bt_run_for(&t, 40);
+  assert_int_equal(release_calls, 2);
+  /* The load's place is free again: a new one starts. */
+  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, release_on_result, NULL), 0);
+  assert_int_equal(release_src.starts, 2);
+  close_cache(&t, c); /* its waiter hears ECANCELED and releases the load from the callback */
+  assert_int_equal(release_calls, 3);
+  assert_null(release_src.load);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_opts_bounds),
@@ -1305,6 +1346,7 @@ int main(void) {
       cmocka_unit_test(test_hash_option),
       cmocka_unit_test(test_max_loads),
       cmocka_unit_test(test_max_loads_counts_timed_out),
+      cmocka_unit_test(test_load_done_from_waiter_callback),
   };
   /* The slow suite runs only the bounds tests, at full size. */
   if (getenv("BRAID_CACHE_BOUND_INSERTS"))
