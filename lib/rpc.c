@@ -822,6 +822,65 @@ static void ordered_flush(braid_rpc_t *rpc) {
   }
 }
 
+/* Server, braid mode: an answer of DEFLATE_OFFLOAD_IN bytes or more that the channel
+ * compresses (gzip_min_bytes) is compressed on the libuv threadpool, so a large answer does
+ * not stall the loop for the milliseconds compression takes. The answer waits in a deflate_t
+ * holding a copy; its request stays outstanding until the frame is queued (so drain, linger
+ * and close wait for it), and the channel is held by a reference. */
+#define DEFLATE_OFFLOAD_IN ((size_t)64 << 10)
+
+typedef struct {
+  braid_rpc_req_t *req;
+  size_t len;
+  uint8_t data[]; /* the answer, uncompressed */
+} deflate_t;
+
+static void on_deflated(braid_loop_t *loop, int status, void *out, size_t out_len, void *arg) {
+  (void)loop;
+  deflate_t *z = arg;
+  braid_rpc_req_t *req = z->req;
+  braid_rpc_t *rpc = req->rpc;
+  if (rpc->conn && braid_conn_is_open(rpc->conn)) {
+    /* As write_payload_frame: compressed when that made it smaller, plain otherwise. */
+    bool zipped = status == 0 && out_len < z->len;
+    uv_buf_t part = zipped ? uv_buf_init(out, (unsigned)out_len)
+                           : uv_buf_init((char *)z->data, (unsigned)z->len);
+    answer_write_failed(rpc, write_frame(rpc, BRAID_FRAME_RESPONSE,
+                                         zipped ? BRAID_FRAME_FLAG_GZIP : 0, req->id, &part, 1));
+  }
+  braid_gzip_buf_free(out);
+  braid__free(z);
+  req_put(rpc, req);
+  rpc_maybe_finish(rpc);
+  braid__rpc_unref(rpc); /* last: it may free the channel */
+}
+
+/* Starts compressing req's answer on the threadpool; false when it should go the
+ * synchronous way (too small, not compressing, or out of memory). */
+static bool deflate_offloaded(braid_rpc_req_t *req, const void *data, size_t len) {
+  braid_rpc_t *rpc = req->rpc;
+  if (!rpc->server || rpc->o.mode != BRAID_RPC_BRAID || !rpc->o.gzip_min_bytes ||
+      len < rpc->o.gzip_min_bytes || len < DEFLATE_OFFLOAD_IN)
+    return false;
+  deflate_t *z = braid__malloc(sizeof(*z) + len);
+  if (!z)
+    return false;
+  z->req = req;
+  z->len = len;
+  memcpy(z->data, data, len);
+  braid_gzip_opts_t go;
+  braid_gzip_opts_init(&go);
+  go.level = rpc->o.gzip_level;
+  go.offload_threshold_bytes = 0;
+  if (braid_gzip_compress_async(rpc->loop, &go, z->data, len, on_deflated, z) != 0) {
+    braid__free(z);
+    return false;
+  }
+  braid__rpc_ref(rpc);
+  rpc->stats.deflated_offloaded++;
+  return true;
+}
+
 static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t len) {
   if (!req || req->answered || (!data && len))
     return BRAID_EINVAL;
@@ -848,6 +907,8 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
   }
   if (rpc->o.mode == BRAID_RPC_BRAID) {
     req->answered = true;
+    if (open && !code && deflate_offloaded(req, data, len))
+      return 0; /* on_deflated writes it and frees req */
     int wrc = 0;
     if (open) {
       if (code) {

@@ -105,8 +105,9 @@ typedef struct braid_rpc_opts_s {
    * or more compressed, or whose gzip trailer announces 256 KiB or more, on the libuv
    * threadpool (the request reaches the handler when that is done, possibly after later
    * ones, and counts as taken meanwhile); smaller ones, and a client's answers, inflate on
-   * the loop. Compression runs on the loop thread, so keep the payloads this channel sends
-   * modest where it is on.
+   * the loop. A server compresses an answer of 64 KiB or more on the threadpool too (it goes
+   * out when that is done, possibly after later answers); smaller answers, and a client's
+   * requests, are compressed on the loop, so keep what a client sends modest where it is on.
    * Bounds 0..BRAID_FRAME_MAX_PAYLOAD_CEILING. */
   size_t gzip_min_bytes;
   /* Compression level for gzip_min_bytes, 1 (fastest) to 9 (smallest). Default 1: on a
@@ -136,6 +137,8 @@ typedef struct braid_rpc_stats_s {
                                  max_inflight (answered OVERLOADED, nothing allocated) */
   uint64_t inflated_offloaded; /* server: gzip-flagged requests decompressed on the threadpool
                                   (16 KiB or more compressed, or announcing 256 KiB or more) */
+  uint64_t deflated_offloaded; /* server: answers compressed on the threadpool (64 KiB or more,
+                                  with gzip_min_bytes on) */
 } braid_rpc_stats_t;
 
 /* Fills o with the defaults documented on each field (braid mode). */
@@ -171,7 +174,8 @@ BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_
  * when the connection is gone (the answer is dropped, req is still freed), also when the
  * answer could not be queued because the client stopped reading and the connection's write
  * queue reached its hard cap (the connection is then closed: its client would otherwise
- * wait for the answer forever); BRAID_ETOOBIG
+ * wait for the answer forever; an answer compressed on the threadpool, see gzip_min_bytes,
+ * returns 0 and meets that check when it is done); BRAID_ETOOBIG
  * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, or
  * already answered); BRAID_ENOMEM (req stays unanswered). */
 BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);

@@ -755,10 +755,10 @@ static void test_gzip_payloads(void **state) {
   fix_stop(&f);
 }
 
-/* A large gzip-flagged request is inflated on the server's threadpool and arrives intact
- * (the echoed answer, compressed too, inflates on the client's loop); a connection that
- * closes while a request is inflating leaves nothing behind (the server channel still closes
- * once). */
+/* A large gzip-flagged request is inflated on the server's threadpool and arrives intact;
+ * the large echoed answer is compressed on the server's threadpool and inflates on the
+ * client's loop; a connection that closes while a request is inflating (or its answer is
+ * compressing) leaves nothing behind (the server channel still closes once). */
 static void test_gzip_large_offloaded(void **state) {
   (void)state;
   static fix_t f;
@@ -786,7 +786,11 @@ static void test_gzip_large_offloaded(void **state) {
   braid_rpc_stats(f.client, &cs);
   braid_rpc_stats(f.srv_rpc, &ss);
   assert_int_equal(ss.inflated_offloaded, 1);
+  assert_int_equal(ss.deflated_offloaded, 1); /* the 1 MiB echo was compressed there too */
   assert_int_equal(cs.inflated_offloaded, 0); /* a client inflates its answers on the loop */
+  braid_conn_stats_t conn_st;
+  braid_conn_stats(braid_rpc_conn(f.client), &conn_st);
+  assert_true(conn_st.bytes_read < BIG / 2); /* the answer came compressed */
   /* Small ones stay on the loop. */
   static res_t small;
   memset(&small, 0, sizeof(small));
@@ -795,6 +799,7 @@ static void test_gzip_large_offloaded(void **state) {
   assert_int_equal(small.status, 0);
   braid_rpc_stats(f.srv_rpc, &ss);
   assert_int_equal(ss.inflated_offloaded, 1);
+  assert_int_equal(ss.deflated_offloaded, 1);
   /* A big request, then the client goes away at once: the server's inflate finishes after
    * its connection closed; the answer is dropped and the channel closes exactly once. */
   static res_t gone;
