@@ -78,6 +78,8 @@ struct braid_rpc_s {
   bool closing;       /* braid_rpc_close() or a fatal error: no new work */
   bool goaway;        /* client: got one; server: sent one */
   bool lingering;     /* server after goaway: FIN sent, reading until the peer closes */
+  unsigned deflating; /* server: answers being compressed on the threadpool */
+  bool close_deferred; /* braid_rpc_close waits for those answers before closing conn */
   uint64_t linger_since; /* loop time lingering began */
   bool read_paused;
   bool above_wm;
@@ -850,6 +852,11 @@ static void on_deflated(braid_loop_t *loop, int status, void *out, size_t out_le
   }
   braid_gzip_buf_free(out);
   braid__free(z);
+  /* braid_rpc_close() promises that answers given before it go out: it waited for these. */
+  if (--rpc->deflating == 0 && rpc->close_deferred && rpc->conn) {
+    rpc->close_deferred = false;
+    braid_conn_close(rpc->conn);
+  }
   req_put(rpc, req);
   rpc_maybe_finish(rpc);
   braid__rpc_unref(rpc); /* last: it may free the channel */
@@ -877,6 +884,7 @@ static bool deflate_offloaded(braid_rpc_req_t *req, const void *data, size_t len
     return false;
   }
   braid__rpc_ref(rpc);
+  rpc->deflating++;
   rpc->stats.deflated_offloaded++;
   return true;
 }
@@ -1519,8 +1527,14 @@ int braid_rpc_close(braid_rpc_t *rpc) {
   rpc->closing = true;
   if (!rpc->server)
     client_fail_all(rpc, BRAID_ECANCELED);
-  if (rpc->conn)
+  if (rpc->conn && rpc->deflating) {
+    /* Answers given before this are still compressing: close once they are queued. */
+    rpc->close_deferred = true;
+    braid_conn_read_stop(rpc->conn);
+    rpc->read_paused = true;
+  } else if (rpc->conn) {
     braid_conn_close(rpc->conn); /* idempotent; queued answers still flush */
+  }
   return 0;
 }
 

@@ -175,7 +175,8 @@ BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_
  * answer could not be queued because the client stopped reading and the connection's write
  * queue reached its hard cap (the connection is then closed: its client would otherwise
  * wait for the answer forever; an answer compressed on the threadpool, see gzip_min_bytes,
- * returns 0 and meets that check when it is done); BRAID_ETOOBIG
+ * returns 0 and meets that check when it is done, and goes out if the connection is still
+ * open then: braid_rpc_close() waits for it, an immediate braid_server_close() does not); BRAID_ETOOBIG
  * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, or
  * already answered); BRAID_ENOMEM (req stays unanswered). */
 BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);

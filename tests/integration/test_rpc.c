@@ -960,6 +960,55 @@ static void test_server_eof_while_inflating(void **state) {
   bt_loop_done(&fc.t);
 }
 
+/* A handler that answers with 1 MiB (compressed on the threadpool) and at once closes its
+ * channel: braid_rpc_close waits for the answer to be queued, so the client gets it whole.
+ * (It closed over the compressing answer and the client got UV_EOF: fourth review.) */
+enum { CLOSE_ANS = 1 << 20 };
+static char *close_ans;
+static int close_calls, close_status, close_intact;
+static void close_on_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  (void)rpc, (void)arg;
+  close_calls++;
+  close_status = r->status;
+  close_intact = r->len == CLOSE_ANS && memcmp(r->data, close_ans, CLOSE_ANS) == 0;
+}
+static void close_answer_then_close(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *d,
+                                    size_t l, void *arg) {
+  (void)d, (void)l, (void)arg;
+  assert_int_equal(braid_rpc_respond(req, close_ans, CLOSE_ANS), 0);
+  assert_int_equal(braid_rpc_close(rpc), 0);
+}
+
+static void test_respond_then_close_waits_for_compression(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.sopts.gzip_min_bytes = 1024;
+  f.copts.max_payload_bytes = 4 << 20;
+  close_ans = malloc(CLOSE_ANS);
+  memset(close_ans, 'a', CLOSE_ANS);
+  close_calls = 0;
+  bt_loop_init(&f.t);
+  f.sopts.on_request = close_answer_then_close;
+  f.sopts.on_close = srv_on_close;
+  f.sopts.arg = &f;
+  f.copts.on_close = cli_on_close;
+  f.copts.arg = &f;
+  assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
+  assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
+                                 on_connect, &f, NULL), 0);
+  bt_run_until(&f.t, &f.connected, 5000);
+  assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, close_on_answer, NULL), 0);
+  bt_run_until(&f.t, &close_calls, 5000);
+  assert_int_equal(close_status, 0);
+  assert_true(close_intact);
+  bt_run_until(&f.t, &f.srv_closed, 5000);
+  assert_int_equal(f.srv_closed, 1);
+  free(close_ans);
+  fix_stop(&f);
+}
+
 static void test_bad_arguments(void **state) {
   (void)state;
   static fix_t f;
@@ -1022,6 +1071,7 @@ int main(void) {
       cmocka_unit_test(test_large_gzip_answer_then_queued_call),
       cmocka_unit_test(test_large_gzip_answer_then_fin),
       cmocka_unit_test(test_server_eof_while_inflating),
+      cmocka_unit_test(test_respond_then_close_waits_for_compression),
       cmocka_unit_test(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
