@@ -873,17 +873,8 @@ static void test_large_gzip_answer_then_fin(void **state) {
   fb.sopts.gzip_min_bytes = 512;
   fb.sopts.max_payload_bytes = 4 << 20;
   fb.copts.max_payload_bytes = 4 << 20;
-  bt_loop_init(&fb.t);
   fb.sopts.on_request = srv_answer_then_goaway;
-  fb.sopts.on_close = srv_on_close;
-  fb.sopts.arg = &fb;
-  fb.copts.on_close = cli_on_close;
-  fb.copts.arg = &fb;
-  assert_int_equal(braid_server_new(&fb.server, fb.t.loop, NULL, on_connection, &fb), 0);
-  assert_int_equal(braid_server_listen(fb.server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(fb.t.loop, "127.0.0.1", braid_server_port(fb.server), NULL,
-                                 on_connect, &fb, NULL), 0);
-  bt_run_until(&fb.t, &fb.connected, 5000);
+  fix_start(&fb);
   enum { BIG = 1 << 20 };
   char *text = mk_text(BIG);
   static res_t a;
@@ -988,17 +979,8 @@ static void test_respond_then_close_waits_for_compression(void **state) {
   close_ans = malloc(CLOSE_ANS);
   memset(close_ans, 'a', CLOSE_ANS);
   close_calls = 0;
-  bt_loop_init(&f.t);
   f.sopts.on_request = close_answer_then_close;
-  f.sopts.on_close = srv_on_close;
-  f.sopts.arg = &f;
-  f.copts.on_close = cli_on_close;
-  f.copts.arg = &f;
-  assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
-  assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
-                                 on_connect, &f, NULL), 0);
-  bt_run_until(&f.t, &f.connected, 5000);
+  fix_start(&f);
   assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, close_on_answer, NULL), 0);
   bt_run_until(&f.t, &close_calls, 5000);
   assert_int_equal(close_status, 0);
