@@ -3,7 +3,8 @@
 # everything is present. Usage: scripts/deps.sh [build|test|bench]...  (default: build)
 set -euo pipefail
 
-want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev)
+# node-llhttp: llhttp's generated C sources, compiled into braid's http layer (lib/meson.build).
+want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev node-llhttp)
 for set in "${@:-build}"; do
   case "$set" in
     build) ;;
