@@ -99,6 +99,10 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   braid__hp_t *hp = hp_of(p);
+  /* llhttp flushes an open span at the end of every execute, even an empty one (running
+   * it on no input after a pause does that): not a piece of body. */
+  if (len == 0)
+    return 0;
   return hp->cbs->on_body ? map_rc(hp->cbs->on_body(hp->user, at, len)) : 0;
 }
 
