@@ -19,6 +19,9 @@
 #include "../support.h"
 #include "braid/http.h"
 
+/* Each test file uses some of the helpers below. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+
 typedef struct hfix_s {
   bt_loop_t t;
   braid_server_t *tcp;
