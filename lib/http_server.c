@@ -160,7 +160,7 @@ struct hconn_s {
   bool paused;      /* parsing stopped; input in stash; not reading */
   bool closing;     /* braid_conn_close called or the connection failed */
   bool no_more;     /* no request after the current ones (close after them) */
-  bool draining, peer_eof, above_wm, task_queued;
+  bool draining, peer_eof, above_wm, task_queued, marker_pending;
   braid__flush_t task;
 };
 
@@ -691,14 +691,37 @@ static int req_out(braid_http_req_t *r, const void *data, size_t len) {
   return 0;
 }
 
-/* Whether req's producer should pause. */
+static void on_marker_written(braid_conn_t *conn, int status, void *arg) {
+  hconn_t *hc = arg;
+  (void)conn;
+  hc->marker_pending = false;
+  if (status == 0)
+    hc_schedule(hc);
+}
+
+/* Whether req's producer should pause. The head's producer pauses at the connection's high
+ * watermark (told by the watermark callback, which wakes it at the low one), or when the
+ * connection's queue holds held_high_bytes (then an empty write queued behind the bytes
+ * wakes it when they are all sent): the second keeps memory bounded whether or not the
+ * watermark callback fires inside braid_conn_write. */
 static bool req_over_watermark(braid_http_req_t *r) {
   hconn_t *hc = r->hc;
   if (!hc)
     return false;
-  if (queue_head(hc) == r)
-    return hc->above_wm;
-  return r->held_len >= hc->ctx->srv->opts.held_high_bytes;
+  if (queue_head(hc) != r)
+    return r->held_len >= hc->ctx->srv->opts.held_high_bytes;
+  if (hc->above_wm)
+    return true;
+  braid_conn_stats_t st;
+  braid_conn_stats(hc->conn, &st);
+  if (st.queued_bytes < hc->ctx->srv->opts.held_high_bytes)
+    return false;
+  if (!hc->marker_pending) {
+    if (braid_conn_write(hc->conn, "", 0, on_marker_written, hc) != 0)
+      return false;
+    hc->marker_pending = true;
+  }
+  return true;
 }
 
 typedef struct sbuf_s {
@@ -1317,7 +1340,7 @@ int braid_http_req_version(const braid_http_req_t *r) {
   return r->minor ? 11 : 10;
 }
 
-const char *braid_http_req_body(const braid_http_req_t *r, size_t *len) {
+const uint8_t *braid_http_req_body(const braid_http_req_t *r, size_t *len) {
   if (r->body_mode != BODY_BUFFER || !r->body_len) {
     if (len)
       *len = 0;
@@ -1325,7 +1348,7 @@ const char *braid_http_req_body(const braid_http_req_t *r, size_t *len) {
   }
   if (len)
     *len = r->body_len;
-  return r->body;
+  return (const uint8_t *)r->body;
 }
 
 braid_loop_t *braid_http_req_loop(const braid_http_req_t *r) {
@@ -1634,7 +1657,7 @@ static int deliver_body(hconn_t *hc, braid_http_req_t *r, const char *at, size_t
       return 0;
     }
     r->body_out += len;
-    r->body_cb(r, 0, at, len, r->body_arg);
+    r->body_cb(r, 0, (const uint8_t *)at, len, r->body_arg);
     return 0;
   }
   if (!r->unzip) {
@@ -1656,7 +1679,7 @@ static int deliver_body(hconn_t *hc, braid_http_req_t *r, const char *at, size_t
     len -= used;
     if (produced) {
       r->body_out += produced;
-      r->body_cb(r, 0, out, produced, r->body_arg);
+      r->body_cb(r, 0, (const uint8_t *)out, produced, r->body_arg);
     }
     if (rc < 0) {
       body_end(r, rc == BRAID_EOUTPUTCAP || rc == BRAID_ERATIO ? BRAID_ETOOBIG : rc);
@@ -1772,7 +1795,7 @@ static int cb_message_complete(void *u) {
       int rc = braid_gzip_stream_process(r->unzip, NULL, 0, &used, out, sizeof(out), &produced,
                                          BRAID_GZIP_FINISH);
       if (produced)
-        r->body_cb(r, 0, out, produced, r->body_arg);
+        r->body_cb(r, 0, (const uint8_t *)out, produced, r->body_arg);
       if (rc < 0)
         body_end(r, rc);
     }

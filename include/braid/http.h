@@ -208,7 +208,7 @@ BRAID_EXTERN int braid_http_req_version(const braid_http_req_t *req);
 /* A buffered route's request body, decoded when it came with Content-Encoding gzip or
  * deflate; *len gets its length. NULL with *len 0 when there is no body (or on a streaming
  * route). Valid until the response is finished. */
-BRAID_EXTERN const char *braid_http_req_body(const braid_http_req_t *req, size_t *len);
+BRAID_EXTERN const uint8_t *braid_http_req_body(const braid_http_req_t *req, size_t *len);
 
 /* The request's loop (where every call on req must be made). */
 BRAID_EXTERN braid_loop_t *braid_http_req_loop(const braid_http_req_t *req);
@@ -225,8 +225,8 @@ BRAID_EXTERN void *braid_http_req_get_data(const braid_http_req_t *req);
  * max_body_bytes, BRAID_ETIMEDOUT, BRAID_ECANCELED when the connection closed or the
  * response finished first, a decompression error for a bad gzip or deflate body); after
  * BRAID_EOF or an error it is not called again. */
-typedef void (*braid_http_body_cb)(braid_http_req_t *req, int status, const char *data, size_t len,
-                                   void *arg);
+typedef void (*braid_http_body_cb)(braid_http_req_t *req, int status, const uint8_t *data,
+                                   size_t len, void *arg);
 
 /* On a streaming route: starts delivering the body to cb (decoded when gzip or deflate),
  * sending "100 Continue" first when the client asked for it. Pieces arrive from the loop,

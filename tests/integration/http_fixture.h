@@ -62,7 +62,7 @@ static void h_hello(braid_http_req_t *req, void *arg) {
 static void h_echo(braid_http_req_t *req, void *arg) {
   (void)arg;
   size_t len;
-  const char *body = braid_http_req_body(req, &len);
+  const uint8_t *body = braid_http_req_body(req, &len);
   braid_http_header_t h[] = {{"Content-Type", "application/octet-stream"}};
   braid_http_respond(req, 200, h, 1, body, len);
 }
@@ -227,7 +227,8 @@ static void sjob_resume(uv_timer_t *t) {
   braid_http_req_resume_body(j->req);
 }
 
-static void s_body(braid_http_req_t *req, int status, const char *data, size_t len, void *arg) {
+static void s_body(braid_http_req_t *req, int status, const uint8_t *data, size_t len,
+                   void *arg) {
   sjob_t *j = arg;
   (void)data;
   if (status == 0) {
