@@ -71,7 +71,7 @@ struct braid_http_server_s {
   size_t nctxs;
   void *data;
   bool closing, finished;
-  unsigned checks_posted; /* close_check posts not yet run: the last one may free */
+  uv_timer_t *close_timer; /* runs the close's end from the loop (and keeps it alive) */
   braid_http_server_close_cb close_cb;
   void *close_arg;
   uint64_t tick_ms;
@@ -2085,7 +2085,7 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
 }
 
 static void server_finish(braid_http_server_t *s);
-static void close_check(void *arg);
+static void close_check(uv_timer_t *t);
 
 static void on_close(braid_conn_t *conn, int status, void *arg) {
   hconn_t *hc = arg;
@@ -2131,9 +2131,8 @@ static void on_close(braid_conn_t *conn, int status, void *arg) {
   braid__free(hc);
   ctx_detach(c);
   braid_http_server_t *s = c->srv;
-  if (s->closing && s->loop == c->loop && c->nconns == 0 &&
-      braid_loop_post(s->loop, close_check, s) == 0)
-    s->checks_posted++;
+  if (s->closing && s->loop == c->loop && c->nconns == 0)
+    uv_timer_start(s->close_timer, close_check, 0, 0);
 }
 
 static void on_drain(braid_conn_t *conn, void *arg) {
@@ -2226,15 +2225,20 @@ static void server_finish(braid_http_server_t *s) {
   braid__loop_unref(loop);
 }
 
-/* Posted by braid_http_server_close() so the callback never runs inside it. */
-static void close_check(void *arg) {
-  braid_http_server_t *s = arg;
-  if (--s->checks_posted)
-    return;
+static void on_close_timer_closed(uv_handle_t *h) {
+  braid_http_server_t *s = h->data;
+  braid__free(h);
+  server_finish(s);
+}
+
+/* Runs from the loop after braid_http_server_close(), and again after each connection on
+ * the server's loop closed: ends the close once the last one is gone. */
+static void close_check(uv_timer_t *t) {
+  braid_http_server_t *s = t->data;
   for (size_t i = 0; i < s->nctxs; i++)
     if (s->ctxs[i]->loop == s->loop && s->ctxs[i]->nconns)
-      return; /* the last connection's close finishes */
-  server_finish(s);
+      return; /* the last connection's close looks again */
+  uv_close((uv_handle_t *)t, on_close_timer_closed);
 }
 
 int braid_http_server_close(braid_http_server_t *s, braid_http_server_close_cb cb, void *arg) {
@@ -2250,10 +2254,12 @@ int braid_http_server_close(braid_http_server_t *s, braid_http_server_close_cb c
   uv_mutex_unlock(&s->mu);
   if (busy)
     return BRAID_EBUSY;
-  int rc = braid_loop_post(s->loop, close_check, s);
-  if (rc)
-    return rc;
-  s->checks_posted++;
+  s->close_timer = braid__malloc(sizeof(*s->close_timer));
+  if (!s->close_timer)
+    return BRAID_ENOMEM;
+  uv_timer_init(braid_loop_uv(s->loop), s->close_timer);
+  s->close_timer->data = s;
+  uv_timer_start(s->close_timer, close_check, 0, 0);
   s->closing = true;
   s->close_cb = cb;
   s->close_arg = arg;
