@@ -1136,8 +1136,15 @@ static void respond_error(hconn_t *hc, braid_http_req_t *req, int status) {
   }
   req->keep_alive = false;
   req->body_mode = BODY_DISCARD;
-  if (req->res_state == RES_NONE && !req->user)
+  if (req->res_state == RES_NONE && !req->user) {
     respond_server(req, status, true, NULL);
+  } else {
+    /* Already answered (a 404 sent at its header section, then its body went bad): the
+     * stream cannot go on, so close once the answers before it are out. */
+    req_maybe_free(req);
+    if (hc->nqueue == 0)
+      hc_close(hc);
+  }
   hc_update_timer(hc);
 }
 
@@ -1221,7 +1228,8 @@ static int res_compress(braid_http_req_t *r, const void *data, size_t len, int f
     int rc = braid_gzip_stream_process(r->zip, in, len, &used, out, sizeof(out), &produced, flags);
     if (rc < 0)
       return rc;
-    in += used;
+    if (used) /* in is NULL for the final flush */
+      in += used;
     len -= used;
     if (produced) {
       int wrc = res_emit(r, out, produced);
@@ -1307,14 +1315,16 @@ const char *braid_http_req_method(const braid_http_req_t *r) {
 }
 
 const char *braid_http_req_path(const braid_http_req_t *r) {
-  return r->hbuf ? r->hbuf : "/";
+  return r->hbuf && r->headers_done ? r->hbuf : "/";
 }
 
 const char *braid_http_req_query(const braid_http_req_t *r) {
-  return r->hbuf && r->query_off ? r->hbuf + r->query_off : "";
+  return r->hbuf && r->headers_done && r->query_off ? r->hbuf + r->query_off : "";
 }
 
 const char *braid_http_req_header(const braid_http_req_t *r, const char *name) {
+  if (!r->headers_done) /* a request refused part way: its last item is not terminated */
+    return NULL;
   for (unsigned i = 0; i < r->nhdrs; i++)
     if (strcasecmp(r->hbuf + r->hdrs[i].name_off, name) == 0)
       return r->hbuf + r->hdrs[i].value_off;
@@ -1322,12 +1332,12 @@ const char *braid_http_req_header(const braid_http_req_t *r, const char *name) {
 }
 
 unsigned braid_http_req_header_count(const braid_http_req_t *r) {
-  return r->nhdrs;
+  return r->headers_done ? r->nhdrs : 0;
 }
 
 int braid_http_req_header_at(const braid_http_req_t *r, unsigned i, const char **name,
                              const char **value) {
-  if (i >= r->nhdrs)
+  if (i >= braid_http_req_header_count(r))
     return BRAID_EINVAL;
   if (name)
     *name = r->hbuf + r->hdrs[i].name_off;
@@ -1847,7 +1857,8 @@ static void hc_stash(hconn_t *hc, const char *data, size_t len) {
   }
   if (!len)
     return;
-  if (data >= hc->stash && data < hc->stash + HTTP_STASH_MAX && hc->stash) {
+  uintptr_t d = (uintptr_t)data, st = (uintptr_t)hc->stash;
+  if (hc->stash && d >= st && d < st + HTTP_STASH_MAX) {
     memmove(hc->stash, data, len);
     hc->stash_len = len;
     return;
@@ -1892,6 +1903,14 @@ static void hc_parse(hconn_t *hc, const char *data, size_t len, bool kick) {
       break;
     if (rc == BRAID__HP_PAUSED) {
       braid__hp_resume(hc->hp);
+      if (!hc_can_parse(hc)) {
+        /* Even with nothing left, remember to run the parser again when it may go on: a
+         * message whose last body byte came with the pause completes only then. */
+        hc_stash(hc, data, len);
+        len = 0;
+        break;
+      }
+      kick = true;
       continue;
     }
     if (rc == BRAID__HP_UPGRADE) {

@@ -330,25 +330,30 @@ typedef struct client_run_s {
   void *arg;
   int done;
   uv_thread_t thread;
+  uv_async_t wake; /* keeps the loop alive while the client runs; sent when it is done */
 } client_run_t;
 
-static void noop_post(void *arg) {
-  (void)arg;
-}
-
-static void client_main2(void *arg) {
+static void client_main(void *arg) {
   client_run_t *c = arg;
   c->fn(c->f, c->arg);
-  __atomic_store_n(&c->done, 1, __ATOMIC_SEQ_CST);
-  braid_loop_post(c->f->t.loop, noop_post, NULL);
+  uv_async_send(&c->wake);
+}
+
+static void client_woken(uv_async_t *a) {
+  client_run_t *c = a->data;
+  c->done = 1;
+  uv_close((uv_handle_t *)a, NULL);
 }
 
 /* Runs fn(f, arg) on a thread while the loop serves, until it returns. */
 static void run_client(hfix_t *f, client_fn fn, void *arg, uint64_t timeout_ms) {
-  client_run_t c = {f, fn, arg, 0, 0};
-  assert_int_equal(uv_thread_create(&c.thread, client_main2, &c), 0);
+  client_run_t c = {.f = f, .fn = fn, .arg = arg};
+  assert_int_equal(uv_async_init(&f->t.uv, &c.wake, client_woken), 0);
+  c.wake.data = &c;
+  assert_int_equal(uv_thread_create(&c.thread, client_main, &c), 0);
   bt_run_until(&f->t, &c.done, timeout_ms);
   uv_thread_join(&c.thread);
+  uv_run(&f->t.uv, UV_RUN_NOWAIT); /* the async handle's close */
 }
 
 /* A blocking client socket connected to the fixture, with a receive timeout. */
