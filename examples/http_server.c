@@ -1,6 +1,6 @@
 /* http_server: a small web server on braid, read top to bottom.
  *
- *   http_server [--host ADDR] [--port N] [--workers N]
+ *   http_server [--host ADDR] [--port N] [--workers N] [--root DIR]
  *
  * Routes:
  *   GET  /          "Hello, World!"
@@ -10,6 +10,8 @@
  *   POST /echo      the request body back (gzip or deflate request bodies are decoded)
  *   GET  /stats     the server's counters as JSON
  *   GET  /metrics   the same in Prometheus' text format, for a scraper
+ *   GET  /static/P  the file P under --root, with ETag, Last-Modified and Cache-Control
+ *                   (revalidations get 304), byte ranges, and index.html for directories
  *
  * Responses of a compressible type are gzip'd for clients that accept it; connections are
  * kept alive and pipelined requests are answered in order. When ready it prints exactly one
@@ -179,6 +181,7 @@ typedef struct {
   const char *host;
   int port;
   long workers;
+  const char *root;
 } args_t;
 
 static int parse_args(int argc, char **argv, args_t *a) {
@@ -193,8 +196,10 @@ static int parse_args(int argc, char **argv, args_t *a) {
       a->port = (int)n;
     } else if (strcmp(name, "--workers") == 0 && numeric && n <= 256) {
       a->workers = n;
+    } else if (value && strcmp(name, "--root") == 0) {
+      a->root = value;
     } else {
-      fprintf(stderr, "usage: http_server [--host ADDR] [--port N] [--workers N]\n");
+      fprintf(stderr, "usage: http_server [--host ADDR] [--port N] [--workers N] [--root DIR]\n");
       return -1;
     }
   }
@@ -246,6 +251,16 @@ int main(int argc, char **argv) {
     braid_http_server_route(app.http, "POST", "/echo", BRAID_HTTP_EXACT, on_echo, NULL);
     braid_http_server_route(app.http, "GET", "/stats", BRAID_HTTP_EXACT, on_stats, NULL);
     braid_http_server_route(app.http, "GET", "/metrics", BRAID_HTTP_EXACT, on_stats, &app);
+  }
+  /* Files under --root: opened on the threadpool, read asynchronously, cached by browsers
+   * for an hour (Cache-Control: public, max-age=3600) and revalidated with ETags. */
+  if (rc == 0 && args.root) {
+    braid_http_static_opts_t sopts_files;
+    braid_http_static_opts_init(&sopts_files);
+    sopts_files.max_age_s = 3600;
+    rc = braid_http_server_static(app.http, "/static/", args.root, &sopts_files);
+    if (rc != 0)
+      fprintf(stderr, "http_server: --root %s: %s\n", args.root, braid_strerror(rc));
   }
 
   /* The TCP server hands every accepted connection to the HTTP server. A client that stops

@@ -72,6 +72,7 @@ struct braid_http_server_s {
   void *data;
   bool closing, finished;
   uv_timer_t *close_timer; /* runs the close's end from the loop (and keeps it alive) */
+  void *statics;           /* static-file roots (http_static.c) */
   braid_http_server_close_cb close_cb;
   void *close_arg;
   uint64_t tick_ms;
@@ -2219,7 +2220,15 @@ void braid_http_server_on_connection(braid_server_t *tcp_server, braid_conn_t *c
 
 /* ---- closing ------------------------------------------------------------------------------ */
 
+/* http_static.c's roots live as long as the server. */
+void **braid__http_static_list(braid_http_server_t *s);
+void braid__http_static_free(void *list);
+void **braid__http_static_list(braid_http_server_t *s) {
+  return &s->statics;
+}
+
 static void server_free(braid_http_server_t *s) {
+  braid__http_static_free(s->statics);
   for (size_t i = 0; i < s->nctxs; i++)
     ctx_free(s->ctxs[i]);
   braid__free(s->ctxs);

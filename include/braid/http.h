@@ -298,6 +298,39 @@ typedef void (*braid_http_writable_cb)(braid_http_req_t *req, int status, void *
 BRAID_EXTERN int braid_http_res_on_writable(braid_http_req_t *req, braid_http_writable_cb cb,
                                             void *arg);
 
+/* ---- static files ------------------------------------------------------------------------ */
+
+typedef struct braid_http_static_opts_s {
+  /* Cache-Control: public, max-age=this many seconds. Default 3600. Bounds 0..2^31. */
+  uint64_t max_age_s;
+  /* The file served for a directory (a path ending in '/' or naming a directory), or NULL
+   * for none (404). A file name, not a path; it may not be a symlink. Default "index.html".
+   * Copied. */
+  const char *index;
+} braid_http_static_opts_t;
+
+/* Fills o with the defaults documented on each field. */
+BRAID_EXTERN void braid_http_static_opts_init(braid_http_static_opts_t *o);
+
+/* Checks every field; returns 0, or BRAID_EINVAL with *why (when not NULL) naming the field. */
+BRAID_EXTERN int braid_http_static_opts_validate(const braid_http_static_opts_t *o,
+                                                 const char **why);
+
+/* Serves the files under root (a directory; resolved now) for GET and HEAD requests whose
+ * path starts with prefix (e.g. "/static/"; the rest of the path, percent-decoded, names the
+ * file below root). Files are opened on the threadpool and read with libuv's asynchronous fs
+ * calls, so the loop never blocks; bodies stream with backpressure (and are compressed like
+ * any response when the client accepts it and the type is compressible). Responses carry
+ * Content-Type (by extension), ETag, Last-Modified, Cache-Control: public, max-age and
+ * Accept-Ranges; If-None-Match and If-Modified-Since give 304; one "bytes=" Range gives 206
+ * (416 when unsatisfiable; several ranges are answered with the whole file). No file outside
+ * root is ever served: a decoded NUL, backslash or "." / ".." segment gets 404, and the file
+ * is opened beneath root with openat2(RESOLVE_BENEATH) (symlinks leading out fail; on kernels
+ * without openat2, the resolved path is checked against root). Returns 0, BRAID_EINVAL,
+ * BRAID_ENOMEM, or the error resolving or opening root (UV_ENOENT, ...). */
+BRAID_EXTERN int braid_http_server_static(braid_http_server_t *server, const char *prefix,
+                                          const char *root, const braid_http_static_opts_t *o);
+
 /* ---- stats ----------------------------------------------------------------------------- */
 
 typedef struct braid_http_server_stats_s {

@@ -15,8 +15,11 @@ import http.client
 import urllib.request
 
 
-def start(binary, workers):
-    p = subprocess.Popen([binary, "--port", "0", "--workers", str(workers)],
+def start(binary, workers, root=None):
+    argv = [binary, "--port", "0", "--workers", str(workers)]
+    if root:
+        argv += ["--root", root]
+    p = subprocess.Popen(argv,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
@@ -114,12 +117,62 @@ def case_clients(binary, workers):
             p.kill()
 
 
+def case_static(binary, workers):
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="braid-http-example-")
+    with open(os.path.join(d, "index.html"), "w") as f:
+        f.write("<h1>braid</h1>")
+    with open(os.path.join(d, "data.txt"), "w") as f:
+        f.write("0123456789" * 1000)
+    with open(os.path.join(os.path.dirname(d), os.path.basename(d) + "-secret"), "w") as f:
+        f.write("TOPSECRET")
+    os.symlink(os.path.join(os.path.dirname(d), os.path.basename(d) + "-secret"),
+               os.path.join(d, "leak"))
+    p, port = start(binary, workers, d)
+    base = "http://127.0.0.1:%d/static/" % port
+    try:
+        out = subprocess.run(["curl", "-s", "-D", "-", base], capture_output=True, text=True,
+                             timeout=20).stdout
+        check("<h1>braid</h1>" in out and "Cache-Control: public, max-age=3600" in out, "index")
+        etag = [l.split(": ", 1)[1].strip() for l in out.splitlines() if l.startswith("ETag: ")][0]
+        # revalidation: 304 with the ETag, and with the date
+        code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                               "If-None-Match: " + etag, base], capture_output=True, text=True,
+                              timeout=20).stdout
+        check(code == "304", "304 on If-None-Match: %s" % code)
+        lm = [l.split(": ", 1)[1].strip() for l in out.splitlines()
+              if l.startswith("Last-Modified: ")][0]
+        code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                               "If-Modified-Since: " + lm, base], capture_output=True,
+                              text=True, timeout=20).stdout
+        check(code == "304", "304 on If-Modified-Since: %s" % code)
+        # curl -r: a range
+        r = subprocess.run(["curl", "-s", "-r", "10-24", "-w", " %{http_code}", base + "data.txt"],
+                           capture_output=True, text=True, timeout=20).stdout
+        check(r == "012345678901234 206", "range: %r" % r)
+        # --compressed: text is gzip'd on the way
+        r = subprocess.run(["curl", "-s", "--compressed", "-D", "-", base + "data.txt"],
+                           capture_output=True, text=True, timeout=20).stdout
+        check("Content-Encoding: gzip" in r and r.endswith("0123456789" * 1000), "gzip file")
+        # traversal and a symlink out
+        for path in ["../", "%2e%2e/", "..%2f" + os.path.basename(d) + "-secret", "leak"]:
+            r = subprocess.run(["curl", "-s", "--path-as-is", base + path], capture_output=True,
+                               text=True, timeout=20).stdout
+            check("TOPSECRET" not in r, "served outside the root via %s" % path)
+        stop(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        subprocess.run(["rm", "-rf", d, d + "-secret"])
+
+
 def case_bad_arguments(binary, workers):
     r = subprocess.run([binary, "--port", "70000"], capture_output=True, text=True, timeout=10)
     check(r.returncode == 2 and "usage" in r.stderr, "bad port refused")
 
 
-CASES = {"clients": case_clients, "bad_arguments": case_bad_arguments}
+CASES = {"clients": case_clients, "static": case_static, "bad_arguments": case_bad_arguments}
 
 if __name__ == "__main__":
     binary, case = sys.argv[1], sys.argv[2]
