@@ -129,6 +129,7 @@ struct braid_http_req_s {
   int status;
   bool res_close, res_no_body, res_chunked, res_eof_delimited, res_broken;
   uint8_t res_encoding;
+  uint8_t precompressed; /* the body given is already in this encoding (a cached variant) */
   int64_t res_remaining; /* Content-Length mode: bytes still owed; -1 otherwise */
   braid_gzip_stream_t *zip;
   char *held;
@@ -996,6 +997,11 @@ static bool res_setup(braid_http_req_t *r, int status, const braid_http_header_t
   hconn_t *hc = r->hc;
   r->status = status;
   r->res_no_body = r->is_head || status == 204 || status == 304;
+  if (r->precompressed) {
+    r->res_encoding = r->precompressed;
+    r->res_close = res_wants_close(r);
+    return true;
+  }
   const braid_http_server_opts_t *o = &hc->ctx->srv->opts;
   bool vary = false;
   if (o->compress && !find_header(headers, n, "Content-Encoding") &&
@@ -1035,7 +1041,9 @@ static int respond_whole(braid_http_req_t *r, int status, const braid_http_heade
   bool vary = res_setup(r, status, headers, n, (int64_t)len, false);
   void *zout = NULL;
   size_t zlen = 0;
-  if (r->res_encoding && len) {
+  if (r->precompressed) {
+    /* sent as it is */
+  } else if (r->res_encoding && len) {
     braid_gzip_t *gz = ctx_compressor(hc->ctx, r->res_encoding);
     int rc = gz ? braid_gzip_compress_alloc(gz, body, len, &zout, &zlen) : BRAID_ENOMEM;
     if (rc != 0) { /* skipped or failed: send it as it is */
@@ -2445,4 +2453,110 @@ int braid_http_server_stats_prometheus(braid_http_server_t *s, char *buf, size_t
       (unsigned long long)h->count);
   braid__free(st);
   return (int)n;
+}
+
+/* ---- memoized responses --------------------------------------------------------------------- */
+
+typedef struct memo_s {
+  braid_http_req_t *req;
+  const char *content_type; /* static or the caller's: see http.h */
+  uint64_t ttl_ms;
+  uint64_t loads_before; /* the cache's load count when memo was called */
+  bool in_call;          /* braid_cache_memo() has not returned yet */
+  size_t key_len;
+  char key[]; /* key, then room for the variant's suffix */
+} memo_t;
+
+static void memo_answer(memo_t *m, braid_cache_t *cache, braid_blob_t *value, bool hit) {
+  braid_http_req_t *r = m->req;
+  braid_http_header_t h[] = {{"Content-Type", m->content_type}};
+  hconn_t *hc = r->hc;
+  int enc = ENC_NONE;
+  if (hc) {
+    const braid_http_server_opts_t *o = &hc->ctx->srv->opts;
+    if (hit)
+      stat_add(&hc->ctx->cache_hits, 1);
+    if (o->compress && compressible_type(m->content_type) &&
+        braid_blob_len(value) >= o->compress_min_bytes)
+      enc = negotiate_encoding(braid_http_req_header(r, "Accept-Encoding"));
+  }
+  if (enc == ENC_NONE) {
+    braid_http_respond_blob(r, 200, h, 1, value);
+    return;
+  }
+  /* The compressed variant has a key of its own: key, NUL, the coding's name. */
+  const char *suffix = enc == ENC_GZIP ? "gzip" : "deflate";
+  memcpy(m->key + m->key_len, "", 1);
+  memcpy(m->key + m->key_len + 1, suffix, strlen(suffix));
+  size_t vlen = m->key_len + 1 + strlen(suffix);
+  braid_blob_t *z = NULL;
+  if (braid_cache_get_blob(cache, m->key, vlen, &z) != 0) {
+    braid_gzip_t *gz = ctx_compressor(hc->ctx, enc);
+    void *out = NULL;
+    size_t out_len = 0;
+    if (!gz || braid_gzip_compress_alloc(gz, braid_blob_data(value), braid_blob_len(value), &out,
+                                         &out_len) != 0 ||
+        braid_blob_copy(&z, out, out_len) != 0) {
+      braid_gzip_buf_free(out);
+      braid_http_respond_blob(r, 200, h, 1, value); /* uncompressed, still correct */
+      return;
+    }
+    braid_gzip_buf_free(out);
+    braid_cache_put_blob(cache, m->key, vlen, z, m->ttl_ms);
+  }
+  r->precompressed = (uint8_t)enc;
+  uint64_t saved = r->is_head ? 0 : braid_blob_len(value) - braid_blob_len(z);
+  ctx_t *c = hc->ctx;
+  braid_http_respond_blob(r, 200, h, 1, z);
+  /* body_bytes counts bodies before compression, as for any compressed response */
+  stat_add(&c->body_bytes, saved);
+  braid_blob_unref(z);
+}
+
+static void memo_done(braid_cache_t *cache, int status, braid_blob_t *value, void *arg) {
+  memo_t *m = arg;
+  if (status != 0) {
+    braid_http_respond(m->req, status == BRAID_ETOOMANYWAITERS ? 503 : 500, NULL, 0, NULL, 0);
+  } else {
+    /* A hit: answered inside the call without starting a load (a synchronous load also
+     * answers inside, but counts as a load). */
+    braid_cache_stats_t st;
+    bool hit = m->in_call && braid_cache_stats(cache, &st) == 0 && st.loads == m->loads_before;
+    memo_answer(m, cache, value, hit);
+  }
+  if (m->in_call)
+    m->in_call = false, m->req = NULL; /* memo_t freed by the caller */
+  else
+    braid__free(m);
+}
+
+int braid_http_respond_memo(braid_http_req_t *r, braid_cache_t *cache, const void *key,
+                            size_t key_len, const braid_cache_loader_t *loader,
+                            const char *content_type) {
+  if (!r || !r->user || r->res_state != RES_NONE || !cache || (!key && key_len) || !loader ||
+      !content_type || strpbrk(content_type, "\r\n") || key_len > (1u << 20))
+    return BRAID_EINVAL;
+  memo_t *m = braid__malloc(sizeof(*m) + key_len + 16);
+  if (!m)
+    return BRAID_ENOMEM;
+  m->req = r;
+  m->content_type = content_type;
+  m->ttl_ms = loader->ttl_ms;
+  m->key_len = key_len;
+  if (key_len)
+    memcpy(m->key, key, key_len);
+  m->in_call = true;
+  braid_cache_stats_t st;
+  m->loads_before = braid_cache_stats(cache, &st) == 0 ? st.loads : 0;
+  int rc = braid_cache_memo(cache, key, key_len, loader, memo_done, m);
+  bool answered = !m->in_call; /* the callback ran inside: a hit (or a synchronous load) */
+  if (rc != 0) {
+    braid__free(m);
+    return rc;
+  }
+  if (answered)
+    braid__free(m);
+  else
+    m->in_call = false;
+  return 0;
 }

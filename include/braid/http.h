@@ -35,6 +35,7 @@
 #define BRAID_HTTP_H
 
 #include "blob.h"
+#include "cache.h"
 #include "common.h"
 #include "conn.h"
 #include "loop.h"
@@ -297,6 +298,23 @@ typedef void (*braid_http_writable_cb)(braid_http_req_t *req, int status, void *
 /* Sets the writable callback of req (NULL to clear). Returns 0 or BRAID_EINVAL. */
 BRAID_EXTERN int braid_http_res_on_writable(braid_http_req_t *req, braid_http_writable_cb cb,
                                             void *arg);
+
+/* ---- memoized responses ---------------------------------------------------------------- */
+
+/* Answers req (200, Content-Type content_type) with the value braid_cache_memo(cache, key,
+ * key_len, loader) gives: a hit costs no computation; a miss runs loader once however many
+ * requests wait for the key (single-flight), with the cache's TTL and stale-while-revalidate
+ * rules. When the response is compressed, the compressed variant is cached too (under key,
+ * a NUL and the coding's name, with the loader's TTL), so a hit costs neither computation
+ * nor compression. content_type must stay valid until the response is sent (a string
+ * literal). cache must belong to req's loop. A failed load answers 500 (503 when too many
+ * wait). Hits count in the stats' cache_hits. Returns 0 (req is answered, now or when the
+ * load completes: do not use it afterwards), or braid_cache_memo()'s error or BRAID_EINVAL
+ * (req still needs an answer). */
+BRAID_EXTERN int braid_http_respond_memo(braid_http_req_t *req, braid_cache_t *cache,
+                                         const void *key, size_t key_len,
+                                         const braid_cache_loader_t *loader,
+                                         const char *content_type);
 
 /* ---- static files ------------------------------------------------------------------------ */
 

@@ -271,11 +271,78 @@ static void test_request_decoding(void **state) {
   hfix_stop(&f);
 }
 
+/* Memoized responses: one load for many requests, the gzip variant cached too. */
+static int memo_loads;
+
+static int memo_compute(const void *key, size_t key_len, braid_blob_t **value, void *arg) {
+  (void)key;
+  (void)key_len;
+  (void)arg;
+  memo_loads++;
+  char text[8192];
+  for (size_t i = 0; i < sizeof(text); i++)
+    text[i] = "hello braid http "[i % 17];
+  return braid_blob_copy(value, text, sizeof(text));
+}
+
+static braid_cache_t *memo_cache;
+
+static void h_memo(braid_http_req_t *req, void *arg) {
+  (void)arg;
+  braid_cache_loader_t l = {.mode = BRAID_CACHE_LOAD_SYNC, .compute = memo_compute};
+  assert_int_equal(braid_http_respond_memo(req, memo_cache, "page", 4, &l, "text/plain"), 0);
+}
+
+static int memo_closed;
+static void on_memo_closed(braid_cache_t *c, void *arg) {
+  (void)c;
+  (void)arg;
+  memo_closed = 1;
+}
+
+static void test_memoized(void **state) {
+  (void)state;
+  hfix_t f;
+  hfix_start(&f, NULL, NULL);
+  assert_int_equal(braid_cache_new(f.t.loop, NULL, &memo_cache), 0);
+  assert_int_equal(braid_http_server_route(f.http, "GET", "/memo", 0, h_memo, NULL), 0);
+  memo_loads = 0;
+  for (int i = 0; i < 3; i++) {
+    ask_t a;
+    ask(&f, &a, "GET /memo HTTP/1.1\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+    assert_non_null(strstr(a.r.head, "Content-Encoding: gzip\r\n"));
+    assert_non_null(strstr(a.r.head, "Vary: Accept-Encoding\r\n"));
+    size_t len;
+    char *d = decode(&a.r, BRAID_GZIP_FORMAT_GZIP, &len);
+    assert_int_equal(len, 8192);
+    expect_text(d, len);
+    free(d);
+    free(a.r.body);
+  }
+  ask_t a;
+  ask(&f, &a, "GET /memo HTTP/1.1\r\nConnection: close\r\n\r\n");
+  assert_null(strstr(a.r.head, "Content-Encoding"));
+  assert_int_equal(a.r.body_len, 8192);
+  free(a.r.body);
+  assert_int_equal(memo_loads, 1);
+  braid_cache_stats_t cs;
+  braid_cache_stats(memo_cache, &cs);
+  assert_int_equal(cs.entries, 2); /* the value and its gzip variant */
+  braid_http_server_stats_t st;
+  braid_http_server_stats(f.http, &st);
+  assert_int_equal(st.cache_hits, 3);
+  memo_closed = 0;
+  braid_cache_close(memo_cache, on_memo_closed, NULL);
+  bt_run_until(&f.t, &memo_closed, 5000);
+  hfix_stop(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_negotiation),
       cmocka_unit_test(test_streamed_compression),
       cmocka_unit_test(test_request_decoding),
+      cmocka_unit_test(test_memoized),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
