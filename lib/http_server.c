@@ -47,7 +47,8 @@ typedef struct ctx_s {
   uv_timer_t *timer;
   braid__node_t header_list, body_list, ka_list;
   braid__node_t conns;
-  unsigned nconns;
+  unsigned nconns;          /* this loop's own count */
+  atomic_uint nconns_shared; /* the same, for other threads (stats, close) */
   char date[64];
   size_t date_len;
   uint64_t date_sec;
@@ -70,7 +71,8 @@ struct braid_http_server_s {
   ctx_t **ctxs;
   size_t nctxs;
   void *data;
-  bool closing, finished;
+  bool finished;
+  atomic_bool closing; /* read by worker loops in serve */
   uv_timer_t *close_timer; /* runs the close's end from the loop (and keeps it alive) */
   void *statics;           /* static-file roots (http_static.c) */
   braid_http_server_close_cb close_cb;
@@ -500,11 +502,13 @@ static int ctx_attach(ctx_t *c) {
     uv_unref((uv_handle_t *)c->timer);
   }
   c->nconns++;
+  atomic_fetch_add_explicit(&c->nconns_shared, 1, memory_order_relaxed);
   stat_add(&c->connections, 1);
   return 0;
 }
 
 static void ctx_detach(ctx_t *c) {
+  atomic_fetch_sub_explicit(&c->nconns_shared, 1, memory_order_relaxed);
   if (--c->nconns == 0 && c->timer) {
     /* Nothing of the server stays open on a loop without connections (a worker's loop
      * must be able to finish). */
@@ -2285,7 +2289,7 @@ int braid_http_server_close(braid_http_server_t *s, braid_http_server_close_cb c
   uv_mutex_lock(&s->mu);
   bool busy = false;
   for (size_t i = 0; i < s->nctxs; i++)
-    if (s->ctxs[i]->loop != s->loop && s->ctxs[i]->nconns)
+    if (s->ctxs[i]->loop != s->loop && atomic_load(&s->ctxs[i]->nconns_shared))
       busy = true;
   uv_mutex_unlock(&s->mu);
   if (busy)
@@ -2342,7 +2346,8 @@ void braid_http_server_stats(braid_http_server_t *s, braid_http_server_stats_t *
    * attached ones instead (a racy read across loops, as the rest). */
   uv_mutex_lock(&s->mu);
   for (size_t i = 0; i < s->nctxs; i++)
-    out->connections_open += s->ctxs[i]->nconns;
+    out->connections_open += atomic_load_explicit(&s->ctxs[i]->nconns_shared,
+                                                  memory_order_relaxed);
   uv_mutex_unlock(&s->mu);
 }
 
