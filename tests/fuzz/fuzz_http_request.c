@@ -105,6 +105,26 @@ static void h_stream(braid_http_req_t *req, void *arg) {
   }
 }
 
+static braid_cache_t *cache;
+
+static int memo_compute(const void *key, size_t key_len, braid_blob_t **value, void *arg) {
+  (void)arg;
+  static char text[2048];
+  for (size_t i = 0; i < sizeof(text); i++)
+    text[i] = (char)('a' + (i + key_len) % 26);
+  (void)key;
+  return braid_blob_copy(value, text, sizeof(text));
+}
+
+/* /m?KEY: a memoized response keyed by the query. */
+static void h_memo(braid_http_req_t *req, void *arg) {
+  (void)arg;
+  const char *q = braid_http_req_query(req);
+  braid_cache_loader_t l = {.mode = BRAID_CACHE_LOAD_SYNC, .compute = memo_compute};
+  if (braid_http_respond_memo(req, cache, q, strlen(q), &l, "text/plain") != 0)
+    braid_http_respond(req, 500, NULL, 0, NULL, 0);
+}
+
 static void setup(void) {
   CHECK(uv_loop_init(&uv) == 0);
   CHECK(braid_loop_new(&loop, &uv) == 0);
@@ -118,6 +138,11 @@ static void setup(void) {
   o.keepalive_requests = 8;
   o.compress_min_bytes = 16;
   CHECK(braid_http_server_new(&http, loop, &o) == 0);
+  braid_cache_opts_t co;
+  braid_cache_opts_init(&co);
+  co.max_entries = 64;
+  CHECK(braid_cache_new(loop, &co, &cache) == 0);
+  CHECK(braid_http_server_route(http, "GET", "/m", 0, h_memo, NULL) == 0);
   CHECK(braid_http_server_route(http, "GET", "/", 0, h_hello, NULL) == 0);
   CHECK(braid_http_server_route(http, "POST", "/echo", 0, h_echo, NULL) == 0);
   CHECK(braid_http_server_route(http, "GET", "/later", 0, h_later, NULL) == 0);

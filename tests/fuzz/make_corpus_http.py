@@ -35,6 +35,8 @@ seeds = {
     "upgrade": b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nxxxx",
     "connect": b"CONNECT a:1 HTTP/1.1\r\n\r\n",
     "close": b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    "memo": b"GET /m?a HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\nGET /m?a HTTP/1.1\r\n\r\n"
+            b"GET /m?b HTTP/1.1\r\nAccept-Encoding: deflate\r\n\r\n",
 }
 body = b"fuzz " * 100
 for name, req in seeds.items():
