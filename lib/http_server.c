@@ -654,10 +654,13 @@ static void req_maybe_free(braid_http_req_t *r) {
   if (r->orphan_ref)
     braid__loop_unref(r->loop);
   hconn_t *hc = r->hc;
-  /* Keep one request's buffers for the next request on this connection, unless they grew
-   * large (a big body should not stay with an idle connection). */
-  if (hc && !hc->spare && r->hcap <= 4096 && r->body_cap <= 16384 && !r->held && !r->zip &&
-      !r->unzip) {
+  /* Keep one request, with its header buffers, for the next request on this connection (no
+   * allocation per request), unless they grew large; never a body buffer: an idle
+   * keep-alive connection should cost little (bodies are rarer, and copied anyway). */
+  if (hc && !hc->spare && r->hcap <= 2048 && !r->held && !r->zip && !r->unzip) {
+    braid__free(r->body);
+    r->body = NULL;
+    r->body_cap = 0;
     hc->spare = r;
     return;
   }
