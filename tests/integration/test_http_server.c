@@ -331,6 +331,23 @@ static void test_streamed_response(void **state) {
   hfix_stop(&f);
 }
 
+/* HTTP/1.0 cannot take chunked: a streamed body of unknown length is close-delimited. */
+static void test_http10_streamed(void **state) {
+  (void)state;
+  hfix_t f;
+  hfix_start(&f, NULL, NULL);
+  static exch_t x;
+  exchange(&f, &x, "GET /big?n=50000&chunked=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  assert_non_null(strstr(x.out, "HTTP/1.1 200 OK"));
+  assert_null(strstr(x.out, "Transfer-Encoding"));
+  assert_null(strstr(x.out, "Content-Length"));
+  assert_non_null(strstr(x.out, "Connection: close"));
+  const char *body = strstr(x.out, "\r\n\r\n") + 4;
+  assert_int_equal(strlen(body), 50000);
+  assert_true(x.eof);
+  hfix_stop(&f);
+}
+
 /* A client that asks for a large response and never reads: the producer is held at the
  * watermark (memory bounded) and hears BRAID_ECANCELED when the client goes away. */
 static void c_never_read(hfix_t *f, void *arg) {
@@ -498,6 +515,7 @@ int main(void) {
       cmocka_unit_test(test_stream_body_backpressure),
       cmocka_unit_test(test_expect_continue_stream),
       cmocka_unit_test(test_streamed_response),
+      cmocka_unit_test(test_http10_streamed),
       cmocka_unit_test(test_never_reading_client),
       cmocka_unit_test(test_drain),
       cmocka_unit_test(test_drain_under_load),
