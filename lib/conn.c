@@ -9,10 +9,13 @@
  * burst of small writes becomes one iovec. Completion is accounted in bytes from the head: the
  * kernel took n bytes, so the first segments covering n bytes are done, in order.
  *
- * Flushing tries uv_try_write() first; only what the kernel did not take goes to uv_write(),
- * and at most one uv_write is in flight. Errors are never reported from inside the flush:
- * the connection closes, and every segment still queued is completed from the final close
- * callback, after libuv cancelled its own requests, so each write callback runs once. */
+ * Flushing tries a direct write first (sendmsg with MSG_NOSIGNAL, so a reset peer can never
+ * raise SIGPIPE here; libuv's uv_try_write cannot pass that flag); only what the kernel did
+ * not take goes to uv_write(), and at most one uv_write is in flight. Errors are never
+ * reported from inside the flush: the connection closes, and every segment still queued is
+ * completed from the final close callback, after libuv cancelled its own requests, so each
+ * write callback runs once. */
+#include <errno.h>
 #include <limits.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -656,34 +659,9 @@ static int queue_empty_write(braid_conn_t *c, braid_write_cb cb, void *arg) {
   return queue_write(c, SEG_BORROW, NULL, 0, NULL, cb, arg);
 }
 
-/* braid_conn_write() after write_check() passed for at least len bytes. */
-static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+/* Queues a copy of data[0..len) (the part the kernel did not take). */
+static int queue_copy(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
                       void *arg) {
-  int rc;
-  if (!data && len)
-    return BRAID_EINVAL;
-  if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
-      !c->send_rl && !c->send_group) {
-    /* Nothing to coalesce with: offer it to the kernel from the caller's buffer, and copy
-     * only what it does not take. */
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > MAX_IOV_BYTES ? MAX_IOV_BYTES : len));
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    c->stats.write_syscalls++;
-    if (n > 0) {
-      c->stats.bytes_written += (uint64_t)n;
-      c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
-      data = (const char *)data + n;
-      len -= (size_t)n;
-    }
-    /* An error is met again, and reported, by the flush of what is queued next. */
-    if (len == 0) {
-      if (!cb) {
-        c->stats.writes++;
-        return 0;
-      }
-      return queue_empty_write(c, cb, arg);
-    }
-  }
   if (len == 0)
     return queue_empty_write(c, cb, arg);
   if (len < HEAP_COPY_MIN)
@@ -692,10 +670,48 @@ static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write
   if (!copy)
     return BRAID_ENOMEM;
   memcpy(copy, data, len);
-  rc = queue_write(c, SEG_HEAP, copy, len, copy, cb, arg);
+  int rc = queue_write(c, SEG_HEAP, copy, len, copy, cb, arg);
   if (rc)
     braid__free(copy);
   return rc;
+}
+
+static int sock_try_write(braid_conn_t *c, const uv_buf_t *iov, unsigned n_iov);
+
+/* braid_conn_write() after write_check() passed for at least len bytes. */
+static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                      void *arg) {
+  if (!data && len)
+    return BRAID_EINVAL;
+  if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
+      !c->send_rl && !c->send_group) {
+    /* Nothing to coalesce with: offer it to the kernel from the caller's buffer, and copy
+     * only what it does not take. */
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > MAX_IOV_BYTES ? MAX_IOV_BYTES : len));
+    int n = sock_try_write(c, &b, 1);
+    c->stats.write_syscalls++;
+    if (n < 0 && n != UV_EAGAIN) {
+      /* The connection failed (a reset peer): end it now with the real error. Queueing
+       * the bytes instead would only meet EPIPE on the next write. */
+      close_handles(c, n);
+      return BRAID_ECLOSED;
+    }
+    if (n > 0) {
+      c->stats.bytes_written += (uint64_t)n;
+      c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+      data = (const char *)data + n;
+      len -= (size_t)n;
+      int rc;
+      if (len == 0 && !cb) {
+        c->stats.writes++;
+        rc = 0;
+      } else {
+        rc = queue_copy(c, data, len, cb, arg);
+      }
+      return rc;
+    }
+  }
+  return queue_copy(c, data, len, cb, arg);
 }
 
 int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
@@ -749,6 +765,43 @@ int braid_conn_write_blob(braid_conn_t *c, braid_blob_t *blob, size_t offset, si
 }
 
 /* ---- flushing ------------------------------------------------------------------------- */
+
+/* uv_try_write() with MSG_NOSIGNAL: writes what the kernel takes now, without blocking, and
+ * returns the bytes written, UV_EAGAIN when it took none, or the error (UV_ECONNRESET,
+ * UV_EPIPE, ...). A write to a socket whose peer reset raises SIGPIPE unless the flag is
+ * given, and libuv's writev() cannot give it; every write braid makes itself goes through
+ * here. (libuv's own uv_write, for what the kernel had no room for, still uses writev():
+ * braid_loop_new() covers that path, see loop.h.) */
+static int sock_try_write(braid_conn_t *c, const uv_buf_t *iov, unsigned n_iov) {
+#if defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
+                     offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
+                     offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
+                 "uv_buf_t is an iovec on unix");
+  /* As uv_try_write: never overtake bytes libuv still holds. */
+  if (c->write_inflight)
+    return UV_EAGAIN;
+  uv_os_fd_t fd;
+  int rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+  if (rc)
+    return rc;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = (struct iovec *)iov;
+  msg.msg_iovlen = n_iov;
+  ssize_t n;
+  do
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n >= 0)
+    return (int)n; /* the kernel writes at most INT_MAX & PAGE_MASK bytes per call */
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+    return UV_EAGAIN;
+  return -errno;
+#else
+  return uv_try_write((uv_stream_t *)&c->tcp, iov, n_iov);
+#endif
+}
 
 /* Grants up to want bytes from the send buckets; 0 means wait (the timer is armed). */
 static size_t send_allowance(braid_conn_t *c, size_t want) {
@@ -851,7 +904,7 @@ static void do_flush(braid_conn_t *c) {
     uv_buf_t iov[MAX_IOVS];
     size_t total;
     unsigned n_iov = fill_iov(c, iov, MAX_IOVS, 0, allow, &total);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, iov, n_iov);
+    int n = sock_try_write(c, iov, n_iov);
     c->stats.write_syscalls++;
     if (n == UV_EAGAIN)
       n = 0;

@@ -140,6 +140,10 @@ void braid__loop_chunk_put(braid_loop_t *loop, void *chunk);
 void *braid__loop_segs_get(braid_loop_t *loop);
 void braid__loop_segs_put(braid_loop_t *loop, void *segs);
 
+/* Sets SIGPIPE to SIG_IGN if its disposition is SIG_DFL; leaves a handler or SIG_IGN alone.
+ * braid_loop_new() calls it once per process (see loop.h); tests call it directly. */
+void braid__sigpipe_ignore_if_default(void);
+
 /* Logs through the loop's hook, printf-style. */
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -1,3 +1,4 @@
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -186,9 +187,34 @@ void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ..
   loop->log_fn(loop, level, msg, loop->log_arg);
 }
 
+/* A peer that resets its connection makes the next write to it raise SIGPIPE, whose default
+ * action ends the process. braid's own writes pass MSG_NOSIGNAL (conn.c), but what the
+ * kernel had no room for is written later by libuv's uv_write, with writev(), which cannot
+ * pass it. So, once per process, the first braid loop ignores SIGPIPE, and only if its
+ * disposition is still the default: a program that installed a handler or ignores it
+ * already keeps what it chose; one that wants the default back restores it after its first
+ * braid_loop_new() (loop.h). nginx, Redis and libuv-based servers ignore SIGPIPE the same
+ * way; EPIPE then comes back as an error, which braid reports on the connection. */
+void braid__sigpipe_ignore_if_default(void) {
+#ifdef SIGPIPE
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0)
+    return;
+  if ((sa.sa_flags & SA_SIGINFO) || sa.sa_handler != SIG_DFL)
+    return;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+#endif
+}
+
+static uv_once_t sigpipe_once = UV_ONCE_INIT;
+
 int braid_loop_new(braid_loop_t **out, uv_loop_t *uv) {
   if (!out)
     return BRAID_EINVAL;
+  uv_once(&sigpipe_once, braid__sigpipe_ignore_if_default);
   braid_loop_t *loop = braid__calloc(1, sizeof(*loop));
   if (!loop)
     return BRAID_ENOMEM;

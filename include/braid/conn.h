@@ -8,6 +8,11 @@
  * handed to uv_write only for what the kernel did not take. Small writes are copied into a
  * per-connection buffer; large ones can be borrowed or passed as refcounted blobs.
  *
+ * A peer that resets its connection never kills the process: braid's writes pass
+ * MSG_NOSIGNAL, and the first braid_loop_new() ignores SIGPIPE if it was at its default
+ * (loop.h explains why and how to opt out). Write errors close the connection and reach its
+ * close callback.
+ *
  * Memory stays bounded per connection: high/low watermarks on the queued bytes tell a
  * producer when to pause and resume, and a hard cap fails writes past it. Timeouts (idle,
  * read, write) run on one timer per connection; bandwidth limits pause reading or writing
@@ -129,9 +134,11 @@ BRAID_EXTERN int braid_conn_read_start(braid_conn_t *conn);
 BRAID_EXTERN int braid_conn_read_stop(braid_conn_t *conn);
 
 /* Queues a copy of data[0..len). cb (may be NULL) runs once when the kernel took the bytes,
- * or with the error that stopped that. Returns 0, BRAID_ECLOSED (closing or shut down),
- * BRAID_EQUEUEFULL (over max_queue_bytes), BRAID_EINVAL or BRAID_ENOMEM; on error nothing is
- * queued and cb is never called. len 0 is allowed (cb still runs, in order). */
+ * or with the error that stopped that. Returns 0, BRAID_ECLOSED (closing or shut down, or
+ * the connection failed during the call, e.g. a peer reset: it is then closing and its close
+ * callback gets the error), BRAID_EQUEUEFULL (over max_queue_bytes), BRAID_EINVAL or
+ * BRAID_ENOMEM; on error nothing is queued and cb is never called. len 0 is allowed (cb
+ * still runs, in order). Writes never raise SIGPIPE. */
 BRAID_EXTERN int braid_conn_write(braid_conn_t *conn, const void *data, size_t len,
                                   braid_write_cb cb, void *arg);
 

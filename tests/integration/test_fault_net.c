@@ -1,0 +1,422 @@
+/* The net layer against hostile or careless peers (issue 9): a reset must not kill the
+ * process with SIGPIPE. Each case runs in a forked child, so a signal that kills it is seen
+ * by the parent as a failed test instead of taking the whole test program down. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "../support.h"
+#include "internal.h"
+
+/* ---- running a case in a child process -------------------------------------------------- */
+
+/* In the child, cmocka's asserts would unwind into a copy of the test runner: check by hand
+ * and leave with a distinct exit code instead. */
+#define CHILD_CHECK(cond)                                                                    \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
+      fprintf(stderr, "child: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);        \
+      _exit(3);                                                                              \
+    }                                                                                        \
+  } while (0)
+
+/* Runs fn(arg) in a child process, which exits 0 when fn returns; asserts it did, within
+ * timeout_s (the child's alarm), and that no signal (SIGPIPE above all) ended it. */
+static void run_in_child(void (*fn)(void *), void *arg, unsigned timeout_s) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(timeout_s);
+    fn(arg);
+    _exit(0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFSIGNALED(status))
+    fail_msg("child killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* ---- a loop and a server, for a child ------------------------------------------------- */
+
+typedef struct child_loop_s {
+  uv_loop_t uv;
+  braid_loop_t *loop;
+} child_loop_t;
+
+static void on_guard(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+/* Runs the loop until *flag (polled after each iteration) or timeout_ms. Returns *flag. */
+static int child_run_until(child_loop_t *l, int (*cond)(void *), void *arg, uint64_t timeout_ms) {
+  int expired = 0;
+  uv_timer_t guard;
+  uv_timer_init(&l->uv, &guard);
+  guard.data = &expired;
+  uv_timer_start(&guard, on_guard, timeout_ms, 0);
+  while (!expired && !cond(arg))
+    uv_run(&l->uv, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(&l->uv, UV_RUN_NOWAIT);
+  return cond(arg);
+}
+
+static int always(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+static void child_run_for(child_loop_t *l, uint64_t ms) {
+  child_run_until(l, always, NULL, ms);
+}
+
+/* What the child's server does with each read. */
+typedef struct hostile_srv_s {
+  braid_server_t *server;
+  size_t answer_bytes; /* written back per 16 bytes read (0: echo what was read) */
+  size_t extra_bytes;  /* and this much more per read, as one large write */
+  int closed;          /* server close callback ran */
+  int conns_closed;
+  int write_errors;    /* writes refused (the connection failed under them) */
+  uint64_t want;       /* connections the clients made so far */
+} hostile_srv_t;
+
+static char big_answer[1 << 20];
+
+static void hs_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+  hostile_srv_t *s = arg;
+  if (status < 0) {
+    braid_conn_close(c);
+    return;
+  }
+  int rc = 0;
+  if (s->answer_bytes == 0) {
+    rc = braid_conn_write(c, data, len, NULL, NULL);
+  } else {
+    for (size_t i = 0; rc == 0 && i + 16 <= len; i += 16)
+      rc = braid_conn_write(c, big_answer, s->answer_bytes, NULL, NULL);
+  }
+  if (rc == 0 && s->extra_bytes)
+    rc = braid_conn_write(c, big_answer, s->extra_bytes, NULL, NULL);
+  if (rc) {
+    s->write_errors++;
+    braid_conn_close(c);
+  }
+}
+
+static void hs_close(braid_conn_t *c, int status, void *arg) {
+  (void)c;
+  (void)status;
+  ((hostile_srv_t *)arg)->conns_closed++;
+}
+
+static void hs_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
+  (void)server;
+  braid_conn_callbacks_t cbs = {hs_read, hs_close, NULL, arg};
+  braid_conn_set_callbacks(c, &cbs);
+  braid_conn_read_start(c);
+}
+
+static void hs_closed(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)status;
+  ((hostile_srv_t *)arg)->closed = 1;
+}
+
+/* Every connection the server accepted so far has closed, and it accepted s->want. */
+static int hs_done(void *arg) {
+  hostile_srv_t *s = arg;
+  braid_server_stats_t st;
+  braid_server_stats(s->server, &st);
+  return st.accepted >= s->want && st.active == 0;
+}
+
+static int hs_is_closed(void *arg) {
+  return ((hostile_srv_t *)arg)->closed;
+}
+
+static void hs_start(child_loop_t *l, hostile_srv_t *s) {
+  CHILD_CHECK(uv_loop_init(&l->uv) == 0);
+  CHILD_CHECK(braid_loop_new(&l->loop, &l->uv) == 0);
+  CHILD_CHECK(braid_server_new(&s->server, l->loop, NULL, hs_conn, s) == 0);
+  CHILD_CHECK(braid_server_listen(s->server, "127.0.0.1", 0) == 0);
+}
+
+static void hs_stop(child_loop_t *l, hostile_srv_t *s) {
+  CHILD_CHECK(braid_server_close(s->server, hs_closed, s) == 0);
+  CHILD_CHECK(child_run_until(l, hs_is_closed, s, 10000));
+  CHILD_CHECK(braid_loop_close(l->loop) == 0);
+  uv_run(&l->uv, UV_RUN_DEFAULT);
+  CHILD_CHECK(uv_loop_close(&l->uv) == 0);
+}
+
+/* A blocking client socket connected to port (the kernel completes the handshake before the
+ * server accepts), with a small receive buffer when rcvbuf > 0. */
+static int raw_connect(int port, int rcvbuf) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHILD_CHECK(fd >= 0);
+  if (rcvbuf > 0)
+    CHILD_CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) == 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
+  CHILD_CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+  return fd;
+}
+
+/* Closes fd with a RST instead of a FIN (SO_LINGER 0), as a crashing or hostile peer does. */
+static void raw_reset(int fd) {
+  struct linger lg = {1, 0};
+  CHILD_CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+  close(fd);
+}
+
+static void send_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    CHILD_CHECK(n > 0);
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+/* ---- SIGPIPE ----------------------------------------------------------------------------- */
+
+typedef struct sigpipe_case_s {
+  int keep_default; /* the program puts SIGPIPE back to SIG_DFL after braid_loop_new() */
+} sigpipe_case_t;
+
+/* Sends 4096 bytes then resets, at several points of the server's handling (before it
+ * accepted, after it read, while it writes): the server echoes them and adds a large write,
+ * and must survive every time. */
+static void child_echo_resets(void *arg) {
+  sigpipe_case_t *cs = arg;
+  child_loop_t l;
+  hostile_srv_t s = {.extra_bytes = 256 << 10};
+  signal(SIGPIPE, SIG_DFL); /* as a program starts */
+  hs_start(&l, &s);
+  if (cs->keep_default)
+    signal(SIGPIPE, SIG_DFL);
+  int port = braid_server_port(s.server);
+  char msg[4096];
+  memset(msg, 'x', sizeof(msg));
+  for (int trial = 0; trial < 40; trial++) {
+    int fd = raw_connect(port, 0);
+    send_all(fd, msg, sizeof(msg));
+    /* Let the server get as far as accepting, reading or writing before the reset. */
+    for (int i = 0; i < trial % 5; i++)
+      uv_run(&l.uv, UV_RUN_NOWAIT);
+    if (trial % 10 >= 5)
+      child_run_for(&l, 2);
+    raw_reset(fd);
+    s.want++;
+    CHILD_CHECK(child_run_until(&l, hs_done, &s, 10000));
+  }
+  CHILD_CHECK(s.conns_closed == 40);
+  hs_stop(&l, &s);
+}
+
+/* kv-style: ten pipelined requests each answered with 64 KiB, a client that never reads
+ * (so the answers back up into libuv's write path), then a reset. */
+static void child_pipelined_resets(void *arg) {
+  sigpipe_case_t *cs = arg;
+  child_loop_t l;
+  hostile_srv_t s = {.answer_bytes = 64 << 10};
+  signal(SIGPIPE, SIG_DFL);
+  hs_start(&l, &s);
+  if (cs->keep_default)
+    signal(SIGPIPE, SIG_DFL);
+  int port = braid_server_port(s.server);
+  char reqs[10 * 16];
+  memset(reqs, 'g', sizeof(reqs));
+  for (int trial = 0; trial < 20; trial++) {
+    int fd = raw_connect(port, 4096);
+    send_all(fd, reqs, sizeof(reqs));
+    /* Reset before the server read the requests, or while their answers back up. */
+    if (trial % 4)
+      child_run_for(&l, (uint64_t)(trial % 4) * 5);
+    raw_reset(fd);
+    s.want++;
+    CHILD_CHECK(child_run_until(&l, hs_done, &s, 10000));
+  }
+  CHILD_CHECK(s.conns_closed == 20);
+  hs_stop(&l, &s);
+}
+
+static void test_sigpipe_echo_reset(void **state) {
+  (void)state;
+  sigpipe_case_t cs = {0};
+  run_in_child(child_echo_resets, &cs, 60);
+}
+
+static void test_sigpipe_echo_reset_sig_dfl(void **state) {
+  (void)state;
+  sigpipe_case_t cs = {.keep_default = 1};
+  run_in_child(child_echo_resets, &cs, 60);
+}
+
+static void test_sigpipe_pipelined_reset(void **state) {
+  (void)state;
+  sigpipe_case_t cs = {0};
+  run_in_child(child_pipelined_resets, &cs, 60);
+}
+
+static void test_sigpipe_pipelined_reset_sig_dfl(void **state) {
+  (void)state;
+  sigpipe_case_t cs = {.keep_default = 1};
+  run_in_child(child_pipelined_resets, &cs, 60);
+}
+
+/* The one process-wide change: SIG_DFL becomes SIG_IGN, anything a program chose stays. */
+static void on_test_sigpipe(int sig) {
+  (void)sig;
+}
+
+static void child_disposition(void *arg) {
+  (void)arg;
+  struct sigaction sa;
+  signal(SIGPIPE, SIG_DFL);
+  braid__sigpipe_ignore_if_default();
+  CHILD_CHECK(sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN);
+  signal(SIGPIPE, on_test_sigpipe);
+  braid__sigpipe_ignore_if_default();
+  CHILD_CHECK(sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == on_test_sigpipe);
+  /* braid_loop_new() does it once per process: a program that restores the default after
+   * its first loop keeps the default. */
+  signal(SIGPIPE, SIG_DFL);
+  child_loop_t l;
+  CHILD_CHECK(uv_loop_init(&l.uv) == 0);
+  CHILD_CHECK(braid_loop_new(&l.loop, &l.uv) == 0);
+  CHILD_CHECK(sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN);
+  signal(SIGPIPE, SIG_DFL);
+  braid_loop_t *second;
+  CHILD_CHECK(braid_loop_new(&second, &l.uv) == 0);
+  CHILD_CHECK(sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL);
+  CHILD_CHECK(braid_loop_close(second) == 0);
+  CHILD_CHECK(braid_loop_close(l.loop) == 0);
+  uv_run(&l.uv, UV_RUN_DEFAULT);
+  CHILD_CHECK(uv_loop_close(&l.uv) == 0);
+}
+
+static void test_sigpipe_disposition(void **state) {
+  (void)state;
+  run_in_child(child_disposition, NULL, 30);
+}
+
+/* braid's own writes never raise SIGPIPE, even with SIGPIPE at SIG_DFL and the reset already
+ * reported elsewhere (here: SO_ERROR read by the program), when the kernel answers the next
+ * write with EPIPE: the large write's direct path and the flush of a small one. */
+typedef struct held_s {
+  braid_conn_t *conns[4];
+  int n;
+  int closed;
+  int close_status[4];
+} held_t;
+
+static void held_close(braid_conn_t *c, int status, void *arg) {
+  held_t *h = arg;
+  for (int i = 0; i < h->n; i++)
+    if (h->conns[i] == c)
+      h->close_status[i] = status;
+  h->closed++;
+}
+
+static void held_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
+  (void)server;
+  held_t *h = arg;
+  braid_conn_callbacks_t cbs = {NULL, held_close, NULL, h};
+  braid_conn_set_callbacks(c, &cbs);
+  h->conns[h->n++] = c; /* not reading: only writes meet the reset */
+}
+
+static int held_two(void *arg) {
+  return ((held_t *)arg)->n == 2;
+}
+
+static int held_two_closed(void *arg) {
+  return ((held_t *)arg)->closed == 2;
+}
+
+static int server_closed_flag;
+static void on_srv_closed(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)status;
+  (void)arg;
+  server_closed_flag = 1;
+}
+static int srv_closed(void *arg) {
+  (void)arg;
+  return server_closed_flag;
+}
+
+static void child_consumed_error(void *arg) {
+  (void)arg;
+  child_loop_t l;
+  held_t h = {0};
+  braid_server_t *server;
+  CHILD_CHECK(uv_loop_init(&l.uv) == 0);
+  CHILD_CHECK(braid_loop_new(&l.loop, &l.uv) == 0);
+  signal(SIGPIPE, SIG_DFL); /* a program that wants the default: braid must not need it */
+  CHILD_CHECK(braid_server_new(&server, l.loop, NULL, held_conn, &h) == 0);
+  CHILD_CHECK(braid_server_listen(server, "127.0.0.1", 0) == 0);
+  int fds[2];
+  for (int i = 0; i < 2; i++)
+    fds[i] = raw_connect(braid_server_port(server), 0);
+  CHILD_CHECK(child_run_until(&l, held_two, &h, 10000));
+  for (int i = 0; i < 2; i++) {
+    raw_reset(fds[i]);
+    uv_os_fd_t fd;
+    CHILD_CHECK(uv_fileno((uv_handle_t *)braid_conn_uv(h.conns[i]), &fd) == 0);
+    int err = 0;
+    socklen_t len = sizeof(err);
+    for (int tries = 0; tries < 100 && err == 0; tries++) {
+      CHILD_CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0);
+      if (err == 0)
+        usleep(1000);
+    }
+    CHILD_CHECK(err == ECONNRESET);
+  }
+  /* Large: straight to the kernel from the call, which meets EPIPE. */
+  CHILD_CHECK(braid_conn_write(h.conns[0], big_answer, 64 << 10, NULL, NULL) == BRAID_ECLOSED);
+  /* Small: copied, then the flush meets EPIPE. */
+  CHILD_CHECK(braid_conn_write(h.conns[1], "ping", 4, NULL, NULL) == 0);
+  CHILD_CHECK(child_run_until(&l, held_two_closed, &h, 10000));
+  CHILD_CHECK(h.close_status[0] == UV_EPIPE);
+  CHILD_CHECK(h.close_status[1] == UV_EPIPE);
+  CHILD_CHECK(braid_server_close(server, on_srv_closed, NULL) == 0);
+  CHILD_CHECK(child_run_until(&l, srv_closed, NULL, 10000));
+  CHILD_CHECK(braid_loop_close(l.loop) == 0);
+  uv_run(&l.uv, UV_RUN_DEFAULT);
+  CHILD_CHECK(uv_loop_close(&l.uv) == 0);
+}
+
+static void test_sigpipe_consumed_error(void **state) {
+  (void)state;
+  run_in_child(child_consumed_error, NULL, 30);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sigpipe_echo_reset),
+      cmocka_unit_test(test_sigpipe_echo_reset_sig_dfl),
+      cmocka_unit_test(test_sigpipe_pipelined_reset),
+      cmocka_unit_test(test_sigpipe_pipelined_reset_sig_dfl),
+      cmocka_unit_test(test_sigpipe_disposition),
+      cmocka_unit_test(test_sigpipe_consumed_error),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
