@@ -659,6 +659,17 @@ static int queue_empty_write(braid_conn_t *c, braid_write_cb cb, void *arg) {
   return queue_write(c, SEG_BORROW, NULL, 0, NULL, cb, arg);
 }
 
+/* Queues data[0..len) after some of the message already went to the kernel (or after the
+ * kernel refused it): the peer has the start of a message, so a write that cannot be
+ * completed must end the connection instead of leaving half a message on the wire, where the
+ * peer would read whatever comes next as the rest of it. Closes with a reset and the error,
+ * and returns BRAID_ECLOSED (nothing more is queued; cb is never called). */
+static int fail_started_write(braid_conn_t *c, int err) {
+  c->reset_on_close = true;
+  close_handles(c, err);
+  return BRAID_ECLOSED;
+}
+
 /* Queues a copy of data[0..len) (the part the kernel did not take). */
 static int queue_copy(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
                       void *arg) {
@@ -678,7 +689,9 @@ static int queue_copy(braid_conn_t *c, const void *data, size_t len, braid_write
 
 static int sock_try_write(braid_conn_t *c, const uv_buf_t *iov, unsigned n_iov);
 
-/* braid_conn_write() after write_check() passed for at least len bytes. */
+/* braid_conn_write() after write_check() passed for at least len bytes. A write is queued
+ * whole or not at all; once part of it reached the kernel, a failure to queue the rest
+ * closes the connection (fail_started_write). */
 static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
                       void *arg) {
   if (!data && len)
@@ -708,7 +721,7 @@ static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write
       } else {
         rc = queue_copy(c, data, len, cb, arg);
       }
-      return rc;
+      return rc ? fail_started_write(c, rc) : 0;
     }
   }
   return queue_copy(c, data, len, cb, arg);
@@ -727,17 +740,23 @@ int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
     len += parts[i].len;
   *partial = false;
   int rc = write_check(c, len);
-  if (rc == 0 && hlen) {
+  if (rc)
+    return rc;
+  bool started = false;
+  if (hlen) {
     rc = write_body(c, head, hlen, NULL, NULL);
-    *partial = rc == 0;
+    started = rc == 0;
   }
   for (unsigned i = 0; rc == 0 && i < nparts; i++) {
     rc = write_body(c, parts[i].base, parts[i].len, NULL, NULL);
-    *partial = *partial || (rc == 0 && parts[i].len);
+    started = started || (rc == 0 && parts[i].len);
   }
   if (rc == 0)
-    *partial = false;
-  return rc;
+    return 0;
+  *partial = started;
+  if (c->state == ST_CLOSED) /* write_body ended the connection */
+    return BRAID_ECLOSED;
+  return started ? fail_started_write(c, rc) : rc;
 }
 
 int braid_conn_write_borrow(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,

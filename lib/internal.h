@@ -217,8 +217,12 @@ braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
 /* Queues head[0..hlen) then parts[0..nparts) (copied) as one message: the room for all of
  * it is checked once, first, so a refusal (BRAID_ECLOSED, BRAID_EQUEUEFULL) queues nothing.
- * Only an allocation can then fail part way: BRAID_ENOMEM with *partial set when some of the
- * message is queued (the stream is then beyond repair). 0 when all of it is queued. */
+ * After that only an allocation (or the connection failing) can stop it part way. If
+ * nothing of the message had reached the queue or the kernel, the error is returned
+ * (BRAID_ENOMEM) and the connection goes on; otherwise the stream is beyond repair, so the
+ * connection is reset and closed with the error (its close callback gets it), and the call
+ * returns BRAID_ECLOSED, with *partial set when earlier pieces had been queued. 0 when all of
+ * it is queued. */
 int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
                             const uv_buf_t *parts, unsigned nparts, bool *partial);
 

@@ -134,11 +134,17 @@ BRAID_EXTERN int braid_conn_read_start(braid_conn_t *conn);
 BRAID_EXTERN int braid_conn_read_stop(braid_conn_t *conn);
 
 /* Queues a copy of data[0..len). cb (may be NULL) runs once when the kernel took the bytes,
- * or with the error that stopped that. Returns 0, BRAID_ECLOSED (closing or shut down, or
- * the connection failed during the call, e.g. a peer reset: it is then closing and its close
- * callback gets the error), BRAID_EQUEUEFULL (over max_queue_bytes), BRAID_EINVAL or
- * BRAID_ENOMEM; on error nothing is queued and cb is never called. len 0 is allowed (cb
- * still runs, in order). Writes never raise SIGPIPE. */
+ * or with the error that stopped that. Returns 0, BRAID_ECLOSED, BRAID_EQUEUEFULL (over
+ * max_queue_bytes), BRAID_EINVAL or BRAID_ENOMEM; on error cb is never called. len 0 is
+ * allowed (cb still runs, in order).
+ *
+ * A write is sent whole or the connection ends: BRAID_EQUEUEFULL, BRAID_EINVAL and
+ * BRAID_ENOMEM mean nothing of it was sent or queued and the connection goes on.
+ * BRAID_ECLOSED means the connection is closing or shut down, or ended during the call:
+ * the kernel reported it failed (a peer reset: the close callback gets UV_ECONNRESET or
+ * UV_EPIPE), or part of a large write had gone to the kernel and the rest could not be
+ * queued (the connection is then reset, so the peer never reads half a message followed by
+ * the next one, and the close callback gets BRAID_ENOMEM). Writes never raise SIGPIPE. */
 BRAID_EXTERN int braid_conn_write(braid_conn_t *conn, const void *data, size_t len,
                                   braid_write_cb cb, void *arg);
 
