@@ -72,6 +72,7 @@ struct braid_conn_s {
 
   /* Options, as needed on the hot path. */
   uint64_t idle_timeout_ms, read_timeout_ms, write_timeout_ms, close_flush_timeout_ms;
+  uint64_t message_timeout_ms;
   size_t high_wm, low_wm, max_queue, copy_threshold;
   braid_ratelimit_t *send_rl, *recv_rl;       /* this connection's buckets, or NULL */
   braid_ratelimit_t *send_group, *recv_group; /* shared buckets, or NULL */
@@ -95,10 +96,13 @@ struct braid_conn_s {
   bool timer_armed;
   bool discarded; /* never handed to the user: no callbacks at close */
   bool reset_on_close;
+  bool msg_pending; /* the protocol on it holds part of a message (message timeout) */
   int close_status;
   unsigned open_handles;
 
   uint64_t last_read_ms, last_activity_ms, last_progress_ms, close_started_ms, rate_wait_until;
+  uint64_t msg_started_ms; /* when the partial message began (shifted by reading pauses) */
+  uint64_t msg_elapsed_ms; /* its time so far, kept while reading is stopped */
   uint64_t timer_due;
   braid_conn_stats_t stats;
 };
@@ -132,7 +136,7 @@ int braid_conn_opts_validate(const braid_conn_opts_t *o) {
   if (o->send_rate_bytes_per_s > big || o->recv_rate_bytes_per_s > big)
     return BRAID_EINVAL;
   if (o->idle_timeout_ms > big || o->read_timeout_ms > big || o->write_timeout_ms > big ||
-      o->close_flush_timeout_ms > big)
+      o->close_flush_timeout_ms > big || o->message_timeout_ms > big)
     return BRAID_EINVAL;
   return 0;
 }
@@ -177,6 +181,7 @@ int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_
   c->read_timeout_ms = opts->read_timeout_ms;
   c->write_timeout_ms = opts->write_timeout_ms;
   c->close_flush_timeout_ms = opts->close_flush_timeout_ms;
+  c->message_timeout_ms = opts->message_timeout_ms;
   c->high_wm = opts->high_watermark_bytes;
   c->low_wm = opts->low_watermark_bytes;
   c->max_queue = opts->max_queue_bytes;
@@ -227,6 +232,18 @@ void braid__conn_set_owner(braid_conn_t *c, braid__conn_owner_t *owner) {
 void braid__conn_set_drain_hook(braid_conn_t *c, braid__conn_drain_fn fn, void *arg) {
   c->drain_fn = fn;
   c->drain_arg = arg;
+}
+
+void braid__conn_message_pending(braid_conn_t *c, bool pending) {
+  if (pending == c->msg_pending || c->state == ST_CLOSED)
+    return;
+  c->msg_pending = pending;
+  if (!pending)
+    return;
+  /* Its first bytes came with the read being handled now. */
+  c->msg_started_ms = braid__now(c->loop);
+  c->msg_elapsed_ms = 0;
+  arm_timer(c);
 }
 
 void braid__conn_notify_drain(braid_conn_t *c) {
@@ -1062,8 +1079,13 @@ int braid_conn_read_start(braid_conn_t *c) {
     return BRAID_EINVAL;
   if (c->state != ST_OPEN)
     return BRAID_ECLOSED;
-  if (!c->want_read)
-    c->last_read_ms = braid__now(c->loop);
+  if (!c->want_read) {
+    uint64_t now = braid__now(c->loop);
+    c->last_read_ms = now;
+    /* A partial message's clock ran only while we read: resume it where it stopped. */
+    if (c->msg_pending)
+      c->msg_started_ms = now - c->msg_elapsed_ms;
+  }
   c->want_read = true;
   int rc = start_reading(c);
   if (rc == 0)
@@ -1076,6 +1098,8 @@ int braid_conn_read_stop(braid_conn_t *c) {
     return BRAID_EINVAL;
   if (c->state != ST_OPEN && c->state != ST_CLOSING)
     return BRAID_ECLOSED;
+  if (c->want_read && c->msg_pending)
+    c->msg_elapsed_ms = braid__now(c->loop) - c->msg_started_ms;
   c->want_read = false;
   if (c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -1090,6 +1114,13 @@ static uint64_t min_u64(uint64_t a, uint64_t b) {
   return a < b ? a : b;
 }
 
+/* The message timeout counts while a partial message is held and we are reading: a
+ * connection that paused reading (its protocol at an in-flight cap) does not hold it
+ * against the peer. */
+static bool message_clock_runs(const braid_conn_t *c) {
+  return c->message_timeout_ms && c->msg_pending && c->want_read && !c->peer_eof;
+}
+
 static uint64_t next_deadline(const braid_conn_t *c) {
   uint64_t d = UINT64_MAX;
   if (c->state != ST_OPEN && c->state != ST_CLOSING)
@@ -1100,6 +1131,8 @@ static uint64_t next_deadline(const braid_conn_t *c) {
     d = min_u64(d, c->last_read_ms + c->read_timeout_ms);
   if (c->write_timeout_ms && c->queued > 0)
     d = min_u64(d, c->last_progress_ms + c->write_timeout_ms);
+  if (message_clock_runs(c))
+    d = min_u64(d, c->msg_started_ms + c->message_timeout_ms);
   if (c->state == ST_CLOSING && c->close_flush_timeout_ms)
     d = min_u64(d, c->close_started_ms + c->close_flush_timeout_ms);
   if (c->rate_paused)
@@ -1170,7 +1203,8 @@ static void on_timer(uv_timer_t *t) {
   }
   if ((c->idle_timeout_ms && now >= c->last_activity_ms + c->idle_timeout_ms) ||
       (c->read_timeout_ms && c->want_read && !c->peer_eof &&
-       now >= c->last_read_ms + c->read_timeout_ms)) {
+       now >= c->last_read_ms + c->read_timeout_ms) ||
+      (message_clock_runs(c) && now >= c->msg_started_ms + c->message_timeout_ms)) {
     close_handles(c, BRAID_ETIMEDOUT);
     return;
   }

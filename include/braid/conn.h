@@ -60,15 +60,30 @@ typedef void (*braid_watermark_cb)(braid_conn_t *conn, int above, void *arg);
  * connection is freed when this returns. Exactly once. */
 typedef void (*braid_close_cb)(braid_conn_t *conn, int status, void *arg);
 
-/* Per-connection options. Fill with braid_conn_opts_init(). */
+/* Per-connection options. Fill with braid_conn_opts_init(), whose timeouts are all off: it
+ * serves client connections, whose requests carry their own deadlines (rpc, pool). A
+ * server's connections start from braid_server_opts_init() instead, which turns the idle,
+ * write and message timeouts on (server.h). Every timeout is in milliseconds, bounds
+ * 0..(1 << 40), 0 = off. */
 typedef struct braid_conn_opts_s {
-  /* Close with BRAID_ETIMEDOUT when nothing was read or written for this long. 0 = off. */
+  /* Close with BRAID_ETIMEDOUT when nothing was read or written for this long. 0 = off
+   * (default; servers: 75000). */
   uint64_t idle_timeout_ms;
-  /* Close with BRAID_ETIMEDOUT when reading is on and nothing arrived for this long. 0 = off. */
+  /* Close with BRAID_ETIMEDOUT when reading is on and nothing arrived for this long. 0 = off
+   * (default, servers too: the idle timeout bounds a silent peer, the message timeout a
+   * slow one). Every byte restarts it, so it cannot stop a peer trickling bytes. */
   uint64_t read_timeout_ms;
   /* Close with BRAID_ETIMEDOUT when queued data made no progress into the kernel for this
-   * long (a peer that stopped reading). Also bounds a graceful close's flush. 0 = off. */
+   * long (a peer that stopped reading). Also bounds a graceful close's flush. 0 = off
+   * (default; servers: 60000). */
   uint64_t write_timeout_ms;
+  /* Close with BRAID_ETIMEDOUT when a message that has started to arrive is not complete
+   * within this long of reading time (the clock stands still while reading is stopped): a
+   * peer sending one byte every few seconds resets a read timeout forever, but not this.
+   * Only a protocol layer knows where messages begin and end, so braid's protocol layers
+   * (rpc channels) arm it; on a raw connection it never fires. 0 = off (default; servers:
+   * 60000). */
+  uint64_t message_timeout_ms;
   /* How long braid_conn_close() waits for queued writes to flush before resetting the
    * connection. Default 10000. 0 = do not wait: close now, cancelling queued writes. */
   uint64_t close_flush_timeout_ms;

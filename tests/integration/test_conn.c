@@ -887,6 +887,57 @@ static void test_rate_limit_recv(void **state) {
   run_rate(2);
 }
 
+/* ---- the message timeout ----------------------------------------------------------- */
+
+static void on_read_partial_pause(braid_conn_t *c, int status, const char *data, size_t len,
+                                  void *arg) {
+  (void)data;
+  (void)len;
+  peer_t *p = arg;
+  if (status < 0) {
+    p->read_err = status;
+    return;
+  }
+  p->rx_len += len;
+  /* Part of a message, and the protocol stops reading (say, at its in-flight cap). */
+  braid__conn_message_pending(c, true);
+  braid_conn_read_stop(c);
+}
+
+/* The message clock runs only while reading: a connection that stopped reading does not
+ * hold the wait against its peer, and the clock resumes where it stopped. */
+static void test_message_timeout_pauses_with_reading(void **state) {
+  (void)state;
+  braid_conn_opts_t ob;
+  braid_conn_opts_init(&ob);
+  ob.message_timeout_ms = 300;
+  pair_t p;
+  pair_open(&p, "127.0.0.1", NULL, &ob);
+  peer_t pa = {0}, pb = {0};
+  peer_attach(p.a, &pa, 1);
+  braid_conn_callbacks_t cbs = {on_read_partial_pause, peer_close, NULL, &pb};
+  assert_int_equal(braid_conn_set_callbacks(p.b, &cbs), 0);
+  assert_int_equal(braid_conn_read_start(p.b), 0);
+  assert_int_equal(braid_conn_write(p.a, "par", 3, NULL, NULL), 0);
+  while (pb.rx_len == 0)
+    uv_run(&p.t.uv, UV_RUN_ONCE);
+  bt_run_for(&p.t, 700); /* over twice the timeout, not reading */
+  assert_int_equal(pb.closed, 0);
+  uint64_t resumed = uv_now(&p.t.uv);
+  assert_int_equal(braid_conn_read_start(p.b), 0);
+  bt_run_until(&p.t, &pb.closed, 5000);
+  assert_int_equal(pb.close_status, BRAID_ETIMEDOUT);
+  assert_true(uv_now(&p.t.uv) - resumed >= 200);
+  /* A message that completes stops the clock: a ends its own wait the same way. */
+  braid__conn_message_pending(p.a, true);
+  braid__conn_message_pending(p.a, false);
+  braid_conn_close(p.a);
+  bt_run(&p.t, 5000);
+  assert_int_equal(pa.closed, 1);
+  peer_free(&pa);
+  bt_loop_done(&p.t);
+}
+
 /* ---- a write that fails half way ----------------------------------------------------- */
 
 /* An allocator that refuses what the test names: blocks of at least fail_min bytes, or
@@ -1036,6 +1087,7 @@ int main(void) {
       cmocka_unit_test(test_partial_write_heap_copy_fails),
       cmocka_unit_test(test_partial_write_chunk_fails),
       cmocka_unit_test(test_unstarted_write_fails_plainly),
+      cmocka_unit_test(test_message_timeout_pauses_with_reading),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* The net layer against hostile or careless peers (issue 9): a reset must not kill the
- * process with SIGPIPE. Each case runs in a forked child, so a signal that kills it is seen
- * by the parent as a failed test instead of taking the whole test program down. */
+ * process with SIGPIPE (each such case runs in a forked child, so a signal that kills it is
+ * seen by the parent as a failed test instead of taking the whole test program down); a
+ * peer that trickles bytes or says nothing must not hold a connection forever. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -409,6 +410,226 @@ static void test_sigpipe_consumed_error(void **state) {
   run_in_child(child_consumed_error, NULL, 30);
 }
 
+/* ---- slowloris ----------------------------------------------------------------------- */
+
+/* A line server: frames lines with a braid framebuf, answers each with "ok\n", and tells
+ * its connection whether a line is partly received, as braid's protocol layers do. */
+typedef struct line_conn_s {
+  braid_framebuf_t fb;
+  struct line_srv_s *srv;
+  int index;
+} line_conn_t;
+
+typedef struct line_srv_s {
+  bt_loop_t *t;
+  braid_server_t *server;
+  int accepted;
+  int closed;
+  int close_status[8];
+  uint64_t close_ms[8];
+  int lines[8];
+  int server_closed;
+} line_srv_t;
+
+static void line_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+  line_conn_t *lc = arg;
+  if (status < 0) {
+    braid_conn_close(c);
+    return;
+  }
+  braid_framebuf_msg_t m;
+  int rc = braid_framebuf_push(&lc->fb, data, len);
+  while (rc == 0 && (rc = braid_framebuf_next(&lc->fb, &m)) == 1) {
+    rc = 0;
+    lc->srv->lines[lc->index]++;
+    braid_conn_write(c, "ok\n", 3, NULL, NULL);
+  }
+  assert_int_equal(rc, 0);
+  braid__conn_message_pending(c, braid_framebuf_pending(&lc->fb) > 0);
+}
+
+static void line_close(braid_conn_t *c, int status, void *arg) {
+  (void)c;
+  line_conn_t *lc = arg;
+  lc->srv->close_status[lc->index] = status;
+  lc->srv->close_ms[lc->index] = uv_now(&lc->srv->t->uv);
+  lc->srv->closed++;
+  braid_framebuf_free(&lc->fb);
+  free(lc);
+}
+
+static void line_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
+  (void)server;
+  line_srv_t *srv = arg;
+  line_conn_t *lc = calloc(1, sizeof(*lc));
+  assert_non_null(lc);
+  braid_framer_t f;
+  braid_delimiter_opts_t o;
+  braid_delimiter_opts_init(&o);
+  o.delimiter = "\n";
+  o.delimiter_len = 1;
+  assert_int_equal(braid_framer_init_delimiter(&f, &o), 0);
+  assert_int_equal(braid_framebuf_init(&lc->fb, &f), 0);
+  lc->srv = srv;
+  lc->index = srv->accepted++;
+  srv->close_status[lc->index] = 1; /* open */
+  braid_conn_callbacks_t cbs = {line_read, line_close, NULL, lc};
+  braid_conn_set_callbacks(c, &cbs);
+  assert_int_equal(braid_conn_read_start(c), 0);
+}
+
+static void line_srv_closed(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)status;
+  ((line_srv_t *)arg)->server_closed = 1;
+}
+
+/* Clients on raw non-blocking sockets, driven by one timer: each tick, each client sends
+ * its next piece. */
+typedef struct client_s {
+  int fd;
+  const char *script; /* bytes to send, one piece per tick, pieces separated by '|' */
+  size_t pos;
+  size_t rx;          /* bytes of answers read */
+  int send_failed;
+} client_t;
+
+typedef struct clients_s {
+  client_t c[3];
+  int n;
+  uv_timer_t timer;
+  int ticks;
+} clients_t;
+
+static void client_tick(client_t *cl) {
+  char buf[256];
+  ssize_t r;
+  while ((r = recv(cl->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+    cl->rx += (size_t)r;
+  if (!cl->script[cl->pos] || cl->send_failed)
+    return;
+  size_t end = cl->pos;
+  while (cl->script[end] && cl->script[end] != '|')
+    end++;
+  if (end > cl->pos && send(cl->fd, cl->script + cl->pos, end - cl->pos, MSG_NOSIGNAL) < 0)
+    cl->send_failed = 1;
+  cl->pos = cl->script[end] ? end + 1 : end;
+  if (!cl->script[cl->pos])
+    cl->pos = 0; /* the script repeats */
+}
+
+static void on_clients_tick(uv_timer_t *t) {
+  clients_t *cs = t->data;
+  cs->ticks++;
+  for (int i = 0; i < cs->n; i++)
+    client_tick(&cs->c[i]);
+}
+
+static int tcp_connect_nb(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  return fd;
+}
+
+/* One client trickles a line one byte per 100 ms tick (a read timeout of 300 ms never
+ * fires: every byte restarts it), one sends a whole line per tick, one sends each line in
+ * two halves a tick apart. With a 1 s message timeout only the trickler is closed, after
+ * about 1 s; the others, whose lines complete, live on for the whole 3 s. */
+static void test_slowloris_message_timeout(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  line_srv_t srv = {.t = &t};
+  braid_server_opts_t o;
+  braid_server_opts_init(&o);
+  o.conn.read_timeout_ms = 300;
+  o.conn.message_timeout_ms = 1000;
+  assert_int_equal(braid_server_new(&srv.server, t.loop, &o, line_conn, &srv), 0);
+  assert_int_equal(braid_server_listen(srv.server, "127.0.0.1", 0), 0);
+  int port = braid_server_port(srv.server);
+  clients_t cs = {.n = 3};
+  cs.c[0].script = "a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|z";
+  cs.c[1].script = "hello\n";
+  cs.c[2].script = "hel|lo\n";
+  for (int i = 0; i < cs.n; i++) {
+    cs.c[i].fd = tcp_connect_nb(port);
+    while (srv.accepted < i + 1) /* accept in order, so index i is client i */
+      uv_run(&t.uv, UV_RUN_ONCE);
+  }
+  uint64_t start = uv_now(&t.uv);
+  uv_timer_init(&t.uv, &cs.timer);
+  cs.timer.data = &cs;
+  uv_timer_start(&cs.timer, on_clients_tick, 100, 100);
+  bt_run_for(&t, 3000);
+  uv_close((uv_handle_t *)&cs.timer, NULL);
+  /* The trickler: closed by the message timeout, not before it (nor by the read timeout). */
+  assert_int_equal(srv.close_status[0], BRAID_ETIMEDOUT);
+  assert_true(srv.close_ms[0] - start >= 900);
+  assert_int_equal(srv.lines[0], 0);
+  /* The others: open, answered every time. */
+  assert_int_equal(srv.close_status[1], 1);
+  assert_int_equal(srv.close_status[2], 1);
+  assert_true(srv.lines[1] >= 10);
+  assert_true(srv.lines[2] >= 5);
+  assert_int_equal(srv.closed, 1);
+  for (int i = 0; i < cs.n; i++)
+    close(cs.c[i].fd);
+  assert_int_equal(braid_server_close(srv.server, line_srv_closed, &srv), 0);
+  bt_run_until(&t, &srv.server_closed, 5000);
+  bt_loop_done(&t);
+}
+
+/* Servers start with timeouts on, client connections with none. */
+static void test_server_timeout_defaults(void **state) {
+  (void)state;
+  braid_server_opts_t so;
+  braid_server_opts_init(&so);
+  assert_int_equal(so.conn.idle_timeout_ms, 75000);
+  assert_int_equal(so.conn.write_timeout_ms, 60000);
+  assert_int_equal(so.conn.message_timeout_ms, 60000);
+  assert_int_equal(so.conn.read_timeout_ms, 0);
+  braid_conn_opts_t co;
+  braid_conn_opts_init(&co);
+  assert_int_equal(co.idle_timeout_ms, 0);
+  assert_int_equal(co.write_timeout_ms, 0);
+  assert_int_equal(co.message_timeout_ms, 0);
+  assert_int_equal(co.read_timeout_ms, 0);
+  braid_client_opts_t cl;
+  braid_client_opts_init(&cl);
+  assert_int_equal(cl.conn.idle_timeout_ms, 0);
+  assert_int_equal(cl.conn.message_timeout_ms, 0);
+  co.message_timeout_ms = (UINT64_C(1) << 40) + 1;
+  assert_int_equal(braid_conn_opts_validate(&co), BRAID_EINVAL);
+}
+
+/* With the defaults, a peer that connects and says nothing is closed by the idle timeout;
+ * here the same server with it shortened, since the test cannot wait 75 s. */
+static void test_silent_peer_closed(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  line_srv_t srv = {.t = &t};
+  braid_server_opts_t o;
+  braid_server_opts_init(&o);
+  o.conn.idle_timeout_ms = 300;
+  assert_int_equal(braid_server_new(&srv.server, t.loop, &o, line_conn, &srv), 0);
+  assert_int_equal(braid_server_listen(srv.server, "127.0.0.1", 0), 0);
+  int fd = tcp_connect_nb(braid_server_port(srv.server));
+  while (srv.closed == 0)
+    uv_run(&t.uv, UV_RUN_ONCE);
+  assert_int_equal(srv.close_status[0], BRAID_ETIMEDOUT);
+  close(fd);
+  assert_int_equal(braid_server_close(srv.server, line_srv_closed, &srv), 0);
+  bt_run_until(&t, &srv.server_closed, 5000);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sigpipe_echo_reset),
@@ -417,6 +638,9 @@ int main(void) {
       cmocka_unit_test(test_sigpipe_pipelined_reset_sig_dfl),
       cmocka_unit_test(test_sigpipe_disposition),
       cmocka_unit_test(test_sigpipe_consumed_error),
+      cmocka_unit_test(test_slowloris_message_timeout),
+      cmocka_unit_test(test_server_timeout_defaults),
+      cmocka_unit_test(test_silent_peer_closed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
