@@ -1,6 +1,9 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "internal.h"
 
@@ -142,10 +145,73 @@ static void pool_put(void **pool, unsigned *len, unsigned max, void *p) {
   (*len)++;
 }
 
+/* Frees n blocks from the head of a pool; returns the bytes freed. */
+static size_t pool_free_n(void **pool, unsigned *len, unsigned n, size_t size) {
+  size_t freed = 0;
+  while (n-- > 0 && *pool) {
+    braid__free(pool_get(pool, len, size));
+    freed += size;
+  }
+  return freed;
+}
+
+static unsigned pool_excess(unsigned len, unsigned peak, unsigned out, unsigned floor) {
+  unsigned keep = peak > out ? peak - out : 0;
+  if (keep < floor)
+    keep = floor;
+  return len > keep ? len - keep : 0;
+}
+
+void braid__loop_trim(braid_loop_t *loop) {
+  size_t freed = pool_free_n(&loop->chunk_pool, &loop->chunk_pool_len,
+                             pool_excess(loop->chunk_pool_len, loop->chunks_tick_peak,
+                                         loop->chunks_out, BRAID__CHUNK_IDLE_FLOOR),
+                             BRAID__CHUNK_SIZE);
+  freed += pool_free_n(&loop->segs_pool, &loop->segs_pool_len,
+                       pool_excess(loop->segs_pool_len, loop->segs_tick_peak, loop->segs_out,
+                                   BRAID__SEGS_IDLE_FLOOR),
+                       BRAID__SEGS_SIZE);
+  loop->chunks_tick_peak = loop->chunks_out;
+  loop->segs_tick_peak = loop->segs_out;
+  loop->trimmed_bytes += freed;
+#if defined(__GLIBC__)
+  if (freed >= BRAID__TRIM_RETURN_BYTES)
+    malloc_trim(0);
+#endif
+  if (loop->trim_active && loop->chunk_pool_len <= BRAID__CHUNK_IDLE_FLOOR &&
+      loop->segs_pool_len <= BRAID__SEGS_IDLE_FLOOR) {
+    uv_timer_stop(&loop->trim_timer);
+    loop->trim_active = false;
+  }
+}
+
+static void on_trim(uv_timer_t *t) {
+  braid__loop_trim(t->data);
+}
+
+/* A pool grew past its idle floor: make sure the decay timer runs. */
+static void want_trim(braid_loop_t *loop) {
+  if (loop->trim_active || loop->closing)
+    return;
+  uv_timer_start(&loop->trim_timer, on_trim, loop->decay_ms, loop->decay_ms);
+  loop->trim_active = true;
+}
+
+void braid__loop_set_decay_ms(braid_loop_t *loop, uint64_t ms) {
+  loop->decay_ms = ms ? ms : 1;
+  if (loop->trim_active) {
+    uv_timer_stop(&loop->trim_timer);
+    loop->trim_active = false;
+    want_trim(loop);
+  }
+}
+
 void *braid__loop_chunk_get(braid_loop_t *loop) {
   void *p = pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE);
   if (p && ++loop->chunks_out > loop->chunks_peak)
     loop->chunks_peak = loop->chunks_out;
+  if (loop->chunks_out > loop->chunks_tick_peak)
+    loop->chunks_tick_peak = loop->chunks_out;
   return p;
 }
 
@@ -166,14 +232,22 @@ void braid__loop_chunk_put(braid_loop_t *loop, void *chunk) {
   if (loop->chunk_pool_len > keep)
     braid__free(pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE));
   pool_put(&loop->chunk_pool, &loop->chunk_pool_len, keep, chunk);
+  if (loop->chunk_pool_len > BRAID__CHUNK_IDLE_FLOOR)
+    want_trim(loop);
 }
 
 void *braid__loop_segs_get(braid_loop_t *loop) {
-  return pool_get(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_SIZE);
+  void *p = pool_get(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_SIZE);
+  if (p && ++loop->segs_out > loop->segs_tick_peak)
+    loop->segs_tick_peak = loop->segs_out;
+  return p;
 }
 
 void braid__loop_segs_put(braid_loop_t *loop, void *segs) {
+  loop->segs_out--;
   pool_put(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_POOL_MAX, segs);
+  if (loop->segs_pool_len > BRAID__SEGS_IDLE_FLOOR)
+    want_trim(loop);
 }
 
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...) {
@@ -241,8 +315,11 @@ int braid_loop_new(braid_loop_t **out, uv_loop_t *uv) {
   uv_unref((uv_handle_t *)&loop->async);
   uv_idle_init(loop->uv, &loop->idle);
   uv_check_init(loop->uv, &loop->check);
-  loop->idle.data = loop->check.data = loop;
-  loop->internal_handles = 3;
+  uv_timer_init(loop->uv, &loop->trim_timer);
+  uv_unref((uv_handle_t *)&loop->trim_timer); /* decay never keeps the loop alive */
+  loop->idle.data = loop->check.data = loop->trim_timer.data = loop;
+  loop->decay_ms = BRAID__POOL_DECAY_MS;
+  loop->internal_handles = 4;
   braid__list_init(&loop->flush_list);
   loop->log_min = BRAID_LOG_INFO;
   *out = loop;
@@ -371,6 +448,8 @@ int braid_loop_close(braid_loop_t *loop) {
   uv_close((uv_handle_t *)&loop->async, on_internal_closed);
   uv_close((uv_handle_t *)&loop->idle, on_internal_closed);
   uv_close((uv_handle_t *)&loop->check, on_internal_closed);
+  uv_close((uv_handle_t *)&loop->trim_timer, on_internal_closed);
+  loop->trim_active = false;
   if (!loop->owns_uv)
     return 0;
   /* An owned loop may still carry the caller's own handles (a signal watcher, a timer):

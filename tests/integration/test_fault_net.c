@@ -630,6 +630,118 @@ static void test_silent_peer_closed(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- memory after a burst ----------------------------------------------------------- */
+
+typedef struct burst_srv_s {
+  braid_server_t *server;
+  int accepted, closed, server_closed;
+} burst_srv_t;
+
+static void burst_close(braid_conn_t *c, int status, void *arg) {
+  (void)c;
+  (void)status;
+  ((burst_srv_t *)arg)->closed++;
+}
+
+/* Each connection is sent 200 KiB it never reads: most of it waits in pooled chunks. */
+static void burst_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
+  (void)server;
+  burst_srv_t *b = arg;
+  b->accepted++;
+  braid_conn_callbacks_t cbs = {NULL, burst_close, NULL, b};
+  braid_conn_set_callbacks(c, &cbs);
+  assert_int_equal(braid_conn_write(c, big_answer, 200 << 10, NULL, NULL), 0);
+}
+
+static void burst_srv_closed(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)status;
+  ((burst_srv_t *)arg)->server_closed = 1;
+}
+
+static int nonreading_client(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  int small = 4096;
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  return fd;
+}
+
+/* 40 clients that never read make the server queue 8 MB in write chunks; they reset; the
+ * loop's pool keeps the chunks for the next burst, but, once no burst comes, gives them
+ * back within a couple of decay periods (100 ms here, 5 s by default). */
+static void test_pool_decays_after_burst(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid__loop_set_decay_ms(t.loop, 100);
+  burst_srv_t b = {0};
+  braid_server_opts_t o;
+  braid_server_opts_init(&o);
+  o.sockopts.sndbuf_bytes = 4096;
+  assert_int_equal(braid_server_new(&b.server, t.loop, &o, burst_conn, &b), 0);
+  assert_int_equal(braid_server_listen(b.server, "127.0.0.1", 0), 0);
+  enum { N = 40 };
+  int fds[N];
+  for (int i = 0; i < N; i++)
+    fds[i] = nonreading_client(braid_server_port(b.server));
+  while (b.accepted < N)
+    uv_run(&t.uv, UV_RUN_ONCE);
+  unsigned out = t.loop->chunks_out;
+  assert_true(out >= N * 8); /* most of each 200 KiB waits in 16 KiB chunks */
+  for (int i = 0; i < N; i++) {
+    struct linger lg = {1, 0};
+    assert_int_equal(setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    close(fds[i]);
+  }
+  while (b.closed < N)
+    uv_run(&t.uv, UV_RUN_ONCE);
+  /* The burst's chunks are kept for a while (the next burst reuses them)... */
+  assert_int_equal(t.loop->chunks_out, 0);
+  assert_true(t.loop->chunk_pool_len + 4 >= out || t.loop->trimmed_bytes > 0);
+  /* ...and let go when no burst follows. */
+  bt_run_for(&t, 1000);
+  assert_true(t.loop->chunk_pool_len <= BRAID__CHUNK_IDLE_FLOOR);
+  assert_true(t.loop->segs_pool_len <= BRAID__SEGS_IDLE_FLOOR);
+  assert_true(t.loop->trimmed_bytes >= (uint64_t)(out - BRAID__CHUNK_IDLE_FLOOR) *
+                                            BRAID__CHUNK_SIZE);
+  assert_int_equal(braid_server_close(b.server, burst_srv_closed, &b), 0);
+  bt_run_until(&t, &b.server_closed, 5000);
+  bt_loop_done(&t);
+}
+
+/* A steady load keeps what it uses: a decay tick frees only what the last period's peak did
+ * not need (ticks run by hand here, so no timing is involved). */
+static void test_pool_keeps_recent_peak(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  void *chunks[300];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 300; i++)
+      chunks[i] = braid__loop_chunk_get(t.loop);
+    for (int i = 0; i < 300; i++)
+      braid__loop_chunk_put(t.loop, chunks[i]);
+    braid__loop_trim(t.loop); /* this period peaked at 300 in use: keep them */
+    assert_int_equal(t.loop->chunk_pool_len, 300);
+  }
+  for (int i = 0; i < 100; i++) /* a quieter period: 100 in use at most */
+    chunks[i] = braid__loop_chunk_get(t.loop);
+  for (int i = 0; i < 100; i++)
+    braid__loop_chunk_put(t.loop, chunks[i]);
+  braid__loop_trim(t.loop);
+  assert_int_equal(t.loop->chunk_pool_len, 100);
+  braid__loop_trim(t.loop); /* an idle period */
+  assert_int_equal(t.loop->chunk_pool_len, BRAID__CHUNK_IDLE_FLOOR);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sigpipe_echo_reset),
@@ -641,6 +753,8 @@ int main(void) {
       cmocka_unit_test(test_slowloris_message_timeout),
       cmocka_unit_test(test_server_timeout_defaults),
       cmocka_unit_test(test_silent_peer_closed),
+      cmocka_unit_test(test_pool_decays_after_burst),
+      cmocka_unit_test(test_pool_keeps_recent_peak),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
