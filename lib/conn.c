@@ -234,13 +234,13 @@ void braid__conn_set_drain_hook(braid_conn_t *c, braid__conn_drain_fn fn, void *
   c->drain_arg = arg;
 }
 
-void braid__conn_message_pending(braid_conn_t *c, bool pending) {
-  if (pending == c->msg_pending || c->state == ST_CLOSED)
+void braid__conn_message_pending(braid_conn_t *c, bool pending, unsigned completed) {
+  if (c->state == ST_CLOSED || (pending == c->msg_pending && (!pending || completed == 0)))
     return;
   c->msg_pending = pending;
   if (!pending)
     return;
-  /* Its first bytes came with the read being handled now. */
+  /* A new message is partly here: its first bytes came with the read being handled now. */
   c->msg_started_ms = braid__now(c->loop);
   c->msg_elapsed_ms = 0;
   arm_timer(c);

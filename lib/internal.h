@@ -257,14 +257,18 @@ int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
 /* The message timeout (braid_conn_opts_t.message_timeout_ms), for the protocol layer on a
  * connection, which alone knows where its messages begin and end. Call it at the end of
  * every read callback that delivered data, with pending = whether a message is now partly
- * received (for a framebuf: braid_framebuf_pending(&fb) > 0). The clock starts when pending
- * turns true, keeps running while it stays true across reads however many bytes trickle in,
- * and stops when it turns false; if the message is not complete within message_timeout_ms
- * of reading time (the clock stands still while reading is stopped), the connection closes
- * with BRAID_ETIMEDOUT. A read timeout that every byte resets cannot stop a peer sending one
- * byte every few seconds; this can. Calling it with the same value again is cheap (a
- * compare). A no-op when the option is 0 or the connection is closed. */
-void braid__conn_message_pending(braid_conn_t *conn, bool pending);
+ * received (for a framebuf: braid_framebuf_pending(&fb) > 0) and completed = how many whole
+ * messages this read delivered. The clock starts when a message becomes partly received
+ * (pending turns true, or stays true while completed > 0: the partial one is a new
+ * message), keeps running across reads that complete nothing however many bytes trickle in,
+ * and stops when pending turns false. If the partial message is not complete within
+ * message_timeout_ms of reading time (the clock stands still while reading is stopped), the
+ * connection closes with BRAID_ETIMEDOUT. A read timeout that every byte restarts cannot
+ * stop a peer sending one byte every few seconds; this can, while a pipelining peer whose
+ * reads nearly always end mid-message is never cut off, since each message restarts the
+ * clock. Cheap when nothing changes (a compare); a no-op when the option is 0 or the
+ * connection is closed. */
+void braid__conn_message_pending(braid_conn_t *conn, bool pending, unsigned completed);
 
 /* The callbacks conn has now (so a layer that fails to take conn over can put them back). */
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c);

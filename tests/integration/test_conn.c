@@ -900,7 +900,7 @@ static void on_read_partial_pause(braid_conn_t *c, int status, const char *data,
   }
   p->rx_len += len;
   /* Part of a message, and the protocol stops reading (say, at its in-flight cap). */
-  braid__conn_message_pending(c, true);
+  braid__conn_message_pending(c, true, 0);
   braid_conn_read_stop(c);
 }
 
@@ -929,8 +929,8 @@ static void test_message_timeout_pauses_with_reading(void **state) {
   assert_int_equal(pb.close_status, BRAID_ETIMEDOUT);
   assert_true(uv_now(&p.t.uv) - resumed >= 200);
   /* A message that completes stops the clock: a ends its own wait the same way. */
-  braid__conn_message_pending(p.a, true);
-  braid__conn_message_pending(p.a, false);
+  braid__conn_message_pending(p.a, true, 0);
+  braid__conn_message_pending(p.a, false, 1);
   braid_conn_close(p.a);
   bt_run(&p.t, 5000);
   assert_int_equal(pa.closed, 1);

@@ -438,14 +438,16 @@ static void line_read(braid_conn_t *c, int status, const char *data, size_t len,
     return;
   }
   braid_framebuf_msg_t m;
+  unsigned completed = 0;
   int rc = braid_framebuf_push(&lc->fb, data, len);
   while (rc == 0 && (rc = braid_framebuf_next(&lc->fb, &m)) == 1) {
     rc = 0;
+    completed++;
     lc->srv->lines[lc->index]++;
     braid_conn_write(c, "ok\n", 3, NULL, NULL);
   }
   assert_int_equal(rc, 0);
-  braid__conn_message_pending(c, braid_framebuf_pending(&lc->fb) > 0);
+  braid__conn_message_pending(c, braid_framebuf_pending(&lc->fb) > 0, completed);
 }
 
 static void line_close(braid_conn_t *c, int status, void *arg) {
@@ -495,7 +497,7 @@ typedef struct client_s {
 } client_t;
 
 typedef struct clients_s {
-  client_t c[3];
+  client_t c[4];
   int n;
   uv_timer_t timer;
   int ticks;
@@ -539,8 +541,9 @@ static int tcp_connect_nb(int port) {
 
 /* One client trickles a line one byte per 100 ms tick (a read timeout of 300 ms never
  * fires: every byte restarts it), one sends a whole line per tick, one sends each line in
- * two halves a tick apart. With a 1 s message timeout only the trickler is closed, after
- * about 1 s; the others, whose lines complete, live on for the whole 3 s. */
+ * two halves a tick apart, and one pipelines so that every read ends inside a line (the end
+ * of one and the start of the next). With a 1 s message timeout only the trickler is
+ * closed, after about 1 s; the others, whose lines complete, live on for the whole 3 s. */
 static void test_slowloris_message_timeout(void **state) {
   (void)state;
   bt_loop_t t;
@@ -553,10 +556,11 @@ static void test_slowloris_message_timeout(void **state) {
   assert_int_equal(braid_server_new(&srv.server, t.loop, &o, line_conn, &srv), 0);
   assert_int_equal(braid_server_listen(srv.server, "127.0.0.1", 0), 0);
   int port = braid_server_port(srv.server);
-  clients_t cs = {.n = 3};
+  clients_t cs = {.n = 4};
   cs.c[0].script = "a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|z";
   cs.c[1].script = "hello\n";
   cs.c[2].script = "hel|lo\n";
+  cs.c[3].script = "x|lo\nhel";
   for (int i = 0; i < cs.n; i++) {
     cs.c[i].fd = tcp_connect_nb(port);
     while (srv.accepted < i + 1) /* accept in order, so index i is client i */
@@ -575,8 +579,10 @@ static void test_slowloris_message_timeout(void **state) {
   /* The others: open, answered every time. */
   assert_int_equal(srv.close_status[1], 1);
   assert_int_equal(srv.close_status[2], 1);
+  assert_int_equal(srv.close_status[3], 1);
   assert_true(srv.lines[1] >= 10);
   assert_true(srv.lines[2] >= 5);
+  assert_true(srv.lines[3] >= 5);
   assert_int_equal(srv.closed, 1);
   for (int i = 0; i < cs.n; i++)
     close(cs.c[i].fd);
