@@ -887,6 +887,26 @@ static void test_rate_limit_recv(void **state) {
   run_rate(2);
 }
 
+static void on_guard_expired(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+/* Runs t's loop until *v >= want, failing the test after timeout_ms. */
+static void run_until_count(bt_loop_t *t, const volatile size_t *v, size_t want,
+                            uint64_t timeout_ms) {
+  int expired = 0;
+  uv_timer_t guard;
+  uv_timer_init(&t->uv, &guard);
+  guard.data = &expired;
+  uv_timer_start(&guard, on_guard_expired, timeout_ms, 0);
+  while (*v < want && !expired)
+    uv_run(&t->uv, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(&t->uv, UV_RUN_NOWAIT);
+  if (*v < want)
+    fail_msg("waited %llu ms for %zu, got %zu", (unsigned long long)timeout_ms, want, *v);
+}
+
 /* ---- the message timeout ----------------------------------------------------------- */
 
 static void on_read_partial_pause(braid_conn_t *c, int status, const char *data, size_t len,
@@ -919,8 +939,7 @@ static void test_message_timeout_pauses_with_reading(void **state) {
   assert_int_equal(braid_conn_set_callbacks(p.b, &cbs), 0);
   assert_int_equal(braid_conn_read_start(p.b), 0);
   assert_int_equal(braid_conn_write(p.a, "par", 3, NULL, NULL), 0);
-  while (pb.rx_len == 0)
-    uv_run(&p.t.uv, UV_RUN_ONCE);
+  run_until_count(&p.t, &pb.rx_len, 1, 5000);
   bt_run_for(&p.t, 700); /* over twice the timeout, not reading */
   assert_int_equal(pb.closed, 0);
   uint64_t resumed = uv_now(&p.t.uv);
@@ -996,8 +1015,9 @@ static void partial_then_enomem(size_t len, size_t fail_min_bytes, size_t fail_e
    * message. (Linux reports a reset that found unread data as end-of-stream once the data is
    * read, and keeps the reset as the socket's pending error.) */
   assert_int_equal(braid_conn_read_start(p.b), 0);
-  while (!pb.read_err && !pb.eof && !pb.closed)
-    uv_run(&p.t.uv, UV_RUN_ONCE);
+  for (int i = 0; i < 1000 && !pb.read_err && !pb.eof && !pb.closed; i++)
+    bt_run_for(&p.t, 5);
+  assert_true(pb.read_err || pb.eof);
   if (!pb.read_err) {
     int err = 0;
     socklen_t elen = sizeof(err);

@@ -410,6 +410,26 @@ static void test_sigpipe_consumed_error(void **state) {
   run_in_child(child_consumed_error, NULL, 30);
 }
 
+static void on_guard_expired(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+/* Runs t's loop until *v >= want, failing the test after timeout_ms. */
+static void run_until_count(bt_loop_t *t, const volatile int *v, int want,
+                            uint64_t timeout_ms) {
+  int expired = 0;
+  uv_timer_t guard;
+  uv_timer_init(&t->uv, &guard);
+  guard.data = &expired;
+  uv_timer_start(&guard, on_guard_expired, timeout_ms, 0);
+  while (*v < want && !expired)
+    uv_run(&t->uv, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(&t->uv, UV_RUN_NOWAIT);
+  if (*v < want)
+    fail_msg("waited %llu ms for %d, got %d", (unsigned long long)timeout_ms, want, *v);
+}
+
 /* ---- slowloris ----------------------------------------------------------------------- */
 
 /* A line server: frames lines with a braid framebuf, answers each with "ok\n", and tells
@@ -563,8 +583,7 @@ static void test_slowloris_message_timeout(void **state) {
   cs.c[3].script = "x|lo\nhel";
   for (int i = 0; i < cs.n; i++) {
     cs.c[i].fd = tcp_connect_nb(port);
-    while (srv.accepted < i + 1) /* accept in order, so index i is client i */
-      uv_run(&t.uv, UV_RUN_ONCE);
+    run_until_count(&t, &srv.accepted, i + 1, 5000); /* in order: index i is client i */
   }
   uint64_t start = uv_now(&t.uv);
   uv_timer_init(&t.uv, &cs.timer);
@@ -627,8 +646,7 @@ static void test_silent_peer_closed(void **state) {
   assert_int_equal(braid_server_new(&srv.server, t.loop, &o, line_conn, &srv), 0);
   assert_int_equal(braid_server_listen(srv.server, "127.0.0.1", 0), 0);
   int fd = tcp_connect_nb(braid_server_port(srv.server));
-  while (srv.closed == 0)
-    uv_run(&t.uv, UV_RUN_ONCE);
+  run_until_count(&t, &srv.closed, 1, 10000);
   assert_int_equal(srv.close_status[0], BRAID_ETIMEDOUT);
   close(fd);
   assert_int_equal(braid_server_close(srv.server, line_srv_closed, &srv), 0);
@@ -697,8 +715,7 @@ static void test_pool_decays_after_burst(void **state) {
   int fds[N];
   for (int i = 0; i < N; i++)
     fds[i] = nonreading_client(braid_server_port(b.server));
-  while (b.accepted < N)
-    uv_run(&t.uv, UV_RUN_ONCE);
+  run_until_count(&t, &b.accepted, N, 10000);
   unsigned out = t.loop->chunks_out;
   assert_true(out >= N * 8); /* most of each 200 KiB waits in 16 KiB chunks */
   for (int i = 0; i < N; i++) {
@@ -706,8 +723,7 @@ static void test_pool_decays_after_burst(void **state) {
     assert_int_equal(setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     close(fds[i]);
   }
-  while (b.closed < N)
-    uv_run(&t.uv, UV_RUN_ONCE);
+  run_until_count(&t, &b.closed, N, 10000);
   /* The burst's chunks are kept for a while (the next burst reuses them)... */
   assert_int_equal(t.loop->chunks_out, 0);
   assert_true(t.loop->chunk_pool_len + 4 >= out || t.loop->trimmed_bytes > 0);
