@@ -654,6 +654,86 @@ static void test_silent_peer_closed(void **state) {
   bt_loop_done(&t);
 }
 
+/* A pooled client whose idle connection the server closes (its idle timeout, here
+ * shortened from the default 75 s) just opens another: that is the normal life of a pooled
+ * connection, and no request fails for it. */
+typedef struct pool_case_s {
+  int answers, errors, closed, server_closed;
+} pool_case_t;
+
+static void pc_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data, size_t len,
+                       void *arg) {
+  (void)rpc;
+  (void)arg;
+  assert_int_equal(braid_rpc_respond(req, data, len), 0);
+}
+
+static void pc_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
+  (void)server;
+  braid_rpc_opts_t o;
+  braid_rpc_opts_init(&o);
+  o.on_request = pc_request;
+  o.arg = arg;
+  braid_rpc_t *rpc;
+  assert_int_equal(braid_rpc_server(&rpc, c, &o), 0);
+}
+
+static void pc_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+  (void)rpc;
+  pool_case_t *pc = arg;
+  if (r->status == 0 && r->len == 4 && memcmp(r->data, "ping", 4) == 0)
+    pc->answers++;
+  else
+    pc->errors++;
+}
+
+static void pc_pool_closed(braid_pool_t *pool, void *arg) {
+  (void)pool;
+  ((pool_case_t *)arg)->closed = 1;
+}
+
+static void pc_server_closed(braid_server_t *server, int status, void *arg) {
+  (void)server;
+  (void)status;
+  ((pool_case_t *)arg)->server_closed = 1;
+}
+
+static void test_pool_after_server_idle_timeout(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  pool_case_t pc = {0};
+  braid_server_opts_t so;
+  braid_server_opts_init(&so);
+  so.conn.idle_timeout_ms = 300;
+  braid_server_t *server;
+  assert_int_equal(braid_server_new(&server, t.loop, &so, pc_conn, &pc), 0);
+  assert_int_equal(braid_server_listen(server, "127.0.0.1", 0), 0);
+  braid_pool_opts_t po;
+  braid_pool_opts_init(&po);
+  po.idle_timeout_ms = 0; /* the pool would keep it: the server is the one to close it */
+  braid_pool_t *pool;
+  assert_int_equal(braid_pool_new(&pool, t.loop, &po), 0);
+  assert_int_equal(braid_pool_add_endpoint(pool, "127.0.0.1", braid_server_port(server)), 0);
+  for (int round = 1; round <= 3; round++) {
+    assert_int_equal(braid_pool_call(pool, "ping", 4, 0, 5000, pc_answer, &pc), 0);
+    run_until_count(&t, &pc.answers, round, 5000);
+    bt_run_for(&t, 700); /* the server's idle timeout closes the pooled connection */
+    braid_server_stats_t st;
+    braid_server_stats(server, &st);
+    assert_int_equal(st.active, 0);
+  }
+  assert_int_equal(pc.errors, 0);
+  braid_pool_stats_t ps;
+  braid_pool_stats(pool, &ps);
+  assert_int_equal(ps.creates, 3);
+  assert_int_equal(braid_pool_close(pool, pc_pool_closed, &pc), 0);
+  bt_run_until(&t, &pc.closed, 5000);
+  assert_int_equal(braid_server_close(server, pc_server_closed, &pc), 0);
+  bt_run_until(&t, &pc.server_closed, 5000);
+  bt_loop_done(&t);
+}
+
 /* ---- memory after a burst ----------------------------------------------------------- */
 
 typedef struct burst_srv_s {
@@ -775,6 +855,7 @@ int main(void) {
       cmocka_unit_test(test_slowloris_message_timeout),
       cmocka_unit_test(test_server_timeout_defaults),
       cmocka_unit_test(test_silent_peer_closed),
+      cmocka_unit_test(test_pool_after_server_idle_timeout),
       cmocka_unit_test(test_pool_decays_after_burst),
       cmocka_unit_test(test_pool_keeps_recent_peak),
   };
