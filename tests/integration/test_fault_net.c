@@ -20,12 +20,12 @@
 
 /* In the child, cmocka's asserts would unwind into a copy of the test runner: check by hand
  * and leave with a distinct exit code instead. */
-#define CHILD_CHECK(cond)                                                                    \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      fprintf(stderr, "child: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);        \
-      _exit(3);                                                                              \
-    }                                                                                        \
+#define CHILD_CHECK(cond)                                                                          \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "child: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);              \
+      _exit(3);                                                                                    \
+    }                                                                                              \
   } while (0)
 
 /* Runs fn(arg) in a child process, which exits 0 when fn returns; asserts it did, within
@@ -89,8 +89,8 @@ typedef struct hostile_srv_s {
   size_t extra_bytes;  /* and this much more per read, as one large write */
   int closed;          /* server close callback ran */
   int conns_closed;
-  int write_errors;    /* writes refused (the connection failed under them) */
-  uint64_t want;       /* connections the clients made so far */
+  int write_errors; /* writes refused (the connection failed under them) */
+  uint64_t want;    /* connections the clients made so far */
 } hostile_srv_t;
 
 static char big_answer[1 << 20];
@@ -415,8 +415,7 @@ static void on_guard_expired(uv_timer_t *t) {
 }
 
 /* Runs t's loop until *v >= want, failing the test after timeout_ms. */
-static void run_until_count(bt_loop_t *t, const volatile int *v, int want,
-                            uint64_t timeout_ms) {
+static void run_until_count(bt_loop_t *t, const volatile int *v, int want, uint64_t timeout_ms) {
   int expired = 0;
   uv_timer_t guard;
   uv_timer_init(&t->uv, &guard);
@@ -512,7 +511,7 @@ typedef struct client_s {
   int fd;
   const char *script; /* bytes to send, one piece per tick, pieces separated by '|' */
   size_t pos;
-  size_t rx;          /* bytes of answers read */
+  size_t rx; /* bytes of answers read */
   int send_failed;
 } client_t;
 
@@ -811,8 +810,8 @@ static void test_pool_decays_after_burst(void **state) {
   bt_run_for(&t, 1000);
   assert_true(t.loop->chunk_pool_len <= BRAID__CHUNK_IDLE_FLOOR);
   assert_true(t.loop->segs_pool_len <= BRAID__SEGS_IDLE_FLOOR);
-  assert_true(t.loop->trimmed_bytes >= (uint64_t)(out - BRAID__CHUNK_IDLE_FLOOR) *
-                                            BRAID__CHUNK_SIZE);
+  assert_true(t.loop->trimmed_bytes >=
+              (uint64_t)(out - BRAID__CHUNK_IDLE_FLOOR) * BRAID__CHUNK_SIZE);
   assert_int_equal(braid_server_close(b.server, burst_srv_closed, &b), 0);
   bt_run_until(&t, &b.server_closed, 5000);
   bt_loop_done(&t);
