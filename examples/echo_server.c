@@ -1,6 +1,7 @@
 /* echo_server: a TCP echo server on braid, read top to bottom.
  *
  *   echo_server [--host ADDR] [--port N] [--workers N] [--sndbuf B] [--rcvbuf B]
+ *               [--idle-timeout-ms MS]
  *
  * Every byte a client sends comes straight back. When the client half-closes (shuts down its
  * sending side), the server echoes what is still queued and then closes its side. When the
@@ -10,8 +11,8 @@
  * during the drain kills the process the ordinary way.
  *
  * What it shows: a server on a braid loop, per-connection callbacks, copying writes, pausing
- * a reader that outruns its peer (watermarks), half-close, graceful drain, and a libuv handle
- * of your own (uv_signal_t) living on braid's loop. */
+ * a reader that outruns its peer (watermarks), half-close, timeouts, graceful drain, and a
+ * libuv handle of your own (uv_signal_t) living on braid's loop. */
 #include <braid.h>
 
 #include <signal.h>
@@ -94,7 +95,7 @@ static void on_signal(uv_signal_t *handle, int signum) {
 typedef struct {
   const char *host;
   int port;
-  long workers, sndbuf, rcvbuf;
+  long workers, sndbuf, rcvbuf, idle_timeout_ms;
 } args_t;
 
 /* Parses "--name value" pairs. Returns 0, or -1 after printing what is wrong. */
@@ -117,9 +118,11 @@ static int parse_args(int argc, char **argv, args_t *a) {
       a->sndbuf = n;
     } else if (strcmp(name, "--rcvbuf") == 0 && numeric) {
       a->rcvbuf = n;
+    } else if (strcmp(name, "--idle-timeout-ms") == 0 && numeric) {
+      a->idle_timeout_ms = n;
     } else {
       fprintf(stderr, "usage: echo_server [--host ADDR] [--port N] [--workers N] [--sndbuf B]"
-                      " [--rcvbuf B]\n");
+                      " [--rcvbuf B] [--idle-timeout-ms MS]\n");
       return -1;
     }
   }
@@ -142,7 +145,7 @@ static void print_address(braid_server_t *server) {
 }
 
 int main(int argc, char **argv) {
-  args_t args = {.host = "127.0.0.1", .port = 7000, .workers = 1};
+  args_t args = {.host = "127.0.0.1", .port = 7000, .workers = 1, .idle_timeout_ms = 75000};
   if (parse_args(argc, argv, &args) != 0)
     return 2;
 
@@ -160,6 +163,15 @@ int main(int argc, char **argv) {
   opts.workers = (unsigned)args.workers;
   opts.sockopts.sndbuf_bytes = (int)args.sndbuf;
   opts.sockopts.rcvbuf_bytes = (int)args.rcvbuf;
+
+  /* Servers start with timeouts on, so no client can hold a connection forever: a
+   * connection with no traffic either way for 75 s (idle), or whose client has read none of
+   * what we queued for it for 60 s (write), is closed. Loosen them for clients that stay
+   * quiet on purpose, tighten them under attack; 0 turns one off. (The message timeout,
+   * which stops clients that trickle a request byte by byte, needs a protocol that knows
+   * where requests end; echo has none. See braid/server.h.) */
+  opts.conn.idle_timeout_ms = (uint64_t)args.idle_timeout_ms;
+  opts.conn.write_timeout_ms = 60 * 1000;
 
   app_t app = {0};
   rc = braid_server_new(&app.server, loop, &opts, on_connection, &app);

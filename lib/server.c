@@ -89,6 +89,10 @@ void braid_server_opts_init(braid_server_opts_t *o) {
   memset(o, 0, sizeof(*o));
   braid_sockopts_init(&o->sockopts);
   braid_conn_opts_init(&o->conn);
+  /* Safe by default: no peer holds a connection forever (server.h explains each). */
+  o->conn.idle_timeout_ms = 75000;
+  o->conn.write_timeout_ms = 60000;
+  o->conn.message_timeout_ms = 60000;
   o->workers = 1;
   o->accept_backoff_ms = 100;
 }

@@ -8,6 +8,11 @@
  * handed to uv_write only for what the kernel did not take. Small writes are copied into a
  * per-connection buffer; large ones can be borrowed or passed as refcounted blobs.
  *
+ * A peer that resets its connection never kills the process: braid's writes pass
+ * MSG_NOSIGNAL, and the first braid_loop_new() ignores SIGPIPE if it was at its default
+ * (loop.h explains why and how to opt out). Write errors close the connection and reach its
+ * close callback.
+ *
  * Memory stays bounded per connection: high/low watermarks on the queued bytes tell a
  * producer when to pause and resume, and a hard cap fails writes past it. Timeouts (idle,
  * read, write) run on one timer per connection; bandwidth limits pause reading or writing
@@ -55,15 +60,30 @@ typedef void (*braid_watermark_cb)(braid_conn_t *conn, int above, void *arg);
  * connection is freed when this returns. Exactly once. */
 typedef void (*braid_close_cb)(braid_conn_t *conn, int status, void *arg);
 
-/* Per-connection options. Fill with braid_conn_opts_init(). */
+/* Per-connection options. Fill with braid_conn_opts_init(), whose timeouts are all off: it
+ * serves client connections, whose requests carry their own deadlines (rpc, pool). A
+ * server's connections start from braid_server_opts_init() instead, which turns the idle,
+ * write and message timeouts on (server.h). Every timeout is in milliseconds, bounds
+ * 0..(1 << 40), 0 = off. */
 typedef struct braid_conn_opts_s {
-  /* Close with BRAID_ETIMEDOUT when nothing was read or written for this long. 0 = off. */
+  /* Close with BRAID_ETIMEDOUT when nothing was read or written for this long. 0 = off
+   * (default; servers: 75000). */
   uint64_t idle_timeout_ms;
-  /* Close with BRAID_ETIMEDOUT when reading is on and nothing arrived for this long. 0 = off. */
+  /* Close with BRAID_ETIMEDOUT when reading is on and nothing arrived for this long. 0 = off
+   * (default, servers too: the idle timeout bounds a silent peer, the message timeout a
+   * slow one). Every byte restarts it, so it cannot stop a peer trickling bytes. */
   uint64_t read_timeout_ms;
   /* Close with BRAID_ETIMEDOUT when queued data made no progress into the kernel for this
-   * long (a peer that stopped reading). Also bounds a graceful close's flush. 0 = off. */
+   * long (a peer that stopped reading). Also bounds a graceful close's flush. 0 = off
+   * (default; servers: 60000). */
   uint64_t write_timeout_ms;
+  /* Close with BRAID_ETIMEDOUT when a message that has started to arrive is not complete
+   * within this long of reading time (the clock stands still while reading is stopped): a
+   * peer sending one byte every few seconds resets a read timeout forever, but not this.
+   * Only a protocol layer knows where messages begin and end, so braid's protocol layers
+   * (rpc channels) arm it; on a raw connection it never fires. 0 = off (default; servers:
+   * 60000). */
+  uint64_t message_timeout_ms;
   /* How long braid_conn_close() waits for queued writes to flush before resetting the
    * connection. Default 10000. 0 = do not wait: close now, cancelling queued writes. */
   uint64_t close_flush_timeout_ms;
@@ -129,9 +149,17 @@ BRAID_EXTERN int braid_conn_read_start(braid_conn_t *conn);
 BRAID_EXTERN int braid_conn_read_stop(braid_conn_t *conn);
 
 /* Queues a copy of data[0..len). cb (may be NULL) runs once when the kernel took the bytes,
- * or with the error that stopped that. Returns 0, BRAID_ECLOSED (closing or shut down),
- * BRAID_EQUEUEFULL (over max_queue_bytes), BRAID_EINVAL or BRAID_ENOMEM; on error nothing is
- * queued and cb is never called. len 0 is allowed (cb still runs, in order). */
+ * or with the error that stopped that. Returns 0, BRAID_ECLOSED, BRAID_EQUEUEFULL (over
+ * max_queue_bytes), BRAID_EINVAL or BRAID_ENOMEM; on error cb is never called. len 0 is
+ * allowed (cb still runs, in order).
+ *
+ * A write is sent whole or the connection ends: BRAID_EQUEUEFULL, BRAID_EINVAL and
+ * BRAID_ENOMEM mean nothing of it was sent or queued and the connection goes on.
+ * BRAID_ECLOSED means the connection is closing or shut down, or ended during the call:
+ * the kernel reported it failed (a peer reset: the close callback gets UV_ECONNRESET or
+ * UV_EPIPE), or part of a large write had gone to the kernel and the rest could not be
+ * queued (the connection is then reset, so the peer never reads half a message followed by
+ * the next one, and the close callback gets BRAID_ENOMEM). Writes never raise SIGPIPE. */
 BRAID_EXTERN int braid_conn_write(braid_conn_t *conn, const void *data, size_t len,
                                   braid_write_cb cb, void *arg);
 

@@ -175,9 +175,10 @@ BRAID_EXTERN size_t braid_framer_max_frame(const braid_framer_t *f);
  * than one read reuses one buffer. */
 #define BRAID_FRAMEBUF_KEEP_BYTES 4096
 /* A partial message whose length is known and at most this is given its whole buffer in one
- * allocation; a longer one gets room as its bytes arrive (doubling), so a peer cannot make a
- * connection commit more than about twice what it actually sent. */
-#define BRAID_FRAMEBUF_EAGER_BYTES ((size_t)1 << 20)
+ * allocation; a longer one gets room as its bytes arrive (at most twice what arrived,
+ * doubling, never past its declared length), so a peer cannot make a connection commit more
+ * than about twice what it actually sent: a header alone commits at most this. */
+#define BRAID_FRAMEBUF_EAGER_BYTES ((size_t)4096)
 
 /* A message handed out by braid_framebuf_next(). The views are valid until the next call
  * on the framebuf (next, push, trim, reset, free) and, when copied is 0, only as long as the
@@ -216,7 +217,8 @@ BRAID_EXTERN int braid_framebuf_push(braid_framebuf_t *fb, const void *data, siz
 /* Returns the next whole message. Returns 1 with *msg filled; 0 when the pushed bytes are
  * used up (any partial message at their end has been copied into fb: in one allocation when
  * the framer knows the length and it is at most BRAID_FRAMEBUF_EAGER_BYTES, else growing
- * with the bytes received; never beyond the framer's maximum); or a
+ * with the bytes received, to at most twice them; never beyond the message's declared
+ * length or the framer's maximum); or a
  * negative code: the framer's error (BRAID_ETOOBIG, BRAID_EPROTO, ...) or BRAID_ENOMEM.
  * Errors are sticky: every later call returns the same code. */
 BRAID_EXTERN int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *msg);

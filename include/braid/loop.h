@@ -45,7 +45,18 @@ typedef void (*braid_log_fn)(braid_loop_t *loop, braid_log_level_t level, const 
 /* Creates a braid loop. With uv == NULL braid creates a libuv loop and owns it (closed by
  * braid_loop_close()); otherwise braid borrows uv, which must outlive the braid loop.
  * Returns 0 and the loop in *out, or BRAID_EINVAL (out is NULL), BRAID_ENOMEM, or a libuv
- * error; on error *out is untouched. */
+ * error; on error *out is untouched.
+ *
+ * SIGPIPE: the first call in a process sets SIGPIPE to SIG_IGN if, and only if, its
+ * disposition is still SIG_DFL (a handler or SIG_IGN the program set is left alone), so a
+ * peer that resets a connection cannot kill the process: the failed write returns EPIPE,
+ * which ends that connection only. braid's own writes pass MSG_NOSIGNAL anyway, but data the
+ * kernel had no room for is written later by libuv's uv_write(), whose writev() cannot pass
+ * it. nginx, Redis and libuv-based servers ignore SIGPIPE the same way. A program that needs
+ * the default action (a filter that should die when its output pipe closes) restores it
+ * after its first braid_loop_new() (braid does not set it again); it then relies on
+ * MSG_NOSIGNAL and on libuv meeting ECONNRESET before EPIPE, which covers every case known
+ * to us but is not guaranteed by the kernel's interface. */
 BRAID_EXTERN int braid_loop_new(braid_loop_t **out, uv_loop_t *uv);
 
 /* Returns the libuv loop under loop (borrowed or owned). Never NULL for a valid loop. */

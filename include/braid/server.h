@@ -41,7 +41,21 @@ typedef void (*braid_server_close_cb)(braid_server_t *server, int status, void *
 
 typedef struct braid_server_opts_s {
   braid_sockopts_t sockopts;   /* listener and accepted connections */
-  braid_conn_opts_t conn;      /* every accepted connection */
+  /* Every accepted connection. Servers start with timeouts on, so no peer holds a
+   * connection forever; loosen them explicitly (0 = off) for long-lived quiet connections or
+   * slow links. The defaults follow nginx's:
+   * - conn.idle_timeout_ms = 75000: nothing read or written for 75 s (nginx's
+   *   keepalive_timeout). Longer than a braid pool's idle timeout (60 s), so a pooled client
+   *   retires an idle connection before the server closes it under a request.
+   * - conn.write_timeout_ms = 60000: queued output made no progress for 60 s, a peer that
+   *   stopped reading (nginx's send_timeout); the connection is reset.
+   * - conn.message_timeout_ms = 60000: a request that began to arrive must be complete
+   *   within 60 s of reading time (nginx's client_header_timeout), which stops peers that
+   *   trickle bytes; armed by rpc channels. A 16 MiB request needs about 2.2 Mbit/s.
+   * - conn.read_timeout_ms stays 0: the idle timeout already bounds a silent peer.
+   * A server that holds requests longer than 75 s without a byte either way (long
+   * computations, long polls) raises idle_timeout_ms. */
+  braid_conn_opts_t conn;
   /* Accepting pauses while this many connections are open (per server, across workers):
    * clients beyond the cap wait in the kernel's listen backlog (sockopts.backlog), none is
    * accepted and dropped. 0 = no cap (the default). Bounds 0..(1 << 24). */

@@ -887,6 +887,204 @@ static void test_rate_limit_recv(void **state) {
   run_rate(2);
 }
 
+static void on_guard_expired(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+/* Runs t's loop until *v >= want, failing the test after timeout_ms. */
+static void run_until_count(bt_loop_t *t, const volatile size_t *v, size_t want,
+                            uint64_t timeout_ms) {
+  int expired = 0;
+  uv_timer_t guard;
+  uv_timer_init(&t->uv, &guard);
+  guard.data = &expired;
+  uv_timer_start(&guard, on_guard_expired, timeout_ms, 0);
+  while (*v < want && !expired)
+    uv_run(&t->uv, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(&t->uv, UV_RUN_NOWAIT);
+  if (*v < want)
+    fail_msg("waited %llu ms for %zu, got %zu", (unsigned long long)timeout_ms, want, *v);
+}
+
+/* ---- the message timeout ----------------------------------------------------------- */
+
+static void on_read_partial_pause(braid_conn_t *c, int status, const char *data, size_t len,
+                                  void *arg) {
+  (void)data;
+  (void)len;
+  peer_t *p = arg;
+  if (status < 0) {
+    p->read_err = status;
+    return;
+  }
+  p->rx_len += len;
+  /* Part of a message, and the protocol stops reading (say, at its in-flight cap). */
+  braid__conn_message_pending(c, true, 0);
+  braid_conn_read_stop(c);
+}
+
+/* The message clock runs only while reading: a connection that stopped reading does not
+ * hold the wait against its peer, and the clock resumes where it stopped. */
+static void test_message_timeout_pauses_with_reading(void **state) {
+  (void)state;
+  braid_conn_opts_t ob;
+  braid_conn_opts_init(&ob);
+  ob.message_timeout_ms = 300;
+  pair_t p;
+  pair_open(&p, "127.0.0.1", NULL, &ob);
+  peer_t pa = {0}, pb = {0};
+  peer_attach(p.a, &pa, 1);
+  braid_conn_callbacks_t cbs = {on_read_partial_pause, peer_close, NULL, &pb};
+  assert_int_equal(braid_conn_set_callbacks(p.b, &cbs), 0);
+  assert_int_equal(braid_conn_read_start(p.b), 0);
+  assert_int_equal(braid_conn_write(p.a, "par", 3, NULL, NULL), 0);
+  run_until_count(&p.t, &pb.rx_len, 1, 5000);
+  bt_run_for(&p.t, 700); /* over twice the timeout, not reading */
+  assert_int_equal(pb.closed, 0);
+  uint64_t resumed = uv_now(&p.t.uv);
+  assert_int_equal(braid_conn_read_start(p.b), 0);
+  bt_run_until(&p.t, &pb.closed, 5000);
+  assert_int_equal(pb.close_status, BRAID_ETIMEDOUT);
+  assert_true(uv_now(&p.t.uv) - resumed >= 200);
+  /* A message that completes stops the clock: a ends its own wait the same way. */
+  braid__conn_message_pending(p.a, true, 0);
+  braid__conn_message_pending(p.a, false, 1);
+  braid_conn_close(p.a);
+  bt_run(&p.t, 5000);
+  assert_int_equal(pa.closed, 1);
+  peer_free(&pa);
+  bt_loop_done(&p.t);
+}
+
+/* ---- a write that fails half way ----------------------------------------------------- */
+
+/* An allocator that refuses what the test names: blocks of at least fail_min bytes, or
+ * exactly fail_exact bytes (a write chunk). */
+static size_t fail_min, fail_exact;
+static int fail_count;
+
+static void *failing_malloc(size_t size) {
+  if ((fail_min && size >= fail_min) || (fail_exact && size == fail_exact)) {
+    fail_count++;
+    return NULL;
+  }
+  return malloc(size);
+}
+
+static void failing_alloc_on(size_t min, size_t exact) {
+  fail_min = min;
+  fail_exact = exact;
+  fail_count = 0;
+  assert_int_equal(braid_set_allocator(failing_malloc, realloc, calloc, free), 0);
+}
+
+static void failing_alloc_off(void) {
+  fail_min = fail_exact = 0;
+  assert_int_equal(braid_set_allocator(malloc, realloc, calloc, free), 0);
+}
+
+/* A large write goes to the kernel first, then copying the unsent rest fails. The peer
+ * already has the start of the message, so the call must not report a plain failure with
+ * the connection still open (the next message would be read as the rest of this one): the
+ * connection is reset, the call says BRAID_ECLOSED, and the close callback the reason. */
+static void partial_then_enomem(size_t len, size_t fail_min_bytes, size_t fail_exact_bytes) {
+  pair_t p;
+  pair_open(&p, "127.0.0.1", NULL, NULL);
+  shrink_buffers(&p, 1);
+  peer_t pa = {0}, pb = {0};
+  attach_stalled(&p, &pa, &pb);
+  char *big = malloc(len);
+  fill_pattern(big, len, 5);
+  wcount_t w = {0};
+  failing_alloc_on(fail_min_bytes, fail_exact_bytes);
+  int rc = braid_conn_write(p.a, big, len, on_write, &w);
+  int failures = fail_count;
+  failing_alloc_off();
+  assert_true(failures > 0); /* the copy of the rest was refused */
+  braid_conn_stats_t st;
+  braid_conn_stats(p.a, &st);
+  assert_true(st.bytes_written > 0 && st.bytes_written < len); /* part went out */
+  assert_int_equal(rc, BRAID_ECLOSED);
+  assert_false(braid_conn_is_open(p.a));
+  assert_int_equal(braid_conn_write(p.a, "next", 4, NULL, NULL), BRAID_ECLOSED);
+  bt_run_until(&p.t, &pa.closed, 5000);
+  assert_int_equal(pa.close_status, BRAID_ENOMEM);
+  assert_int_equal(w.calls, 0); /* a failed call never calls back */
+  /* The peer gets the part that went out, then a reset, never a clean end after half a
+   * message. (Linux reports a reset that found unread data as end-of-stream once the data is
+   * read, and keeps the reset as the socket's pending error.) */
+  assert_int_equal(braid_conn_read_start(p.b), 0);
+  for (int i = 0; i < 1000 && !pb.read_err && !pb.eof && !pb.closed; i++)
+    bt_run_for(&p.t, 5);
+  assert_true(pb.read_err || pb.eof);
+  if (!pb.read_err) {
+    int err = 0;
+    socklen_t elen = sizeof(err);
+    assert_int_equal(getsockopt(sock_fd(p.b), SOL_SOCKET, SO_ERROR, &err, &elen), 0);
+    pb.read_err = -err;
+  }
+  assert_int_equal(pb.read_err, UV_ECONNRESET);
+  assert_true(pb.rx_len <= st.bytes_written);
+  assert_memory_equal(pb.rx, big, pb.rx_len);
+  braid_conn_close(p.b);
+  bt_run_until(&p.t, &pb.closed, 5000);
+  free(big);
+  peer_free(&pa);
+  peer_free(&pb);
+  bt_loop_done(&p.t);
+}
+
+static void test_partial_write_heap_copy_fails(void **state) {
+  (void)state;
+  /* 1 MiB: the unsent rest gets a heap block of its own, which is refused. */
+  partial_then_enomem(1 << 20, 256 << 10, 0);
+}
+
+static void test_partial_write_chunk_fails(void **state) {
+  (void)state;
+  /* 128 KiB: the rest is copied into pooled chunks (a fresh loop has none), refused. */
+  partial_then_enomem(128 << 10, 0, BRAID__CHUNK_SIZE);
+}
+
+/* Nothing went out (a write queued behind another): the refusal is a plain BRAID_ENOMEM and
+ * the connection goes on. And a message in pieces (the rpc layer's braid__conn_write_whole)
+ * whose second piece cannot be queued after the first was: the connection ends. */
+static void test_unstarted_write_fails_plainly(void **state) {
+  (void)state;
+  pair_t p;
+  pair_open(&p, "127.0.0.1", NULL, NULL);
+  shrink_buffers(&p, 1);
+  peer_t pa = {0}, pb = {0};
+  attach_stalled(&p, &pa, &pb);
+  enum { LEN = 1 << 20 };
+  char *big = calloc(1, LEN);
+  assert_int_equal(braid_conn_write(p.a, "first", 5, NULL, NULL), 0); /* queued, not sent */
+  failing_alloc_on(256 << 10, 0);
+  int rc = braid_conn_write(p.a, big, LEN, NULL, NULL);
+  failing_alloc_off();
+  assert_int_equal(rc, BRAID_ENOMEM);
+  assert_true(braid_conn_is_open(p.a));
+  assert_int_equal(braid_conn_write(p.a, "second", 6, NULL, NULL), 0);
+
+  bool partial = true;
+  uv_buf_t part = uv_buf_init(big, LEN);
+  failing_alloc_on(256 << 10, 0);
+  rc = braid__conn_write_whole(p.a, "head", 4, &part, 1, &partial);
+  failing_alloc_off();
+  assert_int_equal(rc, BRAID_ECLOSED);
+  assert_true(partial);
+  assert_false(braid_conn_is_open(p.a));
+  bt_run_until(&p.t, &pa.closed, 5000);
+  assert_int_equal(pa.close_status, BRAID_ENOMEM);
+  braid_conn_abort(p.b);
+  bt_run_until(&p.t, &pb.closed, 5000);
+  free(big);
+  peer_free(&pa);
+  peer_free(&pb);
+  bt_loop_done(&p.t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_v4),
@@ -906,6 +1104,10 @@ int main(void) {
       cmocka_unit_test(test_rate_limit_group),
       cmocka_unit_test(test_rate_limit_recv),
       cmocka_unit_test(test_write_chain),
+      cmocka_unit_test(test_partial_write_heap_copy_fails),
+      cmocka_unit_test(test_partial_write_chunk_fails),
+      cmocka_unit_test(test_unstarted_write_fails_plainly),
+      cmocka_unit_test(test_message_timeout_pauses_with_reading),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
