@@ -7,7 +7,8 @@
  * mode: the late answer still arrives in its turn and is consumed and dropped). head_id
  * advances past holes. Requests past max_inflight wait in a FIFO with their bytes.
  *
- * Server. Each request gets a braid_rpc_req_t from a free list. Braid-protocol answers are
+ * Server. Each request gets a slot from a per-channel pool (handed out as a tagged handle,
+ * see req_t) that is never freed while the channel lives. Braid-protocol answers are
  * written as they are given; ordered-protocol answers are written in request order, the
  * early ones held until those before them are given. A batch frame becomes one request per
  * item plus a collector that writes the batch answer when the last item is answered.
@@ -59,16 +60,50 @@ typedef struct batch_s {
   } *items;
 } batch_t;
 
+/* A server request. The application holds a handle (braid_rpc_req_t *), not the slot: the
+ * handle is the address of tags[gen % REQ_TAGS] inside the slot, and each tag byte holds its
+ * own index, so the slot is found from the handle and the handle names one use of the slot.
+ * Slots come from a per-channel pool and go back to it (oldest first), never to malloc, while
+ * the channel lives: a handle used after its answer (a second respond, or one after the slot
+ * was handed to a newer request) still points at pool memory, and its tag no longer matches
+ * the slot's generation, or the slot is no longer live: BRAID_EINVAL, and the newer request
+ * is untouched. A stale handle aliases a newer request only when its slot was reused a
+ * multiple of REQ_TAGS times since (the pool is recycled oldest first, so that takes
+ * REQ_TAGS times the pool's size in requests). */
+#define REQ_TAGS 64
+
 struct braid_rpc_req_s {
+  uint8_t index; /* this tag's place in its slot's tags[] */
+};
+
+typedef struct req_s {
   braid_rpc_t *rpc;
-  braid_rpc_req_t *next; /* free list, or the ordered-answer FIFO */
+  struct req_s *next; /* free list, or the ordered-answer FIFO */
   uint32_t id;
   uint32_t index; /* within its batch */
   batch_t *batch;
+  uint32_t gen;  /* bumped each time the slot is handed out */
+  bool live;     /* handed out for a request that still holds it */
   bool answered;
   uint8_t *answer; /* ordered mode: an answer held until those before it are written */
   size_t answer_len;
-};
+  braid_rpc_req_t tags[REQ_TAGS];
+} req_t;
+
+static braid_rpc_req_t *req_handle(req_t *r) {
+  return &r->tags[r->gen % REQ_TAGS];
+}
+
+/* The slot a handle names, or NULL when the handle is stale (answered, or its slot reused). */
+static req_t *req_from(const braid_rpc_req_t *h) {
+  if (!h)
+    return NULL;
+  const braid_rpc_req_t *first = h - h->index;
+  req_t *r = (req_t *)((char *)first - offsetof(req_t, tags));
+  if (!r->live || r->gen % REQ_TAGS != h->index)
+    return NULL;
+  return r;
+}
 
 struct braid_rpc_s {
   braid_conn_t *conn;
@@ -102,11 +137,10 @@ struct braid_rpc_s {
   uint32_t q_len;
 
   /* server */
-  braid_rpc_req_t *free_reqs;
-  uint32_t free_count;
+  req_t *free_head, *free_tail; /* the slot pool, reused oldest first; freed with the channel */
   uint32_t outstanding;               /* requests not answered yet (including after close) */
   uint32_t last_seen_id;              /* braid mode: newest request id read (for GOAWAY) */
-  braid_rpc_req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
+  req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
 
   braid_gzip_t *gz; /* made on first use: compressing, or a gzip-flagged payload arrived */
 
@@ -638,18 +672,29 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- server --------------------------------------------------------------------------- */
 
-static braid_rpc_req_t *req_get(braid_rpc_t *rpc) {
-  braid_rpc_req_t *r = rpc->free_reqs;
+static req_t *req_get(braid_rpc_t *rpc) {
+  req_t *r = rpc->free_head;
   if (r) {
-    rpc->free_reqs = r->next;
-    rpc->free_count--;
+    rpc->free_head = r->next;
+    if (!rpc->free_head)
+      rpc->free_tail = NULL;
   } else {
     r = braid__malloc(sizeof(*r));
     if (!r)
       return NULL;
+    r->gen = 0;
+    for (unsigned i = 0; i < REQ_TAGS; i++)
+      r->tags[i].index = (uint8_t)i;
   }
-  memset(r, 0, sizeof(*r));
   r->rpc = rpc;
+  r->next = NULL;
+  r->id = r->index = 0;
+  r->batch = NULL;
+  r->gen++;
+  r->live = true;
+  r->answered = false;
+  r->answer = NULL;
+  r->answer_len = 0;
   rpc->outstanding++;
   rpc->stats.inflight = rpc->outstanding;
   return r;
@@ -699,15 +744,18 @@ static void outstanding_done(braid_rpc_t *rpc) {
   }
 }
 
-static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
+static void req_put(braid_rpc_t *rpc, req_t *r) {
   braid__free(r->answer);
-  if (rpc->free_count < rpc->o.max_inflight) {
-    r->next = rpc->free_reqs;
-    rpc->free_reqs = r;
-    rpc->free_count++;
-  } else {
-    braid__free(r);
-  }
+  r->answer = NULL;
+  r->live = false;
+  /* Back to the pool, at the end: reused oldest first, so a stale handle meets its slot
+   * reused as late as possible. */
+  r->next = NULL;
+  if (rpc->free_tail)
+    rpc->free_tail->next = r;
+  else
+    rpc->free_head = r;
+  rpc->free_tail = r;
   outstanding_done(rpc);
 }
 
@@ -812,7 +860,7 @@ static int batch_send(braid_rpc_t *rpc, batch_t *b) {
 /* Writes held ordered answers that are now at the front. */
 static void ordered_flush(braid_rpc_t *rpc) {
   while (rpc->ord_head && rpc->ord_head->answered) {
-    braid_rpc_req_t *r = rpc->ord_head;
+    req_t *r = rpc->ord_head;
     rpc->ord_head = r->next;
     if (!rpc->ord_head)
       rpc->ord_tail = NULL;
@@ -832,7 +880,7 @@ static void ordered_flush(braid_rpc_t *rpc) {
 #define DEFLATE_OFFLOAD_IN ((size_t)64 << 10)
 
 typedef struct {
-  braid_rpc_req_t *req;
+  req_t *req;
   size_t len;
   uint8_t data[]; /* the answer, uncompressed */
 } deflate_t;
@@ -840,7 +888,7 @@ typedef struct {
 static void on_deflated(braid_loop_t *loop, int status, void *out, size_t out_len, void *arg) {
   (void)loop;
   deflate_t *z = arg;
-  braid_rpc_req_t *req = z->req;
+  req_t *req = z->req;
   braid_rpc_t *rpc = req->rpc;
   if (rpc->conn && braid_conn_is_open(rpc->conn)) {
     /* As write_payload_frame: compressed when that made it smaller, plain otherwise. */
@@ -864,7 +912,7 @@ static void on_deflated(braid_loop_t *loop, int status, void *out, size_t out_le
 
 /* Starts compressing req's answer on the threadpool; false when it should go the
  * synchronous way (too small, not compressing, or out of memory). */
-static bool deflate_offloaded(braid_rpc_req_t *req, const void *data, size_t len) {
+static bool deflate_offloaded(req_t *req, const void *data, size_t len) {
   braid_rpc_t *rpc = req->rpc;
   if (!rpc->server || rpc->o.mode != BRAID_RPC_BRAID || !rpc->o.gzip_min_bytes ||
       len < rpc->o.gzip_min_bytes || len < DEFLATE_OFFLOAD_IN)
@@ -889,7 +937,7 @@ static bool deflate_offloaded(braid_rpc_req_t *req, const void *data, size_t len
   return true;
 }
 
-static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t len) {
+static int answer(req_t *req, uint16_t code, const void *data, size_t len) {
   if (!req || req->answered || (!data && len))
     return BRAID_EINVAL;
   braid_rpc_t *rpc = req->rpc;
@@ -958,11 +1006,12 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
   return open ? 0 : BRAID_ECLOSED;
 }
 
-int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len) {
-  return answer(req, 0, data, len);
+int braid_rpc_respond(braid_rpc_req_t *handle, const void *data, size_t len) {
+  return answer(req_from(handle), 0, data, len);
 }
 
-int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg) {
+int braid_rpc_respond_error(braid_rpc_req_t *handle, uint16_t code, const char *msg) {
+  req_t *req = req_from(handle);
   if (!req || code == 0)
     return BRAID_EINVAL;
   if (req->rpc->o.mode == BRAID_RPC_ORDERED || req->batch)
@@ -970,8 +1019,9 @@ int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg
   return answer(req, code, msg, 0);
 }
 
-braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req) {
-  return req->rpc;
+braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *handle) {
+  req_t *req = req_from(handle);
+  return req ? req->rpc : NULL;
 }
 
 static void pause_reading(braid_rpc_t *rpc) {
@@ -983,7 +1033,7 @@ static void pause_reading(braid_rpc_t *rpc) {
 }
 
 static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, size_t len) {
-  braid_rpc_req_t *r = req_get(rpc);
+  req_t *r = req_get(rpc);
   if (!r) {
     if (rpc->o.mode == BRAID_RPC_BRAID)
       answer_error(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
@@ -1000,7 +1050,7 @@ static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, s
     rpc->ord_tail = r;
   }
   rpc->stats.requests++;
-  rpc->o.on_request(rpc, r, data, len, rpc->o.arg);
+  rpc->o.on_request(rpc, req_handle(r), data, len, rpc->o.arg);
 }
 
 static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, size_t len) {
@@ -1048,12 +1098,13 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   uint32_t made = 0;
   for (; made < count; made++) {
     braid_batch_reader_next(&rd, &items[made]);
-    reqs[made] = req_get(rpc);
-    if (!reqs[made])
+    req_t *r = req_get(rpc);
+    if (!r)
       break;
-    reqs[made]->id = id;
-    reqs[made]->batch = b;
-    reqs[made]->index = made;
+    r->id = id;
+    r->batch = b;
+    r->index = made;
+    reqs[made] = req_handle(r);
   }
   if (made < count) {
     /* Out of memory part way: answer what was made with the error, the rest directly. */
@@ -1068,7 +1119,7 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
       batch_free(rpc, b);
     }
     for (uint32_t i = 0; i < made; i++)
-      answer(reqs[i], BRAID_WIRE_OVERLOADED, NULL, 0);
+      answer(req_from(reqs[i]), BRAID_WIRE_OVERLOADED, NULL, 0);
   } else {
     rpc->stats.batches++;
     rpc->stats.requests += count;
@@ -1387,9 +1438,9 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
 
 static void rpc_free(braid_rpc_t *rpc) {
   braid_loop_t *loop = rpc->loop;
-  while (rpc->free_reqs) {
-    braid_rpc_req_t *r = rpc->free_reqs;
-    rpc->free_reqs = r->next;
+  while (rpc->free_head) {
+    req_t *r = rpc->free_head;
+    rpc->free_head = r->next;
     braid__free(r);
   }
   braid_framebuf_free(&rpc->fb);

