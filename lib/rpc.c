@@ -51,6 +51,7 @@ typedef struct batch_s {
   uint32_t count, answered;
   uint32_t next;       /* the first item not yet in out */
   bool failed;         /* an answer could not be encoded: the batch gets an error instead */
+  size_t bytes;        /* the answer payload's size so far: count + the items taken */
   braid__wchain_t out;
   struct {
     uint16_t status;
@@ -433,8 +434,8 @@ int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts,
       return BRAID_EINVAL;
     len += parts[i].len;
   }
-  if (rpc->o.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
-    return BRAID_ETOOBIG;
+  if (rpc->o.mode == BRAID_RPC_BRAID && len > rpc->o.max_payload_bytes)
+    return BRAID_ETOOBIG; /* PROTOCOL.md section 5: the peer's maximum, taken to be ours */
   uint64_t deadline = deadline_for(rpc, timeout_ms);
   if (rpc->live < rpc->o.max_inflight && !rpc->q_head && ring_reserve(rpc) == 0) {
     int rc = send_request(rpc, flags, parts, nparts, deadline, cb, arg);
@@ -476,7 +477,7 @@ int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
                   !(flags & BRAID_FRAME_FLAG_GZIP);
   if (!compress && rpc->conn && !rpc->closing && !rpc->goaway && cb && !rpc->server &&
       !(flags & ~BRAID_FRAME_FLAGS_KNOWN) && timeout_ms <= ((uint64_t)1 << 40) &&
-      len <= BRAID_FRAME_MAX_PAYLOAD_CEILING && rpc->live < rpc->o.max_inflight &&
+      len <= rpc->o.max_payload_bytes && rpc->live < rpc->o.max_inflight &&
       !rpc->q_head && ring_reserve(rpc) == 0) {
     /* The common case: straight onto the wire, the chain's chunks queued as they are. */
     uint32_t id = rpc->next_id;
@@ -792,6 +793,20 @@ static void batch_drain(braid_rpc_t *rpc, batch_t *b) {
   }
 }
 
+/* Whether an item answer of len bytes keeps the batch answer within max_payload, with
+ * room left for every item still unanswered to get at least an empty error status. Items are
+ * taken in the order they are answered: the first ones that would not fit are refused. When
+ * even empty answers cannot fit (many items and a small maximum), every answer is taken and
+ * the batch as a whole is answered TOO_BIG (batch_send). */
+static bool batch_fits(const braid_rpc_t *rpc, const batch_t *b, size_t len) {
+  size_t max = rpc->o.max_payload_bytes;
+  size_t reserve = (size_t)(b->count - b->answered - 1) * BRAID_BATCH_RESP_ITEM_HEADER;
+  size_t base = b->bytes + BRAID_BATCH_RESP_ITEM_HEADER + reserve;
+  if (base > max)
+    return len <= max; /* the batch is lost as a whole anyway */
+  return len <= max - base;
+}
+
 /* Takes the answer to item i: encoded now when it is its turn, else held. Returns 0 or
  * BRAID_ENOMEM (nothing taken: the caller may answer again). With the connection gone,
  * nothing is kept: there is no one to send it to. */
@@ -830,7 +845,7 @@ static int batch_send(braid_rpc_t *rpc, batch_t *b) {
   if (b->failed || b->next != b->count) {
     return answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
   }
-  if (len > BRAID_FRAME_MAX_PAYLOAD_CEILING) {
+  if (len > rpc->o.max_payload_bytes) {
     return answer_error(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
   }
   if (rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes) {
@@ -942,15 +957,23 @@ static int answer(req_t *req, uint16_t code, const void *data, size_t len) {
     return BRAID_EINVAL;
   braid_rpc_t *rpc = req->rpc;
   bool open = rpc->conn && braid_conn_is_open(rpc->conn);
-  if (rpc->o.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
-    return BRAID_ETOOBIG;
+  /* PROTOCOL.md section 5: no frame over the peer's max_payload, which, with no
+   * negotiation, is taken to be this channel's own. An answer that does not fit is refused
+   * for its request alone: the request is answered TOO_BIG (a batch item gets that status)
+   * and the caller learns it from BRAID_ETOOBIG. */
+  int refused = 0;
   if (req->batch) {
     batch_t *b = req->batch;
-    if (len > UINT32_MAX)
-      return BRAID_ETOOBIG;
+    if (!batch_fits(rpc, b, len)) {
+      refused = BRAID_ETOOBIG;
+      code = BRAID_WIRE_TOO_BIG;
+      data = NULL;
+      len = 0;
+    }
     int rc = batch_take(rpc, b, req->index, code, data, len, open);
     if (rc)
       return rc;
+    b->bytes += BRAID_BATCH_RESP_ITEM_HEADER + len;
     req->answered = true;
     if (++b->answered == b->count) {
       if (batch_send(rpc, b))
@@ -959,9 +982,15 @@ static int answer(req_t *req, uint16_t code, const void *data, size_t len) {
     }
     req_put(rpc, req);
     rpc_maybe_finish(rpc); /* last: it may free the channel */
-    return open ? 0 : BRAID_ECLOSED;
+    return refused ? refused : open ? 0 : BRAID_ECLOSED;
   }
   if (rpc->o.mode == BRAID_RPC_BRAID) {
+    if (!code && len > rpc->o.max_payload_bytes) {
+      refused = BRAID_ETOOBIG;
+      code = BRAID_WIRE_TOO_BIG;
+      data = "answer exceeds the maximum payload";
+      len = 0;
+    }
     req->answered = true;
     if (open && !code && deflate_offloaded(req, data, len))
       return 0; /* on_deflated writes it and frees req */
@@ -977,7 +1006,7 @@ static int answer(req_t *req, uint16_t code, const void *data, size_t len) {
     }
     req_put(rpc, req);
     rpc_maybe_finish(rpc); /* last: it may free the channel */
-    return open && !wrc ? 0 : BRAID_ECLOSED;
+    return refused ? refused : open && !wrc ? 0 : BRAID_ECLOSED;
   }
   /* Ordered: an answer goes out when every request before it has its answer; until then
    * a copy is held. After the connection is gone nothing is written, but the order of
@@ -1085,6 +1114,7 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   }
   b->id = id;
   b->count = count;
+  b->bytes = BRAID_BATCH_COUNT_SIZE;
   /* Room for the frame header, written once the length is known, then the count. */
   uint8_t head[BRAID_FRAME_HEADER_SIZE + BRAID_BATCH_COUNT_SIZE] = {0};
   braid_batch_count_encode(head + BRAID_FRAME_HEADER_SIZE, count);

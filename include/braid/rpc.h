@@ -166,7 +166,8 @@ BRAID_EXTERN int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const b
  * Braid mode wraps it in a REQUEST frame; ordered mode sends the bytes as they are (encode
  * the protocol's request yourself). timeout_ms 0 takes opts.timeout_ms. Returns 0 (cb will
  * run exactly once, never from inside this call), BRAID_EINVAL, BRAID_ETOOBIG (braid mode:
- * over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EQUEUEFULL, BRAID_ECLOSED (closing, or after
+ * over max_payload_bytes, the peer's maximum as PROTOCOL.md section 5 assumes it equal to
+ * this channel's), BRAID_EQUEUEFULL, BRAID_ECLOSED (closing, or after
  * a goaway), or BRAID_ENOMEM; then cb is never called. */
 BRAID_EXTERN int braid_rpc_call(braid_rpc_t *rpc, const void *data, size_t len,
                                 uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg);
@@ -185,7 +186,12 @@ BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_
  * wait for the answer forever; an answer compressed on the threadpool, see gzip_min_bytes,
  * returns 0 and meets that check when it is done, and goes out if the connection is still
  * open then: braid_rpc_close() waits for it, an immediate braid_server_close() does not); BRAID_ETOOBIG
- * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, already
+ * (braid mode: the answer is longer than max_payload_bytes, which PROTOCOL.md section 5 forbids
+ * sending, the peer's maximum being taken equal to this channel's; for a batch item: the
+ * answer would take the batch answer past it, with room kept for an empty status per item
+ * not answered yet, so the items answered first win): the request is answered for you with
+ * ERROR TOO_BIG (a batch item with status TOO_BIG) and freed, the rest of the batch goes on;
+ * BRAID_EINVAL (req NULL, already
  * answered, or its memory already reused for a later request: nothing is sent, no other
  * request is affected; see braid_rpc_request_cb); BRAID_ENOMEM (req stays unanswered). */
 BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);

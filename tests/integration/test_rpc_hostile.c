@@ -118,9 +118,103 @@ static void test_respond_twice_and_stale_handle(void **state) {
   fix_stop(&f);
 }
 
+/* ---- 1a. answers over the peer's maximum payload ---------------------------------------- */
+
+/* Answers each request (or item) with as many bytes as its text says ("5000"). */
+static int big_rc[8], n_big_rc;
+static void big_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
+                           size_t len, void *arg) {
+  (void)rpc;
+  (void)arg;
+  static char zeros[8192];
+  char num[16] = {0};
+  memcpy(num, data, len < 15 ? len : 15);
+  size_t n = (size_t)atoi(num);
+  assert_true(n <= sizeof(zeros));
+  big_rc[n_big_rc++ % 8] = braid_rpc_respond(req, zeros, n);
+}
+
+static void test_answer_over_max_payload_is_too_big(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.sopts.max_payload_bytes = 4096;
+  f.sopts.on_request = big_on_request;
+  fix_start(&f);
+  static res_t res[3];
+  memset(res, 0, sizeof(res));
+  n_big_rc = 0;
+  assert_int_equal(braid_rpc_call(f.client, "4096", 4, 0, on_result, &res[0]), 0);
+  assert_int_equal(braid_rpc_call(f.client, "4097", 4, 0, on_result, &res[1]), 0);
+  bt_run_until(&f.t, &res[1].calls, 5000);
+  assert_int_equal(res[0].status, 0);
+  assert_int_equal(res[0].len, 4096);
+  assert_int_equal(res[1].status, BRAID_EREMOTE);
+  assert_int_equal(res[1].code, BRAID_WIRE_TOO_BIG);
+  assert_int_equal(big_rc[0], 0);
+  assert_int_equal(big_rc[1], BRAID_ETOOBIG);
+  /* A batch: items are taken in the order they are answered while they fit the maximum
+   * with room for an empty status per item still to come; the one that does not fit gets
+   * TOO_BIG and the others their answers. */
+  uint8_t payload[64];
+  braid_batch_writer_t w;
+  assert_int_equal(braid_batch_writer_init(&w, payload, sizeof(payload), 0), 0);
+  assert_int_equal(braid_batch_writer_add(&w, 0, "2000", 4), 0);
+  assert_int_equal(braid_batch_writer_add(&w, 0, "2000", 4), 0);
+  assert_int_equal(braid_batch_writer_add(&w, 0, "2000", 4), 0);
+  int plen = braid_batch_writer_finish(&w);
+  uv_buf_t part = uv_buf_init((char *)payload, (unsigned)plen);
+  n_big_rc = 0;
+  assert_int_equal(braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_BATCH, &part, 1, 0,
+                                        on_result, &res[2]),
+                   0);
+  bt_run_until(&f.t, &res[2].calls, 5000);
+  assert_int_equal(res[2].status, 0);
+  assert_int_equal(big_rc[0], 0);
+  assert_int_equal(big_rc[1], 0);
+  assert_int_equal(big_rc[2], BRAID_ETOOBIG);
+  assert_int_equal(res[2].len, 4 + 2 * 2006 + 6);
+  braid_batch_reader_t rd;
+  uint32_t count;
+  assert_int_equal(braid_batch_reader_init(&rd, res[2].data, res[2].len, 1, &count), 0);
+  assert_int_equal(count, 3);
+  braid_batch_item_t it;
+  uint16_t want[3] = {0, 0, BRAID_WIRE_TOO_BIG};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(braid_batch_reader_next(&rd, &it), 1);
+    assert_int_equal(it.status, want[i]);
+    assert_int_equal(it.len, i < 2 ? 2000 : 0);
+  }
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.srv_rpc, &st);
+  assert_int_equal(st.inflight, 0);
+  fix_stop(&f);
+}
+
+static void test_call_over_max_payload(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  f.copts.max_payload_bytes = 1024;
+  fix_start(&f);
+  static char buf[1025];
+  static res_t res;
+  memset(&res, 0, sizeof(res));
+  assert_int_equal(braid_rpc_call(f.client, buf, 1025, 0, on_result, &res), BRAID_ETOOBIG);
+  uv_buf_t part = uv_buf_init(buf, 1025);
+  assert_int_equal(braid_rpc_call_parts(f.client, 0, &part, 1, 0, on_result, &res),
+                   BRAID_ETOOBIG);
+  assert_int_equal(braid_rpc_call(f.client, buf, 1024, 0, on_result, &res), 0);
+  bt_run_until(&f.t, &res.calls, 5000);
+  assert_int_equal(res.status, 0);
+  fix_stop(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_respond_twice_and_stale_handle),
+      cmocka_unit_test(test_answer_over_max_payload_is_too_big),
+      cmocka_unit_test(test_call_over_max_payload),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
