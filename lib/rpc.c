@@ -119,6 +119,13 @@ struct braid_rpc_s {
   uint64_t linger_since; /* loop time lingering began */
   bool read_paused;
   bool above_wm;
+  /* Server: bytes read but not acted on, because the channel stopped taking requests part
+   * way through a read (queued answers over the high watermark, or max_inflight reached):
+   * whole frames and perhaps a partial one, from a frame boundary. Taken up again by
+   * backlog_flush once the channel may take requests again, before reading resumes. */
+  uint8_t *backlog;
+  size_t backlog_len;
+  braid__flush_t backlog_flush;
   bool peer_eof;
   int fail_status; /* why pending client requests fail when the connection ends */
   braid_framebuf_t fb;
@@ -701,11 +708,22 @@ static req_t *req_get(braid_rpc_t *rpc) {
   return r;
 }
 
+/* Server: whether the channel must stop taking requests now: its answers queued on the
+ * connection are over the high watermark (a client that does not read must not make the
+ * server buffer without end), or it handles max_inflight requests already. */
+static bool server_full(const braid_rpc_t *rpc) {
+  return rpc->server && (rpc->above_wm || rpc->outstanding >= rpc->o.max_inflight);
+}
+
 static void read_resume_maybe(braid_rpc_t *rpc) {
-  if (rpc->read_paused && !rpc->above_wm && rpc->outstanding < rpc->o.max_inflight &&
-      !rpc->closing && rpc->conn) {
+  if (rpc->read_paused && !server_full(rpc) && !rpc->closing && rpc->conn) {
     rpc->read_paused = false;
-    braid_conn_read_start(rpc->conn);
+    /* Frames already read come first, and not from inside this call (it may be an answer
+     * given from a request handler): reading resumes once they are taken. */
+    if (rpc->backlog)
+      braid__loop_want_flush(rpc->loop, &rpc->backlog_flush);
+    else
+      braid_conn_read_start(rpc->conn);
   }
 }
 
@@ -1402,6 +1420,86 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
   protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "unexpected frame type");
 }
 
+static void pause_reading(braid_rpc_t *rpc);
+
+/* Frames data[0..len) (a read, or the backlog) and acts on each frame. A server that must
+ * stop taking requests part way (server_full) keeps the rest in the backlog, from the frame
+ * boundary where it stopped, and stops reading: what a client pipelines in one read is
+ * bounded by the watermark like what it sends in many. */
+static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
+  size_t partial = braid_framebuf_pending(&rpc->fb); /* bytes of a frame begun earlier */
+  int rc = braid_framebuf_push(&rpc->fb, data, len);
+  braid_framebuf_msg_t m;
+  while (rc == 0 && (rc = braid_framebuf_next(&rpc->fb, &m)) == 1) {
+    rc = 0;
+    if (rpc->closing)
+      continue; /* drain the push without acting on it */
+    /* Where the frame ends in data: a view into it, or one reassembled from the partial
+     * frame held before this push plus the start of data. */
+    size_t used = m.copied ? m.frame_len - partial : (size_t)(m.frame + m.frame_len - data);
+    partial = 0;
+    if (rpc->o.mode == BRAID_RPC_BRAID)
+      on_braid_frame(rpc, &m);
+    else if (rpc->server)
+      server_request(rpc, 0, m.payload, m.payload_len);
+    else
+      client_answer_ordered(rpc, m.payload, m.payload_len);
+    if (used < len && server_full(rpc) && !rpc->closing && rpc->conn) {
+      uint8_t *rest = braid__malloc(len - used);
+      if (!rest) {
+        protocol_error(rpc, BRAID_ENOMEM, BRAID_WIRE_INTERNAL, "out of memory");
+        return;
+      }
+      memcpy(rest, data + used, len - used);
+      rpc->backlog = rest;
+      rpc->backlog_len = len - used;
+      /* The framebuf holds nothing of its own now (the frame it handed out is done with):
+       * forget the pushed view, the rest starts at a frame boundary. */
+      braid_framebuf_reset(&rpc->fb);
+      pause_reading(rpc);
+      return;
+    }
+  }
+  if (rc < 0 && !rpc->closing) {
+    braid_frame_reject_t rej; /* the spec's code for what was refused: VERSION, TOO_BIG... */
+    braid_framebuf_reject(&rpc->fb, &rej);
+    protocol_error(rpc, rc, rej.code, rej.message);
+    return;
+  }
+  if (server_full(rpc))
+    pause_reading(rpc);
+  if (!rpc->server)
+    pump_queue(rpc); /* answers made room on the wire */
+  /* An idle channel keeps no partial-message buffer. */
+  if (rpc->server ? rpc->outstanding == 0 : rpc->live == 0)
+    braid_framebuf_trim(&rpc->fb);
+}
+
+/* The channel may take requests again and frames wait in the backlog: take them, then
+ * resume reading unless they filled the channel again. */
+static void on_backlog(braid__flush_t *fl) {
+  braid_rpc_t *rpc = BRAID__CONTAINER_OF(fl, braid_rpc_t, backlog_flush);
+  if (!rpc->backlog || rpc->closing || !rpc->conn)
+    return; /* freed with the channel */
+  if (server_full(rpc)) {
+    pause_reading(rpc); /* full again meanwhile: read_resume_maybe comes back */
+    return;
+  }
+  uint8_t *buf = rpc->backlog;
+  size_t len = rpc->backlog_len;
+  rpc->backlog = NULL;
+  rpc->backlog_len = 0;
+  rpc->read_paused = true; /* reading is still stopped while the backlog is taken */
+  feed(rpc, buf, len);
+  braid__free(buf);
+  if (rpc->closing || !rpc->conn)
+    return;
+  if (!rpc->backlog && !server_full(rpc)) {
+    rpc->read_paused = false;
+    braid_conn_read_start(rpc->conn);
+  }
+}
+
 static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
   braid_rpc_t *rpc = arg;
   if (status == BRAID_EOF) {
@@ -1423,32 +1521,7 @@ static void on_read(braid_conn_t *conn, int status, const char *data, size_t len
     rpc->fail_status = status;
     return; /* the connection closes; on_conn_close fails what is pending */
   }
-  int rc = braid_framebuf_push(&rpc->fb, data, len);
-  braid_framebuf_msg_t m;
-  while (rc == 0 && (rc = braid_framebuf_next(&rpc->fb, &m)) == 1) {
-    rc = 0;
-    if (rpc->closing)
-      continue; /* drain the push without acting on it */
-    if (rpc->o.mode == BRAID_RPC_BRAID)
-      on_braid_frame(rpc, &m);
-    else if (rpc->server)
-      server_request(rpc, 0, m.payload, m.payload_len);
-    else
-      client_answer_ordered(rpc, m.payload, m.payload_len);
-  }
-  if (rc < 0 && !rpc->closing) {
-    braid_frame_reject_t rej; /* the spec's code for what was refused: VERSION, TOO_BIG... */
-    braid_framebuf_reject(&rpc->fb, &rej);
-    protocol_error(rpc, rc, rej.code, rej.message);
-    return;
-  }
-  if (rpc->server && rpc->outstanding >= rpc->o.max_inflight)
-    pause_reading(rpc);
-  if (!rpc->server)
-    pump_queue(rpc); /* answers made room on the wire */
-  /* An idle channel keeps no partial-message buffer. */
-  if (rpc->server ? rpc->outstanding == 0 : rpc->live == 0)
-    braid_framebuf_trim(&rpc->fb);
+  feed(rpc, (const uint8_t *)data, len);
 }
 
 static void on_watermark(braid_conn_t *conn, int above, void *arg) {
@@ -1474,6 +1547,8 @@ static void rpc_free(braid_rpc_t *rpc) {
     braid__free(r);
   }
   braid_framebuf_free(&rpc->fb);
+  braid__loop_cancel_flush(&rpc->backlog_flush);
+  braid__free(rpc->backlog);
   braid_gzip_free(rpc->gz);
   braid__free(rpc->ring);
   braid__free(rpc);
@@ -1565,6 +1640,7 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     braid__conn_set_drain_hook(conn, on_server_drain, rpc);
   uv_timer_init(braid_loop_uv(rpc->loop), &rpc->timer);
   rpc->timer.data = rpc;
+  rpc->backlog_flush.fn = on_backlog;
   braid__loop_ref(rpc->loop);
   *out = rpc;
   return 0;

@@ -96,9 +96,14 @@ typedef struct braid_rpc_opts_s {
   braid_framer_t framer;
   int framer_set; /* nonzero once framer is set up */
   /* Client: requests on the wire at once; more wait in a queue. Server: requests being
-   * handled at once; past it the server stops reading until answers go out, and a batch
-   * frame holding more items than this is answered OVERLOADED as a whole (each item counts
-   * as a request). Default 1024; bounds 1..(1 << 20). */
+   * handled at once; a batch frame holding more items than this is answered OVERLOADED as a
+   * whole (each item counts as a request). A server stops taking frames when it handles this
+   * many, or when its answers queued on the connection pass the connection's high watermark
+   * (a client that does not read): it stops reading, and frames it had already read but not
+   * taken (many pipelined requests arrive in one read) wait, copied, until the requests taken
+   * are answered or the queue falls to the low watermark. So what one client makes a server
+   * buffer is bounded by the high watermark plus the answers to the requests it has taken,
+   * however it pipelines. Default 1024; bounds 1..(1 << 20). */
   unsigned max_inflight;
   /* Client: requests waiting beyond max_inflight; one more fails with BRAID_EQUEUEFULL.
    * Default 65536; bounds 0..(1 << 24). */
@@ -137,7 +142,8 @@ typedef struct braid_rpc_stats_s {
   uint64_t inflight;    /* client: on the wire now; server: being handled now */
   uint64_t requests;    /* server: requests received (batch items counted one by one) */
   uint64_t batches;     /* server: batch frames received */
-  uint64_t read_pauses; /* server: times reading paused at max_inflight or the watermark */
+  uint64_t read_pauses; /* server: times it stopped taking frames (reading paused) at
+                           max_inflight or the watermark */
   uint64_t write_errors; /* frames that could not be queued whole: a server closes the
                             connection then (its client stopped reading), a client's call
                             fails with the error */

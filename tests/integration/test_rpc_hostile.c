@@ -210,11 +210,103 @@ static void test_call_over_max_payload(void **state) {
   fix_stop(&f);
 }
 
+/* ---- 1b. a client that pipelines in one write and does not read -------------------------- */
+
+enum { PIPE_N = 300, ANSWER_BYTES = 64 * 1024 };
+
+static braid_rpc_t *bp_srv;
+static int bp_requests;
+static void bp_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
+                          size_t len, void *arg) {
+  (void)rpc; (void)data; (void)len; (void)arg;
+  static char answer[ANSWER_BYTES];
+  bp_requests++;
+  assert_int_equal(braid_rpc_respond(req, answer, sizeof(answer)), 0);
+}
+static void bp_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
+  (void)s;
+  assert_int_equal(braid_rpc_server(&bp_srv, conn, arg), 0);
+}
+static void bp_srv_closed(braid_server_t *s, int status, void *arg) {
+  (void)s; (void)status;
+  *(int *)arg = 1;
+}
+
+/* 300 requests arrive in one read and each is answered with 64 KiB at once: the channel
+ * stops taking them when its queued answers pass the high watermark (1 MiB), keeps the rest
+ * of the read, and takes them as the client reads. Before, the whole read was handled:
+ * 19 MiB queued for a client that does not read. */
+static void test_pipelined_read_is_bounded(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_server_opts_t so;
+  braid_server_opts_init(&so);
+  so.sockopts.sndbuf_bytes = 64 * 1024; /* keep the kernel's share small and fixed */
+  static braid_rpc_opts_t ro;
+  braid_rpc_opts_init(&ro);
+  ro.on_request = bp_on_request;
+  braid_server_t *server;
+  assert_int_equal(braid_server_new(&server, t.loop, &so, bp_on_conn, &ro), 0);
+  assert_int_equal(braid_server_listen(server, "127.0.0.1", 0), 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int rcv = 64 * 1024;
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
+  struct sockaddr_in a;
+  assert_int_equal(uv_ip4_addr("127.0.0.1", braid_server_port(server), &a), 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  static uint8_t out[PIPE_N * (BRAID_FRAME_HEADER_SIZE + 3)];
+  size_t n = 0;
+  for (uint32_t i = 0; i < PIPE_N; i++)
+    n += raw_frame(out + n, BRAID_FRAME_REQUEST, 0, i + 1, "get", 3);
+  bp_requests = 0;
+  raw_send(&t, fd, out, n);
+  bt_run_for(&t, 300);
+  assert_non_null(bp_srv);
+  braid_conn_stats_t cs;
+  braid_conn_stats(braid_rpc_conn(bp_srv), &cs);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(bp_srv, &st);
+  assert_true(bp_requests < PIPE_N);
+  assert_true(st.read_pauses >= 1);
+  /* The high watermark plus one answer. */
+  assert_true(cs.max_queued_bytes <= (1u << 20) + ANSWER_BYTES + 4096);
+  /* Now read everything: every request is answered, in order. */
+  static uint8_t rx[256 * 1024];
+  size_t have = 0;
+  uint32_t answered = 0;
+  int eof = 0;
+  for (int i = 0; i < 20000 && answered < PIPE_N && eof == 0; i++) {
+    have += raw_recv(&t, fd, rx + have, sizeof(rx) - have, 1, 4, &eof);
+    braid_frame_t f;
+    size_t fl;
+    while ((fl = parse_frame(rx, have, &f)) > 0) {
+      assert_int_equal(f.hdr.type, BRAID_FRAME_RESPONSE);
+      assert_int_equal(f.hdr.id, answered + 1);
+      assert_int_equal(f.hdr.payload_len, ANSWER_BYTES);
+      answered++;
+      memmove(rx, rx + fl, have - fl);
+      have -= fl;
+    }
+  }
+  assert_int_equal(answered, PIPE_N);
+  assert_int_equal(bp_requests, PIPE_N);
+  braid_conn_stats(braid_rpc_conn(bp_srv), &cs);
+  assert_true(cs.max_queued_bytes <= (1u << 20) + ANSWER_BYTES + 4096);
+  close(fd);
+  int sc = 0;
+  assert_int_equal(braid_server_close(server, bp_srv_closed, &sc), 0);
+  bt_run(&t, 5000);
+  bp_srv = NULL;
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_respond_twice_and_stale_handle),
       cmocka_unit_test(test_answer_over_max_payload_is_too_big),
       cmocka_unit_test(test_call_over_max_payload),
+      cmocka_unit_test(test_pipelined_read_is_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
