@@ -117,6 +117,9 @@ struct braid_rpc_s {
   unsigned deflating; /* server: answers being compressed on the threadpool */
   bool close_deferred; /* braid_rpc_close waits for those answers before closing conn */
   uint64_t linger_since; /* loop time lingering began */
+  uint64_t linger_due;   /* when the linger timer gives up next (0: not lingering) */
+  uint64_t above_since;  /* server: loop time its queued answers passed the high watermark */
+  uint64_t partial_since; /* server: loop time the frame now partly read began (0: none) */
   bool read_paused;
   bool above_wm;
   /* Server: bytes read but not acted on, because the channel stopped taking requests part
@@ -168,6 +171,8 @@ void braid_rpc_opts_init(braid_rpc_opts_t *o) {
   o->max_inflight = 1024;
   o->max_queued = 65536;
   o->gzip_level = 1;
+  o->output_timeout_ms = 60000;
+  o->frame_timeout_ms = 30000;
 }
 
 int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server) {
@@ -184,6 +189,8 @@ int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server) {
     return BRAID_EINVAL;
   if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING || o->gzip_level < 1 ||
       o->gzip_level > 9)
+    return BRAID_EINVAL;
+  if (o->output_timeout_ms > BRAID__MS_MAX || o->frame_timeout_ms > BRAID__MS_MAX)
     return BRAID_EINVAL;
   if (server && !o->on_request)
     return BRAID_EINVAL;
@@ -600,25 +607,76 @@ static void arm_timer(braid_rpc_t *rpc, uint64_t deadline) {
   rpc->timer_due = deadline;
 }
 
+static void protocol_error(braid_rpc_t *rpc, int err, uint16_t code, const char *msg);
+
+/* The frame being read has had this long to arrive: its own time, plus what its size
+ * earns (FRAME_BYTES_PER_MS), so a large frame on a slow link is not cut off but a trickle
+ * of bytes is. */
+#define FRAME_BYTES_PER_MS 64 /* 64 KB/s */
+
+/* The server's timer: the output limit, the frame-completion limit, and the linger after a
+ * goaway, whichever is due first. */
+static void server_timer(braid_rpc_t *rpc) {
+  if (!rpc->conn || rpc->closing)
+    return;
+  uint64_t now = braid__now(rpc->loop);
+  uint64_t next = UINT64_MAX;
+  if (rpc->o.output_timeout_ms && rpc->above_wm && rpc->above_since) {
+    /* Redis's client-output-buffer-limit: a client that has not read its answers down to
+     * the low watermark for this long is not going to. Reset: no point flushing to it. */
+    uint64_t due = rpc->above_since + rpc->o.output_timeout_ms;
+    if (now >= due) {
+      rpc->stats.output_limit_closes++;
+      rpc->closing = true;
+      rpc->fail_status = BRAID_ETIMEDOUT;
+      braid_conn_abort(rpc->conn);
+      return;
+    }
+    next = due;
+  }
+  if (rpc->o.frame_timeout_ms && rpc->partial_since) {
+    size_t pending = braid_framebuf_pending(&rpc->fb);
+    if (pending == 0) {
+      rpc->partial_since = 0;
+    } else {
+      if (rpc->read_paused)
+        rpc->partial_since = now; /* not reading: the peer cannot be late */
+      uint64_t due = rpc->partial_since + rpc->o.frame_timeout_ms + pending / FRAME_BYTES_PER_MS;
+      if (now >= due) {
+        rpc->stats.frame_timeouts++;
+        protocol_error(rpc, BRAID_ETIMEDOUT, BRAID_WIRE_TIMEOUT, "frame not completed in time");
+        return;
+      }
+      next = due < next ? due : next;
+    }
+  }
+  if (rpc->lingering && rpc->linger_due) {
+    if (now >= rpc->linger_due) {
+      /* The linger ran out; the peer did not close. Answers still flushing to a slow
+       * reader: the FIN has not gone out, so the linger has not really begun; closing now
+       * would stop reading and reset the connection over the requests the peer sends
+       * meanwhile. Wait for the flush, within a bound. */
+      braid_conn_stats_t st;
+      braid_conn_stats(rpc->conn, &st);
+      if (st.queued_bytes && now - rpc->linger_since < LINGER_FLUSH_MAX_MS) {
+        rpc->linger_due = now + LINGER_MS;
+      } else {
+        rpc->closing = true;
+        braid_conn_close(rpc->conn);
+        return;
+      }
+    }
+    next = rpc->linger_due < next ? rpc->linger_due : next;
+  }
+  if (next != UINT64_MAX)
+    arm_timer(rpc, next);
+}
+
 static void on_timer(uv_timer_t *t) {
   braid_rpc_t *rpc = t->data;
   rpc->timer_armed = false;
   if (rpc->server) {
-    /* The only server timer: the linger after a goaway ran out; the peer did not close. */
-    if (rpc->lingering && rpc->conn && !rpc->closing) {
-      /* Answers still flushing to a slow reader: the FIN has not gone out, so the linger has
-       * not really begun; closing now would stop reading and reset the connection over the
-       * requests the peer sends meanwhile. Wait for the flush, within a bound. */
-      braid_conn_stats_t st;
-      braid_conn_stats(rpc->conn, &st);
-      uint64_t now = braid__now(rpc->loop);
-      if (st.queued_bytes && now - rpc->linger_since < LINGER_FLUSH_MAX_MS) {
-        arm_timer(rpc, now + LINGER_MS);
-        return;
-      }
-      rpc->closing = true;
-      braid_conn_close(rpc->conn);
-    }
+    server_timer(rpc);
     return;
   }
   uint64_t now = braid__now(rpc->loop);
@@ -738,13 +796,14 @@ static void linger_close(braid_rpc_t *rpc) {
     return;
   rpc->lingering = true;
   rpc->linger_since = braid__now(rpc->loop);
+  rpc->linger_due = rpc->linger_since + LINGER_MS;
   if (braid_conn_shutdown(rpc->conn) != 0) {
     rpc->closing = true;
     braid_conn_close(rpc->conn);
     return;
   }
   read_resume_maybe(rpc);
-  arm_timer(rpc, braid__now(rpc->loop) + LINGER_MS);
+  arm_timer(rpc, rpc->linger_due);
 }
 
 /* One request the server took is done with (answered, or a placeholder released). */
@@ -1430,8 +1489,10 @@ static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
   size_t partial = braid_framebuf_pending(&rpc->fb); /* bytes of a frame begun earlier */
   int rc = braid_framebuf_push(&rpc->fb, data, len);
   braid_framebuf_msg_t m;
+  unsigned frames = 0;
   while (rc == 0 && (rc = braid_framebuf_next(&rpc->fb, &m)) == 1) {
     rc = 0;
+    frames++;
     if (rpc->closing)
       continue; /* drain the push without acting on it */
     /* Where the frame ends in data: a view into it, or one reassembled from the partial
@@ -1456,6 +1517,7 @@ static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
       /* The framebuf holds nothing of its own now (the frame it handed out is done with):
        * forget the pushed view, the rest starts at a frame boundary. */
       braid_framebuf_reset(&rpc->fb);
+      rpc->partial_since = 0; /* the frames wait for this server, not for the client */
       pause_reading(rpc);
       return;
     }
@@ -1468,6 +1530,16 @@ static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
   }
   if (server_full(rpc))
     pause_reading(rpc);
+  if (rpc->server && rpc->o.frame_timeout_ms && !rpc->closing) {
+    /* A frame must arrive whole in bounded time (server_timer): note when the frame now
+     * partly read began, which is now if this push finished the one before. */
+    if (!braid_framebuf_pending(&rpc->fb)) {
+      rpc->partial_since = 0;
+    } else if (!rpc->partial_since || frames) {
+      rpc->partial_since = braid__now(rpc->loop);
+      arm_timer(rpc, rpc->partial_since + rpc->o.frame_timeout_ms);
+    }
+  }
   if (!rpc->server)
     pump_queue(rpc); /* answers made room on the wire */
   /* An idle channel keeps no partial-message buffer. */
@@ -1530,6 +1602,9 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
   rpc->above_wm = above;
   if (!rpc->server)
     return;
+  rpc->above_since = above ? braid__now(rpc->loop) : 0;
+  if (above && rpc->o.output_timeout_ms)
+    arm_timer(rpc, rpc->above_since + rpc->o.output_timeout_ms);
   /* A client that does not read its answers must not make the server buffer without end. */
   if (above)
     pause_reading(rpc);

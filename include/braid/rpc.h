@@ -126,6 +126,22 @@ typedef struct braid_rpc_opts_s {
   /* Compression level for gzip_min_bytes, 1 (fastest) to 9 (smallest). Default 1: on a
    * network path the speed usually matters more than the last few percent. */
   int gzip_level;
+  /* Server: a client whose answers stay queued over the connection's high watermark (it
+   * has not read them down to the low watermark) for this long is disconnected (reset, the
+   * queue dropped; on_close gets BRAID_ETIMEDOUT): Redis's client-output-buffer-limit. With
+   * the server's backpressure (max_inflight) what such a client holds is about the high
+   * watermark (conn opts, default 1 MiB) plus one answer and one read (64 KiB); this bounds
+   * how long. The connection's hard cap (max_queue_bytes) still applies at any time, and its
+   * write timeout, if set, to a client that reads nothing at all. Default 60000; 0 = off;
+   * bounds 0..(1 << 31). Clients ignore it. */
+  uint64_t output_timeout_ms;
+  /* Server: a frame must arrive whole within this long of its first byte, plus 1 ms for
+   * every 64 bytes of it received so far (a large frame on a slow link is not cut off, a
+   * trickle of bytes or a header declaring a large payload and then silence is). Time does
+   * not run while the server itself stopped reading (backpressure). On expiry the server
+   * sends ERROR (id 0) TIMEOUT and closes; on_close gets BRAID_ETIMEDOUT. Default 30000;
+   * 0 = off; bounds 0..(1 << 31). Clients ignore it. */
+  uint64_t frame_timeout_ms;
   braid_rpc_request_cb on_request; /* server: required */
   braid_rpc_batch_cb on_batch;     /* server, braid mode: optional */
   braid_rpc_close_cb on_close;     /* optional */
@@ -153,6 +169,8 @@ typedef struct braid_rpc_stats_s {
                                   (16 KiB or more compressed, or announcing 256 KiB or more) */
   uint64_t deflated_offloaded; /* server: answers compressed on the threadpool (64 KiB or more,
                                   with gzip_min_bytes on) */
+  uint64_t output_limit_closes; /* server: connections reset by output_timeout_ms */
+  uint64_t frame_timeouts;      /* server: connections closed by frame_timeout_ms */
 } braid_rpc_stats_t;
 
 /* Fills o with the defaults documented on each field (braid mode). */

@@ -301,12 +301,182 @@ static void test_pipelined_read_is_bounded(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- a raw-client server fixture ------------------------------------------------------- */
+
+typedef struct raw_s {
+  bt_loop_t t;
+  braid_server_t *server;
+  braid_rpc_opts_t ro;
+  braid_rpc_t *srv;
+  int srv_closed, srv_status, server_closed;
+  braid_rpc_stats_t last; /* the channel's stats when it closed */
+  int fd;
+} raw_t;
+
+static raw_t *the_raw;
+static void raw_on_close(braid_rpc_t *rpc, int status, void *arg) {
+  (void)arg;
+  braid_rpc_stats(rpc, &the_raw->last);
+  the_raw->srv_closed++;
+  the_raw->srv_status = status;
+  the_raw->srv = NULL;
+}
+static void raw_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
+  (void)s;
+  raw_t *r = arg;
+  assert_int_equal(braid_rpc_server(&r->srv, conn, &r->ro), 0);
+}
+static void raw_server_closed(braid_server_t *s, int status, void *arg) {
+  (void)s; (void)status;
+  ((raw_t *)arg)->server_closed = 1;
+}
+/* Starts a server with r->ro (on_request must be set) and connects a raw socket. */
+static void raw_start(raw_t *r, const braid_server_opts_t *so) {
+  the_raw = r;
+  bt_loop_init(&r->t);
+  r->ro.on_close = raw_on_close;
+  assert_int_equal(braid_server_new(&r->server, r->t.loop, so, raw_on_conn, r), 0);
+  assert_int_equal(braid_server_listen(r->server, "127.0.0.1", 0), 0);
+  r->fd = raw_connect(r->server);
+  for (int i = 0; i < 1000 && !r->srv; i++)
+    bt_run_for(&r->t, 2);
+  assert_non_null(r->srv);
+}
+static void raw_stop(raw_t *r) {
+  if (r->fd >= 0)
+    close(r->fd);
+  assert_int_equal(braid_server_close(r->server, raw_server_closed, r), 0);
+  bt_run(&r->t, 5000);
+  assert_true(r->server_closed);
+  bt_loop_done(&r->t);
+}
+/* Runs the loop until the server channel closed or about ms passed. */
+static void raw_wait_closed(raw_t *r, int ms) {
+  for (int i = 0; i < ms / 5 && !r->srv_closed; i++)
+    bt_run_for(&r->t, 5);
+}
+
+/* ---- 1c. the output limit: a client that never reads is disconnected -------------------- */
+
+static void test_output_limit_closes_non_reader(void **state) {
+  (void)state;
+  static raw_t r;
+  memset(&r, 0, sizeof(r));
+  braid_rpc_opts_init(&r.ro);
+  r.ro.on_request = bp_on_request;
+  r.ro.output_timeout_ms = 300;
+  braid_server_opts_t so;
+  braid_server_opts_init(&so);
+  so.sockopts.sndbuf_bytes = 64 * 1024;
+  int rcv = 64 * 1024;
+  raw_start(&r, &so);
+  assert_int_equal(setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
+  static uint8_t out[PIPE_N * (BRAID_FRAME_HEADER_SIZE + 3)];
+  size_t n = 0;
+  for (uint32_t i = 0; i < PIPE_N; i++)
+    n += raw_frame(out + n, BRAID_FRAME_REQUEST, 0, i + 1, "get", 3);
+  raw_send(&r.t, r.fd, out, n);
+  raw_wait_closed(&r, 5000);
+  assert_int_equal(r.srv_closed, 1);
+  assert_int_equal(r.srv_status, BRAID_ETIMEDOUT);
+  assert_int_equal(r.last.output_limit_closes, 1);
+  raw_stop(&r);
+}
+
+/* ---- 5. slowloris: frames that never complete -------------------------------------------- */
+
+static void hold_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
+                            size_t len, void *arg) {
+  (void)rpc; (void)data; (void)len; (void)arg;
+  assert_int_equal(braid_rpc_respond(req, "ok", 2), 0);
+}
+
+/* Expects ERROR (id 0) TIMEOUT, then EOF, on r->fd. */
+static void expect_fatal(raw_t *r, uint16_t code) {
+  static uint8_t rx[4096];
+  int eof;
+  size_t got = raw_recv(&r->t, r->fd, rx, sizeof(rx), sizeof(rx), 3000, &eof);
+  braid_frame_t f;
+  size_t fl = parse_frame(rx, got, &f);
+  assert_true(fl > 0);
+  assert_int_equal(f.hdr.type, BRAID_FRAME_ERROR);
+  assert_int_equal(f.hdr.id, 0);
+  uint16_t c;
+  const char *msg;
+  size_t mlen;
+  assert_int_equal(braid_frame_error_decode(f.payload, f.hdr.payload_len, &c, &msg, &mlen), 0);
+  assert_int_equal(c, code);
+  assert_int_equal(eof, 1);
+}
+
+static void test_frame_timeout_stalled_header(void **state) {
+  (void)state;
+  static raw_t r;
+  memset(&r, 0, sizeof(r));
+  braid_rpc_opts_init(&r.ro);
+  r.ro.on_request = hold_on_request;
+  r.ro.frame_timeout_ms = 200;
+  raw_start(&r, NULL);
+  /* A whole frame first (answered), then a header declaring 1 MB and 10 bytes of it. */
+  uint8_t buf[64];
+  size_t n = raw_frame(buf, BRAID_FRAME_REQUEST, 0, 1, "a", 1);
+  braid_frame_header_t h = {BRAID_FRAME_VERSION, BRAID_FRAME_REQUEST, 0, 2, 1000000};
+  braid_frame_header_encode(buf + n, &h);
+  n += BRAID_FRAME_HEADER_SIZE + 10;
+  raw_send(&r.t, r.fd, buf, n);
+  raw_wait_closed(&r, 3000);
+  assert_int_equal(r.srv_closed, 1);
+  assert_int_equal(r.srv_status, BRAID_ETIMEDOUT);
+  assert_int_equal(r.last.frame_timeouts, 1);
+  /* The answer to request 1, then the fatal error. */
+  static uint8_t rx[4096];
+  int eof;
+  size_t got = raw_recv(&r.t, r.fd, rx, sizeof(rx), sizeof(rx), 2000, &eof);
+  braid_frame_t f;
+  size_t fl = parse_frame(rx, got, &f);
+  assert_true(fl > 0);
+  assert_int_equal(f.hdr.type, BRAID_FRAME_RESPONSE);
+  size_t fl2 = parse_frame(rx + fl, got - fl, &f);
+  assert_true(fl2 > 0);
+  assert_int_equal(f.hdr.type, BRAID_FRAME_ERROR);
+  assert_int_equal(f.hdr.id, 0);
+  assert_int_equal(f.payload[1], BRAID_WIRE_TIMEOUT);
+  assert_int_equal(eof, 1);
+  raw_stop(&r);
+}
+
+static void test_frame_timeout_trickle(void **state) {
+  (void)state;
+  static raw_t r;
+  memset(&r, 0, sizeof(r));
+  braid_rpc_opts_init(&r.ro);
+  r.ro.on_request = hold_on_request;
+  r.ro.frame_timeout_ms = 200;
+  raw_start(&r, NULL);
+  /* One byte of a 40-byte frame every 20 ms: it would take 800 ms. */
+  uint8_t buf[64];
+  size_t n = raw_frame(buf, BRAID_FRAME_REQUEST, 0, 1, "0123456789012345678901234", 24);
+  for (size_t i = 0; i < n && !r.srv_closed; i++) {
+    raw_send(&r.t, r.fd, buf + i, 1);
+    bt_run_for(&r.t, 20);
+  }
+  raw_wait_closed(&r, 2000);
+  assert_int_equal(r.srv_closed, 1);
+  assert_int_equal(r.last.frame_timeouts, 1);
+  assert_int_equal(r.last.requests, 0);
+  expect_fatal(&r, BRAID_WIRE_TIMEOUT);
+  raw_stop(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_respond_twice_and_stale_handle),
       cmocka_unit_test(test_answer_over_max_payload_is_too_big),
       cmocka_unit_test(test_call_over_max_payload),
       cmocka_unit_test(test_pipelined_read_is_bounded),
+      cmocka_unit_test(test_output_limit_closes_non_reader),
+      cmocka_unit_test(test_frame_timeout_stalled_header),
+      cmocka_unit_test(test_frame_timeout_trickle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
