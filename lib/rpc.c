@@ -19,6 +19,10 @@
 #include "internal.h"
 
 #define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
+/* The decompression ratio cap of PROTOCOL.md section 4.2: braid_gzip's defaults, named here
+ * because the spec promises them. */
+#define RPC_GZIP_MAX_RATIO 200u
+#define RPC_GZIP_RATIO_GRACE ((uint64_t)1 << 20)
 #define LINGER_MS 1000 /* server: how long a goaway waits for the peer to close, after FIN */
 #define LINGER_FLUSH_MAX_MS 30000 /* ... and how long it waits for the answers to flush first */
 
@@ -207,6 +211,8 @@ static braid_gzip_t *channel_gzip(braid_rpc_t *rpc) {
     go.min_size_bytes = rpc->o.gzip_min_bytes;
     go.max_output_bytes = rpc->o.max_payload_bytes; /* a frame never decodes past its max */
     go.max_members = 1;                             /* PROTOCOL.md: one gzip member */
+    go.max_ratio = RPC_GZIP_MAX_RATIO;
+    go.ratio_grace_bytes = RPC_GZIP_RATIO_GRACE;
     braid_gzip_new(&rpc->gz, &go);
   }
   return rpc->gz;
@@ -1305,6 +1311,8 @@ static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
   braid_gzip_opts_init(&go);
   go.max_output_bytes = rpc->o.max_payload_bytes; /* as channel_gzip() */
   go.max_members = 1;
+  go.max_ratio = RPC_GZIP_MAX_RATIO;
+  go.ratio_grace_bytes = RPC_GZIP_RATIO_GRACE;
   go.offload_threshold_bytes = 0;
   if (braid_gzip_decompress_async(rpc->loop, &go, z->data, len, on_inflated, z) != 0) {
     braid__free(z);
@@ -1318,6 +1326,57 @@ static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
   if (rpc->outstanding >= rpc->o.max_inflight)
     pause_reading(rpc);
   return true;
+}
+
+/* The gzip trailer's ISIZE: what the member claims to hold (the sender wrote it). */
+static uint32_t gzip_claim(const uint8_t *p, size_t len) {
+  if (len < 18) /* shorter than any gzip member: it fails to decode anyway */
+    return 0;
+  return (uint32_t)p[len - 4] | (uint32_t)p[len - 3] << 8 | (uint32_t)p[len - 2] << 16 |
+         (uint32_t)p[len - 1] << 24;
+}
+
+/* Decompresses a gzip-flagged payload on the loop into a buffer of what it claims to hold
+ * (its ISIZE), never more: a member that inflates past its claim is corrupt (ISIZE is the
+ * exact length for anything under 4 GiB), so it fails as soon as the output passes the
+ * claim, after work bounded by the claim, not by what the data would inflate to. The claim
+ * is also cut to max_payload and to the ratio cap (PROTOCOL.md section 4.2: more than 1 MiB
+ * at more than 200:1), which then name the error. On 0, *out (free with
+ * braid_gzip_buf_free) holds *out_len bytes. A server offloads claims of
+ * INFLATE_OFFLOAD_OUT or more before this (inflate_offloaded). */
+static int inflate_claimed(braid_rpc_t *rpc, const uint8_t *p, size_t len, void **out,
+                           size_t *out_len) {
+  *out = NULL;
+  *out_len = 0;
+  braid_gzip_t *gz = channel_gzip(rpc);
+  if (!gz)
+    return BRAID_ENOMEM;
+  uint64_t cap = gzip_claim(p, len);
+  int over = BRAID_EBADSIZE; /* output past a truthful claim cannot happen */
+  if (cap > rpc->o.max_payload_bytes) {
+    cap = rpc->o.max_payload_bytes;
+    over = BRAID_EOUTPUTCAP;
+  }
+  uint64_t ratio_cap = (uint64_t)len * RPC_GZIP_MAX_RATIO;
+  if (ratio_cap < RPC_GZIP_RATIO_GRACE)
+    ratio_cap = RPC_GZIP_RATIO_GRACE;
+  if (cap > ratio_cap) {
+    cap = ratio_cap;
+    over = BRAID_ERATIO;
+  }
+  uint8_t *buf = braid__malloc(cap ? (size_t)cap : 1);
+  if (!buf)
+    return BRAID_ENOMEM;
+  int rc = braid_gzip_decompress_into(gz, p, len, buf, (size_t)cap, out_len);
+  if (rc == BRAID_EOUTPUTCAP)
+    rc = over;
+  if (rc) {
+    braid__free(buf);
+    *out_len = 0;
+    return rc;
+  }
+  *out = buf;
+  return 0;
 }
 
 static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
@@ -1340,9 +1399,8 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   }
   if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) &&
       (f.hdr.type == BRAID_FRAME_REQUEST || f.hdr.type == BRAID_FRAME_RESPONSE)) {
-    braid_gzip_t *gz = channel_gzip(rpc);
     size_t out_len = 0;
-    gz_err = gz ? braid_gzip_decompress(gz, p, len, &inflated, &out_len) : BRAID_ENOMEM;
+    gz_err = inflate_claimed(rpc, p, len, &inflated, &out_len);
     if (gz_err == 0) {
       p = inflated;
       len = out_len;

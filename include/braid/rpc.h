@@ -113,12 +113,16 @@ typedef struct braid_rpc_opts_s {
   /* Braid mode: payloads this channel sends (requests on a client, answers on a server) of
    * at least this many bytes go out gzip-compressed (the GZIP flag) when that makes them
    * smaller. 0 = never (the default). Whatever this says, gzip-flagged payloads from the
-   * peer are always accepted, decompressed with output capped at max_payload_bytes (a bomb
-   * fails that one request: BRAID_WIRE_TOO_BIG). A server decompresses a request of 16 KiB
-   * or more compressed, or whose gzip trailer announces 256 KiB or more, on the libuv
-   * threadpool (the request reaches the handler when that is done, possibly after later
-   * ones, and counts as taken meanwhile); smaller ones, and a client's answers, inflate on
-   * the loop. A server compresses an answer of 64 KiB or more on the threadpool too (it goes
+   * peer are always accepted, decompressed with output capped at max_payload_bytes and at
+   * the ratio cap (more than 1 MiB at more than 200:1; either fails that one request:
+   * BRAID_WIRE_TOO_BIG). A server decompresses a request of 16 KiB or more compressed, or
+   * whose gzip trailer announces 256 KiB or more, on the libuv threadpool (the request
+   * reaches the handler when that is done, possibly after later ones, and counts as taken
+   * meanwhile); smaller ones, and a client's answers, inflate on the loop into a buffer of
+   * the size their trailer announces and never further: a member that holds more than it
+   * announces is corrupt and fails (BRAID_WIRE_BAD_REQUEST) after that much work, so the
+   * loop's work is bounded by what is known (the compressed size, the claim, the caps), not
+   * by what the data would inflate to. A server compresses an answer of 64 KiB or more on the threadpool too (it goes
    * out when that is done, possibly after later answers); smaller answers, and a client's
    * requests, are compressed on the loop, so keep what a client sends modest where it is on.
    * Bounds 0..BRAID_FRAME_MAX_PAYLOAD_CEILING. */

@@ -468,12 +468,75 @@ static void test_frame_timeout_trickle(void **state) {
   raw_stop(&r);
 }
 
+/* ---- 2. a gzip member whose trailer understates what it holds --------------------------- */
+
+/* 4 MiB of zeros deflate to about 4 KiB, under the size the server offloads: it inflates on
+ * the loop. Its trailer claims 100 bytes. The server must not do the work the data asks for
+ * (before: inflating until the ratio cap, 1 MiB, then TOO_BIG); it stops past the claim, the
+ * member is corrupt, BAD_REQUEST. A truthful member of the same size is still served. */
+static void test_gzip_claim_bounds_loop_work(void **state) {
+  (void)state;
+  static fix_t f;
+  fix_opts(&f);
+  fix_start(&f);
+  enum { ZEROS = 4 << 20 };
+  uint8_t *zeros = calloc(1, ZEROS);
+  braid_gzip_opts_t go;
+  braid_gzip_opts_init(&go);
+  go.level = 9;
+  braid_gzip_t *gz;
+  assert_int_equal(braid_gzip_new(&gz, &go), 0);
+  void *z;
+  size_t zlen;
+  assert_int_equal(braid_gzip_compress_alloc(gz, zeros, ZEROS, &z, &zlen), 0);
+  assert_true(zlen < 16 * 1024);
+  uint8_t *lie = malloc(zlen);
+  memcpy(lie, z, zlen);
+  lie[zlen - 4] = 100; /* ISIZE, little-endian: 100 */
+  lie[zlen - 3] = lie[zlen - 2] = lie[zlen - 1] = 0;
+  static res_t res[2];
+  memset(res, 0, sizeof(res));
+  uv_buf_t part = uv_buf_init((char *)lie, (unsigned)zlen);
+  assert_int_equal(braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &part, 1, 0, on_result,
+                                        &res[0]),
+                   0);
+  /* A truthful small member: "hello". */
+  void *hz;
+  size_t hzlen;
+  go.min_size_bytes = 0;
+  braid_gzip_t *gz2;
+  assert_int_equal(braid_gzip_new(&gz2, &go), 0);
+  assert_int_equal(braid_gzip_compress_alloc(gz2, "hello", 5, &hz, &hzlen), 0);
+  uv_buf_t hpart = uv_buf_init(hz, (unsigned)hzlen);
+  assert_int_equal(braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &hpart, 1, 0,
+                                        on_result, &res[1]),
+                   0);
+  bt_run_until(&f.t, &res[1].calls, 5000);
+  bt_run_until(&f.t, &res[0].calls, 5000);
+  assert_int_equal(res[0].status, BRAID_EREMOTE);
+  assert_int_equal(res[0].code, BRAID_WIRE_BAD_REQUEST);
+  assert_int_equal(res[1].status, 0);
+  assert_int_equal(res[1].len, 5);
+  assert_memory_equal(res[1].data, "hello", 5);
+  braid_rpc_stats_t st;
+  braid_rpc_stats(f.srv_rpc, &st);
+  assert_int_equal(st.inflated_offloaded, 0);
+  braid_gzip_buf_free(z);
+  braid_gzip_buf_free(hz);
+  braid_gzip_free(gz);
+  braid_gzip_free(gz2);
+  free(lie);
+  free(zeros);
+  fix_stop(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_respond_twice_and_stale_handle),
       cmocka_unit_test(test_answer_over_max_payload_is_too_big),
       cmocka_unit_test(test_call_over_max_payload),
       cmocka_unit_test(test_pipelined_read_is_bounded),
+      cmocka_unit_test(test_gzip_claim_bounds_loop_work),
       cmocka_unit_test(test_output_limit_closes_non_reader),
       cmocka_unit_test(test_frame_timeout_stalled_header),
       cmocka_unit_test(test_frame_timeout_trickle),
