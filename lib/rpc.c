@@ -154,7 +154,8 @@ struct braid_rpc_s {
   /* server */
   req_t *free_head, *free_tail; /* the slot pool, reused oldest first; freed with the channel */
   uint32_t outstanding;               /* requests not answered yet (including after close) */
-  uint32_t last_seen_id;              /* braid mode: newest request id read (for GOAWAY) */
+  uint32_t last_seen_id;              /* braid mode: newest request id taken (for GOAWAY) */
+  uint32_t last_read_id;              /* braid mode: newest request id read (ids increase) */
   req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
 
   braid_gzip_t *gz; /* made on first use: compressing, or a gzip-flagged payload arrived */
@@ -613,7 +614,6 @@ static void arm_timer(braid_rpc_t *rpc, uint64_t deadline) {
   rpc->timer_due = deadline;
 }
 
-static void protocol_error(braid_rpc_t *rpc, int err, uint16_t code, const char *msg);
 
 /* The frame being read has had this long to arrive: its own time, plus what its size
  * earns (FRAME_BYTES_PER_MS), so a large frame on a slow link is not cut off but a trickle
@@ -1379,6 +1379,38 @@ static int inflate_claimed(braid_rpc_t *rpc, const uint8_t *p, size_t len, void 
   return 0;
 }
 
+/* Server: the rules of PROTOCOL.md section 3.5 for what a client may send, checked before
+ * any work on the payload. A RESPONSE or GOAWAY (only servers send them), an ERROR naming a
+ * request (a client has no request of the server's to fail), or a REQUEST whose id is not
+ * above every id read before (a duplicate would get two answers the client cannot tell
+ * apart, and GOAWAY's last_id assumes increasing ids) are violations: ERROR (id 0)
+ * PROTOCOL, then close. Returns true when the frame may be acted on. */
+static bool server_frame_ok(braid_rpc_t *rpc, const braid_frame_header_t *h) {
+  const char *why = NULL;
+  switch (h->type) {
+  case BRAID_FRAME_REQUEST:
+    if (h->id <= rpc->last_read_id)
+      why = "request id not above the previous one";
+    else
+      rpc->last_read_id = h->id;
+    break;
+  case BRAID_FRAME_RESPONSE:
+  case BRAID_FRAME_GOAWAY:
+    why = "frame type only a server sends";
+    break;
+  case BRAID_FRAME_ERROR:
+    if (h->id != 0)
+      why = "ERROR with a request id from a client";
+    break;
+  default: /* PING (answered), PONG (ignored), ERROR id 0 (closes) */
+    break;
+  }
+  if (!why)
+    return true;
+  protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, why);
+  return false;
+}
+
 static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   braid_frame_t f;
   braid_frame_reject_t rej;
@@ -1387,6 +1419,8 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
     protocol_error(rpc, BRAID_EPROTO, rej.code, rej.message);
     return;
   }
+  if (rpc->server && !server_frame_ok(rpc, &f.hdr))
+    return;
   const uint8_t *p = f.payload;
   size_t len = f.hdr.payload_len;
   void *inflated = NULL; /* a gzip-flagged payload, decompressed; freed below */
@@ -1482,8 +1516,6 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
       braid_conn_close(rpc->conn);
       return;
     }
-    if (rpc->server)
-      return; /* a client may only send connection errors; ignore the rest */
     client_answer(rpc, f.hdr.id, BRAID_EREMOTE, code, 0, (const uint8_t *)msg, mlen);
     return;
   }
@@ -1634,12 +1666,15 @@ static void on_read(braid_conn_t *conn, int status, const char *data, size_t len
   braid_rpc_t *rpc = arg;
   if (status == BRAID_EOF) {
     rpc->peer_eof = true;
-    if (braid_framebuf_pending(&rpc->fb) || !rpc->server) {
-      /* Mid-message, or a client whose server stopped talking: nothing more can come. */
-      rpc->fail_status = braid_framebuf_pending(&rpc->fb) ? BRAID_ETRUNCATED : UV_EOF;
+    if (braid_framebuf_pending(&rpc->fb)) {
+      /* The stream ended mid-frame: a violation (PROTOCOL.md section 6). The partial frame
+       * is dropped; the peer, which only half-closed, is told why. */
+      protocol_error(rpc, BRAID_ETRUNCATED, BRAID_WIRE_PROTOCOL, "stream ended mid-frame");
+    } else if (!rpc->server) {
+      /* A client whose server stopped talking: nothing more can come. */
+      rpc->fail_status = UV_EOF;
       rpc->closing = true;
-      if (!rpc->server)
-        client_fail_all(rpc, rpc->fail_status);
+      client_fail_all(rpc, rpc->fail_status);
       braid_conn_close(conn);
     } else if (rpc->outstanding == 0) {
       rpc->closing = true;

@@ -530,6 +530,119 @@ static void test_gzip_claim_bounds_loop_work(void **state) {
   fix_stop(&f);
 }
 
+/* ---- 4. frames and ids a server must refuse (PROTOCOL.md section 3.5) -------------------- */
+
+/* Sends bytes[0..len) from a raw client (then half-closes when fin), reads until EOF, and
+ * returns the frames the server sent: types[i], ids[i], and for ERROR frames codes[i]. */
+static int exchange(const uint8_t *bytes, size_t len, int fin, uint8_t *types, uint32_t *ids,
+                    uint16_t *codes, int max) {
+  static raw_t r;
+  memset(&r, 0, sizeof(r));
+  braid_rpc_opts_init(&r.ro);
+  r.ro.on_request = hold_on_request;
+  raw_start(&r, NULL);
+  raw_send(&r.t, r.fd, bytes, len);
+  if (fin)
+    shutdown(r.fd, SHUT_WR);
+  static uint8_t rx[65536];
+  int eof;
+  size_t got = raw_recv(&r.t, r.fd, rx, sizeof(rx), sizeof(rx), 3000, &eof);
+  assert_int_equal(eof, 1);
+  int n = 0;
+  size_t off = 0, fl;
+  braid_frame_t f;
+  while (n < max && (fl = parse_frame(rx + off, got - off, &f)) > 0) {
+    types[n] = f.hdr.type;
+    ids[n] = f.hdr.id;
+    codes[n] = f.hdr.type == BRAID_FRAME_ERROR ? (uint16_t)(f.payload[0] << 8 | f.payload[1]) : 0;
+    n++;
+    off += fl;
+  }
+  assert_int_equal(off, got);
+  raw_wait_closed(&r, 2000);
+  assert_int_equal(r.srv_closed, 1);
+  raw_stop(&r);
+  return n;
+}
+
+/* The first request is answered; the offending frame gets ERROR (id 0) PROTOCOL and the
+ * connection closes; a request after it is never answered. */
+static void expect_violation(uint8_t type, uint8_t flags, uint32_t id, const void *payload,
+                             uint32_t plen, uint32_t first_id) {
+  static uint8_t buf[256];
+  size_t n = raw_frame(buf, BRAID_FRAME_REQUEST, 0, first_id, "a", 1);
+  n += raw_frame(buf + n, type, flags, id, payload, plen);
+  n += raw_frame(buf + n, BRAID_FRAME_REQUEST, 0, 1000, "b", 1);
+  uint8_t types[8];
+  uint32_t ids[8];
+  uint16_t codes[8];
+  int k = exchange(buf, n, 0, types, ids, codes, 8);
+  assert_int_equal(k, 2);
+  assert_int_equal(types[0], BRAID_FRAME_RESPONSE);
+  assert_int_equal(ids[0], first_id);
+  assert_int_equal(types[1], BRAID_FRAME_ERROR);
+  assert_int_equal(ids[1], 0);
+  assert_int_equal(codes[1], BRAID_WIRE_PROTOCOL);
+}
+
+static void test_duplicate_request_id(void **state) {
+  (void)state;
+  expect_violation(BRAID_FRAME_REQUEST, 0, 5, "a", 1, 5);
+}
+
+static void test_decreasing_request_id(void **state) {
+  (void)state;
+  expect_violation(BRAID_FRAME_REQUEST, 0, 3, "a", 1, 7);
+}
+
+static void test_error_with_id_from_client(void **state) {
+  (void)state;
+  expect_violation(BRAID_FRAME_ERROR, 0, 1, "\0\6", 2, 1);
+}
+
+static void test_response_and_goaway_to_server(void **state) {
+  (void)state;
+  expect_violation(BRAID_FRAME_RESPONSE, 0, 1, "x", 1, 1);
+  expect_violation(BRAID_FRAME_GOAWAY, 0, 0, "\0\0\0\0\0\0", 6, 1);
+}
+
+/* A PONG that answers nothing is ignored; requests around it are answered; a client FIN
+ * after whole frames gets every answer and then the server's FIN. */
+static void test_unsolicited_pong_ignored(void **state) {
+  (void)state;
+  static uint8_t buf[256];
+  size_t n = raw_frame(buf, BRAID_FRAME_REQUEST, 0, 1, "a", 1);
+  n += raw_frame(buf + n, BRAID_FRAME_PONG, 0, 9, "12345678", 8);
+  n += raw_frame(buf + n, BRAID_FRAME_REQUEST, 0, 2, "b", 1);
+  uint8_t types[8];
+  uint32_t ids[8];
+  uint16_t codes[8];
+  int k = exchange(buf, n, 1, types, ids, codes, 8);
+  assert_int_equal(k, 2);
+  assert_int_equal(types[0], BRAID_FRAME_RESPONSE);
+  assert_int_equal(ids[0], 1);
+  assert_int_equal(types[1], BRAID_FRAME_RESPONSE);
+  assert_int_equal(ids[1], 2);
+}
+
+/* A stream that ends mid-frame: the whole frame before it is answered, the partial one is
+ * dropped, and the server says why (ERROR id 0 PROTOCOL) before closing. */
+static void test_eof_mid_frame(void **state) {
+  (void)state;
+  static uint8_t buf[256];
+  size_t n = raw_frame(buf, BRAID_FRAME_REQUEST, 0, 1, "a", 1);
+  size_t m = raw_frame(buf + n, BRAID_FRAME_REQUEST, 0, 2, "hello", 5);
+  uint8_t types[8];
+  uint32_t ids[8];
+  uint16_t codes[8];
+  int k = exchange(buf, n + m - 3, 1, types, ids, codes, 8);
+  assert_int_equal(k, 2);
+  assert_int_equal(types[0], BRAID_FRAME_RESPONSE);
+  assert_int_equal(types[1], BRAID_FRAME_ERROR);
+  assert_int_equal(ids[1], 0);
+  assert_int_equal(codes[1], BRAID_WIRE_PROTOCOL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_respond_twice_and_stale_handle),
@@ -540,6 +653,12 @@ int main(void) {
       cmocka_unit_test(test_output_limit_closes_non_reader),
       cmocka_unit_test(test_frame_timeout_stalled_header),
       cmocka_unit_test(test_frame_timeout_trickle),
+      cmocka_unit_test(test_duplicate_request_id),
+      cmocka_unit_test(test_decreasing_request_id),
+      cmocka_unit_test(test_error_with_id_from_client),
+      cmocka_unit_test(test_response_and_goaway_to_server),
+      cmocka_unit_test(test_unsolicited_pong_ignored),
+      cmocka_unit_test(test_eof_mid_frame),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
