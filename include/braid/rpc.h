@@ -88,7 +88,9 @@ typedef void (*braid_rpc_close_cb)(braid_rpc_t *rpc, int status, void *arg);
 
 typedef struct braid_rpc_opts_s {
   braid_rpc_mode_t mode;
-  /* Braid mode: largest payload accepted from the peer. Default
+  /* Braid mode: largest payload accepted from the peer, and, since the protocol has no
+   * negotiation (PROTOCOL.md section 5), the largest this channel sends: a call over it
+   * fails with BRAID_ETOOBIG, an answer over it is replaced by ERROR TOO_BIG. Default
    * BRAID_FRAME_DEFAULT_MAX_PAYLOAD; bounds BRAID_FRAME_MIN_MAX_PAYLOAD..ceiling. */
   size_t max_payload_bytes;
   /* Ordered mode: cuts the peer's stream into messages (answers on a client, requests on a
