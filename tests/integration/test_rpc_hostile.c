@@ -643,6 +643,69 @@ static void test_eof_mid_frame(void **state) {
   assert_int_equal(codes[1], BRAID_WIRE_PROTOCOL);
 }
 
+/* ---- GOAWAY's last_id counts requests taken, not frames held back ------------------------ */
+
+static braid_rpc_req_t *kept[8];
+static int n_kept;
+static void keep_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
+                            size_t len, void *arg) {
+  (void)rpc; (void)data; (void)len; (void)arg;
+  kept[n_kept++] = req;
+}
+
+/* Five requests in one read to a server that takes two at a time: three wait in the
+ * backlog. A GOAWAY now names request 2, the last taken; 3..5 are never handled. */
+static void test_goaway_last_id_is_last_taken(void **state) {
+  (void)state;
+  static raw_t r;
+  memset(&r, 0, sizeof(r));
+  braid_rpc_opts_init(&r.ro);
+  r.ro.on_request = keep_on_request;
+  r.ro.max_inflight = 2;
+  n_kept = 0;
+  raw_start(&r, NULL);
+  static uint8_t buf[256];
+  size_t n = 0;
+  for (uint32_t id = 1; id <= 5; id++)
+    n += raw_frame(buf + n, BRAID_FRAME_REQUEST, 0, id, "x", 1);
+  raw_send(&r.t, r.fd, buf, n);
+  for (int i = 0; i < 500 && n_kept < 2; i++)
+    bt_run_for(&r.t, 2);
+  bt_run_for(&r.t, 20);
+  assert_int_equal(n_kept, 2);
+  assert_int_equal(braid_rpc_goaway(r.srv, BRAID_WIRE_OK, "bye"), 0);
+  assert_int_equal(braid_rpc_respond(kept[0], "1", 1), 0);
+  assert_int_equal(braid_rpc_respond(kept[1], "2", 1), 0);
+  static uint8_t rx[4096];
+  int eof;
+  size_t got = raw_recv(&r.t, r.fd, rx, sizeof(rx), sizeof(rx), 3000, &eof);
+  assert_int_equal(eof, 1);
+  braid_frame_t f;
+  size_t off = parse_frame(rx, got, &f);
+  assert_true(off > 0);
+  assert_int_equal(f.hdr.type, BRAID_FRAME_GOAWAY);
+  uint32_t last_id;
+  uint16_t code;
+  const char *reason;
+  size_t rlen;
+  assert_int_equal(braid_frame_goaway_decode(f.payload, f.hdr.payload_len, &last_id, &code,
+                                             &reason, &rlen),
+                   0);
+  assert_int_equal(last_id, 2);
+  int responses = 0;
+  size_t fl;
+  while ((fl = parse_frame(rx + off, got - off, &f)) > 0) {
+    if (f.hdr.type == BRAID_FRAME_RESPONSE)
+      assert_true(f.hdr.id <= 2), responses++;
+    else
+      assert_int_equal(f.hdr.type, BRAID_FRAME_ERROR); /* SHUTTING_DOWN for 3..5, if any */
+    off += fl;
+  }
+  assert_int_equal(responses, 2);
+  assert_int_equal(n_kept, 2);
+  raw_stop(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_respond_twice_and_stale_handle),
@@ -659,6 +722,7 @@ int main(void) {
       cmocka_unit_test(test_response_and_goaway_to_server),
       cmocka_unit_test(test_unsolicited_pong_ignored),
       cmocka_unit_test(test_eof_mid_frame),
+      cmocka_unit_test(test_goaway_last_id_is_last_taken),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
