@@ -511,6 +511,21 @@ static void test_gzip_claim_bounds_loop_work(void **state) {
   assert_int_equal(braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &hpart, 1, 0,
                                         on_result, &res[1]),
                    0);
+  /* And an empty one: a claim of 0 bytes. */
+  void *ez;
+  size_t ezlen;
+  assert_int_equal(braid_gzip_compress_alloc(gz2, "", 0, &ez, &ezlen), 0);
+  uv_buf_t epart = uv_buf_init(ez, (unsigned)ezlen);
+  static res_t eres;
+  memset(&eres, 0, sizeof(eres));
+  eres.len = 99;
+  assert_int_equal(braid_rpc_call_parts(f.client, BRAID_FRAME_FLAG_GZIP, &epart, 1, 0,
+                                        on_result, &eres),
+                   0);
+  bt_run_until(&f.t, &eres.calls, 5000);
+  assert_int_equal(eres.status, 0);
+  assert_int_equal(eres.len, 0);
+  braid_gzip_buf_free(ez);
   bt_run_until(&f.t, &res[1].calls, 5000);
   bt_run_until(&f.t, &res[0].calls, 5000);
   assert_int_equal(res[0].status, BRAID_EREMOTE);
