@@ -306,6 +306,8 @@ static int send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const 
   size_t mlen = msg ? strlen(msg) : 0;
   if (mlen > 1024)
     mlen = 1024;
+  if (rpc->o.mode == BRAID_RPC_BRAID && mlen > rpc->o.max_payload_bytes - 2)
+    mlen = rpc->o.max_payload_bytes - 2; /* the peer's maximum holds for errors too */
   uint8_t buf[2 + 1024];
   int n = braid_frame_error_encode(buf, sizeof(buf), code, msg, mlen);
   if (n <= 0)
