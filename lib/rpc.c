@@ -1833,6 +1833,8 @@ int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {
   size_t rlen = reason ? strlen(reason) : 0;
   if (rlen > 1024)
     rlen = 1024;
+  if (rlen > rpc->o.max_payload_bytes - 6)
+    rlen = rpc->o.max_payload_bytes - 6; /* as send_error_frame */
   uint8_t buf[6 + 1024];
   /* Every request read so far was handed to the handler: the newest id seen is the last. */
   int n = braid_frame_goaway_encode(buf, sizeof(buf), rpc->last_seen_id, code, reason, rlen);
