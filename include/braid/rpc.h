@@ -19,6 +19,14 @@
  * request (the BATCH flag) can be seen whole by a batch callback, for vectorised work such
  * as a multi-get, or is split into ordinary requests.
  *
+ * A server channel bounds what one client can make it hold or do: it stops taking frames
+ * (even ones already read) while its answers are queued over the connection's high
+ * watermark or it handles max_inflight requests; it disconnects a client that leaves its
+ * answers unread (output_timeout_ms) or leaves a frame unfinished (frame_timeout_ms); it
+ * sends nothing over max_payload_bytes (such an answer becomes ERROR TOO_BIG); and it
+ * refuses, as protocol violations, frames a client may not send and request ids that do not
+ * increase (docs/PROTOCOL.md sections 3.1 and 3.5).
+ *
  * All of it runs on the connection's loop thread, like the connection. */
 #ifndef BRAID_RPC_H
 #define BRAID_RPC_H
