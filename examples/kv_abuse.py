@@ -3,7 +3,15 @@
 
 Usage: kv_abuse.py PORT PID     (PID: the kv_server's, to read its memory and CPU in /proc)
 
-1. Hash flooding: SETs of 32,768 keys (a 256-byte common prefix, then 60 bytes) that all
+1. Output amplification (issue 9): a small request that names a large value many times.
+   With a 1 MiB value stored, MGET of it 15 times is answered (15.7 MB, under the 16 MiB
+   max_payload that PROTOCOL.md section 5 says a sender must not pass); 17 times and 1,000
+   times are refused with ERROR TOO_BIG; MGET naming a 16 MiB value 70 times (a 423-byte
+   request) too; a batch of 20 GETs of the 1 MiB value gets 15 answers and 5 TOO_BIG items
+   in an answer under 16 MiB. The connection stays usable throughout, another client's GETs
+   are answered meanwhile (each within 2 s), and the server's peak RSS (VmHWM) stays under
+   200 MB (before the fix: 1 to 2 GB).
+2. Hash flooding: SETs of 32,768 keys (a 256-byte common prefix, then 60 bytes) that all
    share one FNV-1a hash (the hash kv_server used to use) must cost about the server CPU of
    32,768 random keys of the same shape (bound: 5x, plus 0.2 s for clock-tick granularity
    and a busy machine; before the fix: 3.5 s against 0.07 s).
@@ -14,9 +22,14 @@ import random
 import socket
 import struct
 import sys
+import threading
 import time
 
-REQUEST, RESPONSE = 1, 2
+MAX_PAYLOAD = 16 * 1024 * 1024
+REQUEST, RESPONSE, ERROR = 1, 2, 3
+BATCH = 0x02
+TOO_BIG = 2
+RSS_BOUND_KB = 200 * 1024
 PREFIX_LEN = int(os.environ.get("KV_ABUSE_PREFIX", "256"))
 
 failures = []
@@ -84,10 +97,124 @@ class Client:
         self.s.close()
 
 
+def peak_rss_kb(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            fields[name] = rest.strip()
+    return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         after_comm = f.read().rsplit(")", 1)[1].split()
     return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def expect_error(what, answer, code):
+    ftype, _flags, body = answer
+    got = struct.unpack(">H", body[:2])[0] if ftype == ERROR and len(body) >= 2 else None
+    if ftype != ERROR or got != code:
+        fail(f"{what}: got frame type {ftype} code {got} ({len(body)} bytes), want ERROR {code}")
+        return
+    print(f"kv_abuse: {what}: ERROR {code} '{body[2:].decode(errors='replace')}'")
+
+
+def expect_mget(what, answer, sizes):
+    """sizes: the value length of each key, None for not found."""
+    ftype, _flags, body = answer
+    want = 2 + sum(1 if n is None else 5 + n for n in sizes)
+    if ftype != RESPONSE or len(body) != want or body[:2] != struct.pack(">H", len(sizes)):
+        fail(f"{what}: got frame type {ftype} with {len(body)} bytes, want RESPONSE of {want}")
+        return
+    print(f"kv_abuse: {what}: answered, {len(body)} bytes")
+
+
+def background_gets(port, stop, result):
+    """Another client, reading a small key over and over while the attacks run."""
+    c = Client(port)
+    worst, count = 0.0, 0
+    try:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            ftype, _flags, body = c.call(op_get(b"small"))
+            worst = max(worst, time.monotonic() - t0)
+            if ftype != RESPONSE or body != b"\x00\x00\x00\x00\x05hello":
+                result["error"] = f"GET small: type {ftype}, {body[:16].hex(' ')}"
+                return
+            count += 1
+            time.sleep(0.01)
+    except Exception as e:  # noqa: BLE001 - any failure of the bystander is a test failure
+        result["error"] = repr(e)
+    finally:
+        c.close()
+        result["count"], result["worst"] = count, worst
+
+
+def amplification(port, pid):
+    one_mib = b"m" * (1 << 20)
+    huge_len = MAX_PAYLOAD - 7 - 4  # the largest value a SET of a 4-byte key can carry
+    a = Client(port)
+    for k, v in ((b"small", b"hello"), (b"big", one_mib), (b"huge", b"h" * huge_len)):
+        ftype, _flags, body = a.call(op_set(k, v))
+        if ftype != RESPONSE or body != b"\x00":
+            fail(f"SET {k!r}: type {ftype}, {body[:40]!r}")
+            return
+    stop, bystander = threading.Event(), {}
+    t = threading.Thread(target=background_gets, args=(port, stop, bystander))
+    t.start()
+    try:
+        expect_mget("MGET big x15 (15.7 MB, fits)", a.call(op_mget([b"big"] * 15)),
+                    [1 << 20] * 15)
+        expect_mget("MGET huge + a missing key (16 MiB - 3 bytes, fits)",
+                    a.call(op_mget([b"huge", b"nope"])), [huge_len, None])
+        expect_error("MGET big x17 (17.8 MB)", a.call(op_mget([b"big"] * 17)), TOO_BIG)
+        expect_error("MGET huge x70 (a 423-byte request for 1.2 GB)",
+                     a.call(op_mget([b"huge"] * 70)), TOO_BIG)
+        request = op_mget([b"big"] * 1000)
+        answers = [a.call(request) for _ in range(20)]
+        for answer in answers[1:]:
+            if answer != answers[0]:
+                fail(f"MGET big x1000: answers differ: {answer[2][:40]!r}")
+        expect_error("MGET big x1000 (1 GB), 20 times", answers[0], TOO_BIG)
+        # A batch whose answers together pass the maximum: each item that does not fit fails
+        # on its own with TOO_BIG, and the batch answer stays within the maximum.
+        items = [op_get(b"big")] * 20
+        payload = struct.pack(">I", len(items))
+        payload += b"".join(struct.pack(">I", len(i)) + i for i in items)
+        ftype, flags, body = a.call(payload, BATCH)
+        statuses, pos = [], 4
+        while ftype == RESPONSE and pos + 6 <= len(body):
+            status, n = struct.unpack(">HI", body[pos:pos + 6])
+            statuses.append(status)
+            pos += 6 + n
+        if (ftype != RESPONSE or not flags & BATCH or len(body) > MAX_PAYLOAD
+                or statuses != [0] * 15 + [TOO_BIG] * 5):
+            fail(f"batch of 20 GET big: type {ftype}, {len(body)} bytes, statuses {statuses}")
+        else:
+            print(f"kv_abuse: batch of 20 GET big: 15 answered, 5 TOO_BIG, {len(body)} bytes")
+        # The connection that asked for all of it is still served.
+        ftype, _flags, body = a.call(op_get(b"small"))
+        if ftype != RESPONSE or body != b"\x00\x00\x00\x00\x05hello":
+            fail(f"GET small after the attacks: type {ftype}, {body[:16].hex(' ')}")
+    except (OSError, ValueError) as e:
+        fail(f"the attacking connection failed: {e!r}")
+    finally:
+        stop.set()
+        t.join(60)
+        a.close()
+    if "error" in bystander:
+        fail(f"the other client: {bystander['error']}")
+    elif bystander.get("count", 0) < 1 or bystander["worst"] > 2.0:
+        fail(f"the other client: {bystander.get('count')} GETs, worst {bystander.get('worst')} s")
+    else:
+        print(f"kv_abuse: the other client: {bystander['count']} GETs, "
+              f"worst {bystander['worst'] * 1000:.1f} ms")
+    hwm, rss = peak_rss_kb(pid)
+    print(f"kv_abuse: server RSS {rss / 1024:.1f} MB now, peak {hwm / 1024:.1f} MB")
+    if hwm > RSS_BOUND_KB:
+        fail(f"server peak RSS {hwm / 1024:.1f} MB, bound {RSS_BOUND_KB / 1024:.0f} MB")
 
 
 # ---- hash flooding ---------------------------------------------------------------------
@@ -165,6 +292,7 @@ def hash_flood(port, pid):
 
 def main():
     port, pid = int(sys.argv[1]), int(sys.argv[2])
+    amplification(port, pid)
     hash_flood(port, pid)
     if failures:
         sys.exit(1)
