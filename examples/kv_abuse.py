@@ -11,7 +11,11 @@ Usage: kv_abuse.py PORT PID     (PID: the kv_server's, to read its memory and CP
    in an answer under 16 MiB. The connection stays usable throughout, another client's GETs
    are answered meanwhile (each within 2 s), and the server's peak RSS (VmHWM) stays under
    200 MB (before the fix: 1 to 2 GB).
-2. Hash flooding: SETs of 32,768 keys (a 256-byte common prefix, then 60 bytes) that all
+2. Clients that never read: three clients each pipeline ten MGETs with 15.7 MB answers and
+   read nothing; each may make the server hold about its output bound (two maximal answers,
+   32 MiB: the channel closes a connection whose queue would pass it), not the library's
+   default 64 MiB: the server's RSS may grow by at most 45 MB a client.
+3. Hash flooding: SETs of 32,768 keys (a 256-byte common prefix, then 60 bytes) that all
    share one FNV-1a hash (the hash kv_server used to use) must cost about the server CPU of
    32,768 random keys of the same shape (bound: 5x, plus 0.2 s for clock-tick granularity
    and a busy machine; before the fix: 3.5 s against 0.07 s).
@@ -217,6 +221,31 @@ def amplification(port, pid):
         fail(f"server peak RSS {hwm / 1024:.1f} MB, bound {RSS_BOUND_KB / 1024:.0f} MB")
 
 
+def never_reading(port, pid):
+    _, before = peak_rss_kb(pid)
+    clients = []
+    request = b"".join(frame(REQUEST, 0, i + 1, op_mget([b"big"] * 15)) for i in range(10))
+    try:
+        for _ in range(3):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # A small receive window, so the kernel takes little of what the server queues.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            s.sendall(request)
+            clients.append(s)
+        time.sleep(1.5)
+        _, during = peak_rss_kb(pid)
+    finally:
+        for s in clients:
+            s.close()
+    grown_mb = (during - before) / 1024 / len(clients)
+    print(f"kv_abuse: {len(clients)} clients that never read: server RSS {before / 1024:.1f} MB "
+          f"before, {during / 1024:.1f} MB while they hold (+{grown_mb:.1f} MB each)")
+    if grown_mb > 45:
+        fail(f"each client that never reads costs the server {grown_mb:.1f} MB, bound 45 MB")
+
+
 # ---- hash flooding ---------------------------------------------------------------------
 
 def fnv1a32(data, h=2166136261):
@@ -293,6 +322,7 @@ def hash_flood(port, pid):
 def main():
     port, pid = int(sys.argv[1]), int(sys.argv[2])
     amplification(port, pid)
+    never_reading(port, pid)
     hash_flood(port, pid)
     if failures:
         sys.exit(1)

@@ -556,7 +556,7 @@ int main(int argc, char **argv) {
   static server_t sv;
   braid_loop_t *loop;
   if (store_init(&sv.store, max_entries, max_bytes) != 0 || braid_loop_new(&loop, NULL) != 0) {
-    fprintf(stderr, "kv_server: out of memory\n");
+    fprintf(stderr, "kv_server: cannot set up the store or the loop\n");
     return 1;
   }
   /* PROTOCOL.md section 5: with no negotiation, peers are configured alike, so the largest
@@ -568,6 +568,14 @@ int main(int argc, char **argv) {
   braid_server_opts_t so;
   braid_server_opts_init(&so);
   so.workers = (unsigned)workers;
+  /* A server facing the network holds no connection for ever and no answers without bound:
+   * a connection silent for 75 s closes (nginx's keep-alive), as does one whose client
+   * stopped reading for 60 s; and a client that asks for more than two maximal answers
+   * without reading them is cut off (Redis's client-output-buffer-limit), which bounds what
+   * one connection can make this server hold. */
+  so.conn.idle_timeout_ms = 75000;
+  so.conn.write_timeout_ms = 60000;
+  so.conn.max_queue_bytes = 2 * (sv.max_payload + BRAID_FRAME_HEADER_SIZE);
   int rc = braid_server_new(&sv.server, loop, &so, on_connection, &sv);
   if (rc == 0)
     rc = braid_server_listen(sv.server, host, (int)port);
