@@ -45,7 +45,8 @@ def fail(msg):
 
 
 def frame(ftype, flags, rid, payload):
-    return struct.pack(">2sBBB3sII", b"BR", 1, ftype, flags, b"\0\0\0", rid, len(payload)) + payload
+    header = struct.pack(">2sBBB3sII", b"BR", 1, ftype, flags, b"\0\0\0", rid, len(payload))
+    return header + payload
 
 
 def recv_exact(s, n):

@@ -394,8 +394,7 @@ static void send_error(braid_rpc_t *rpc, braid_rpc_req_t *req, kv_error_t err) {
   braid_rpc_respond_error(req, err.code, err.msg);
 }
 
-static void send_answer(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
-                        size_t len) {
+static void send_answer(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data, size_t len) {
   int rc = braid_rpc_respond(req, data, len);
   if (rc == BRAID_ETOOBIG)
     send_error(rpc, req, too_big);
