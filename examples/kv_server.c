@@ -14,7 +14,8 @@
  * before it is built (no request makes it allocate more than one maximal answer), every
  * failure to answer is handled, and connections get timeouts and an output bound.
  *
- * Read it top to bottom: the store, the wire format, the rpc callbacks, then main. */
+ * Read it top to bottom: the store, the wire format (with each answer's budget), answering,
+ * the rpc callbacks, then main. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
