@@ -376,10 +376,10 @@ static int kv_execute(store_t *s, const uint8_t *req, size_t len, size_t room, o
  *   BRAID_ECLOSED  the client is gone, or it stopped reading until its connection reached
  *                  its output bound and the channel closed it: the answer is dropped and req
  *                  freed, nothing to do;
- *   BRAID_ETOOBIG  over the client's max payload (the budgets above should prevent it):
- *                  req is still unanswered, so tell the client with ERROR TOO_BIG;
+ *   BRAID_ETOOBIG  over the client's max payload (the budgets above keep it from happening):
+ *                  the channel has answered ERROR TOO_BIG itself and freed req;
  *   BRAID_ENOMEM   req is still unanswered: ERROR INTERNAL;
- *   BRAID_EINVAL   req was answered already: a bug in this program, and req is not ours.
+ *   BRAID_EINVAL   req was answered already: a bug in this program (nothing was sent).
  * An error that cannot be sent either would leave the client waiting for ever and the
  * channel open for a request it never finishes: close the channel; an answer into a closed
  * channel cannot fail, and frees req. */
@@ -389,19 +389,17 @@ static void send_error(braid_rpc_t *rpc, braid_rpc_req_t *req, kv_error_t err) {
   if (rc == 0 || rc == BRAID_ECLOSED)
     return;
   fprintf(stderr, "kv_server: cannot answer a request: %s\n", braid_strerror(rc));
-  if (rc == BRAID_EINVAL)
-    return;
-  braid_rpc_close(rpc);
-  braid_rpc_respond_error(req, err.code, err.msg);
+  if (rc == BRAID_ENOMEM) { /* req is still unanswered: see above */
+    braid_rpc_close(rpc);
+    braid_rpc_respond_error(req, err.code, err.msg);
+  }
 }
 
 static void send_answer(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data, size_t len) {
   int rc = braid_rpc_respond(req, data, len);
-  if (rc == BRAID_ETOOBIG)
-    send_error(rpc, req, too_big);
-  else if (rc == BRAID_ENOMEM)
+  if (rc == BRAID_ENOMEM)
     send_error(rpc, req, nomem);
-  else if (rc == BRAID_EINVAL)
+  else if (rc == BRAID_ETOOBIG || rc == BRAID_EINVAL)
     fprintf(stderr, "kv_server: cannot answer a request: %s\n", braid_strerror(rc));
 }
 
