@@ -1375,9 +1375,12 @@ int braid_cache_shared_new(const braid_cache_opts_t *opts, braid_cache_shared_t 
   int rc = opts_check(opts);
   if (rc)
     return rc;
+  /* Each stripe is a whole cache with its own table, so each needs the byte budget a
+   * per-loop cache needs at least (4096, over its smallest table's 2064 bytes): a thinner
+   * split would be over its bound from the start and refuse every put. */
   uint64_t per_entries = opts->max_entries / opts->stripes;
   uint64_t per_bytes = opts->max_bytes / opts->stripes;
-  if (per_entries < 1 || per_bytes < 1024)
+  if (per_entries < 1 || per_bytes < BRAID_CACHE_STRIPE_MIN_BYTES)
     return BRAID_EINVAL;
   hasher_t hs;
   rc = hasher_init(&hs, opts);

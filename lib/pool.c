@@ -29,6 +29,7 @@
 
 #define CALL_INLINE 192        /* request bytes kept inside the call context */
 #define CALL_FREE_MAX 4096     /* call contexts kept for reuse */
+#define LEASE_QUARANTINE 64    /* released lease records held back before any is reused */
 
 /* PC_GONE: the channel closed while leased; the lease keeps the struct until released. */
 typedef enum { PC_CONNECTING, PC_OPEN, PC_CLOSING, PC_GONE } pc_state_t;
@@ -45,6 +46,7 @@ typedef struct pconn_s {
   pc_state_t state;
   bool retiring; /* not handed out any more; closes when its last request completes */
   bool leased;   /* the user has it exclusively (braid_pool_acquire) */
+  struct braid_pool_lease_s *lease; /* while leased: the record the user holds */
   close_why_t why;
   unsigned inflight;
   uint64_t uses;
@@ -65,6 +67,19 @@ struct endpoint_s {
   bool ejected, probing;
   uint64_t ejected_until;
   uint64_t calls, connect_failures, ejections;
+};
+
+/* What braid_pool_acquire() hands out. A lease record belongs to the pool, not to the
+ * connection, and lives as long as the pool, so releasing a lease a second time (after its
+ * channel closed, or after the pool closed the connection) reads valid memory and gets
+ * BRAID_EINVAL. Released records wait in a FIFO and are reused only once LEASE_QUARANTINE
+ * newer ones were released after them, so a stale handle does not, in practice, name a lease
+ * someone else holds now (it could only after 64 other leases were released in between). The
+ * records held are at most the peak of leases at once plus LEASE_QUARANTINE. */
+struct braid_pool_lease_s {
+  braid__node_t node; /* in pool->lease_free while released */
+  braid_pool_t *pool;
+  pconn_t *pc; /* the leased connection; NULL while released */
 };
 
 typedef struct pcall_s {
@@ -101,6 +116,8 @@ struct braid_pool_s {
   unsigned n_conns, n_connecting, n_open, n_idle;
   unsigned n_leased;        /* leases not released yet (also of channels that closed) */
   unsigned n_acq_waiting;   /* waiters that want a lease */
+  braid__node_t lease_free; /* released lease records, oldest first */
+  unsigned n_lease_free;
   braid__flush_t flush;     /* serves lease waiters at the end of the iteration */
   uint64_t inflight;
   uint64_t serial;
@@ -285,6 +302,32 @@ static void call_fail(braid_pool_t *p, pcall_t *c, braid_rpc_t *rpc, int status)
     cb(rpc, &r, arg);
 }
 
+/* ---- lease records -------------------------------------------------------------------- */
+
+/* A record for a new lease: the oldest released one once enough are held back, else a new
+ * one. Returns NULL when out of memory. */
+static braid_pool_lease_t *lease_get(braid_pool_t *p, pconn_t *pc) {
+  braid_pool_lease_t *l;
+  if (p->n_lease_free > LEASE_QUARANTINE) {
+    l = BRAID__CONTAINER_OF(p->lease_free.next, braid_pool_lease_t, node);
+    braid__list_remove(&l->node);
+    p->n_lease_free--;
+  } else {
+    l = braid__malloc(sizeof(*l));
+    if (!l)
+      return NULL;
+    l->pool = p;
+  }
+  l->pc = pc;
+  return l;
+}
+
+static void lease_put(braid_pool_t *p, braid_pool_lease_t *l) {
+  l->pc = NULL;
+  braid__list_push_back(&p->lease_free, &l->node);
+  p->n_lease_free++;
+}
+
 /* ---- the wait queue ------------------------------------------------------------------ */
 
 static void on_wait_timer(uv_timer_t *t);
@@ -464,6 +507,9 @@ static int dispatch(braid_pool_t *p, pcall_t *c) {
     if (!pc)
       return 1;
     if (c->acquire_cb) {
+      pc->lease = lease_get(p, pc);
+      if (!pc->lease)
+        return BRAID_ENOMEM;
       bool was = is_idle(pc);
       c->pc = pc;
       if (pc->uses++ > 0)
@@ -511,7 +557,7 @@ static void lease_granted(braid_pool_t *p, pcall_t *c) {
   braid_pool_acquire_cb cb = c->acquire_cb;
   void *arg = c->arg;
   call_put(p, c);
-  cb(p, (braid_pool_lease_t *)pc, pc->rpc, 0, arg);
+  cb(p, pc->lease, pc->rpc, 0, arg);
 }
 
 static void pc_close(pconn_t *pc, close_why_t why) {
@@ -923,6 +969,7 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
   p->loop = loop;
   p->o = *o;
   braid__list_init(&p->waiters);
+  braid__list_init(&p->lease_free);
   if (braid__random_bytes(&p->rng, sizeof(p->rng)) || p->rng == 0)
     p->rng = 0x9e3779b97f4a7c15ull ^ uv_hrtime();
   if (p->rng == 0)
@@ -1053,12 +1100,12 @@ int braid_pool_acquire(braid_pool_t *p, braid_pool_acquire_cb cb, void *arg) {
 }
 
 int braid_pool_release(braid_pool_lease_t *lease) {
-  if (!lease)
-    return BRAID_EINVAL;
-  pconn_t *pc = (pconn_t *)lease;
-  braid_pool_t *p = pc->pool;
-  if (!pc->leased)
-    return BRAID_EINVAL;
+  if (!lease || !lease->pc)
+    return BRAID_EINVAL; /* NULL, or released already */
+  pconn_t *pc = lease->pc;
+  braid_pool_t *p = lease->pool;
+  lease_put(p, lease);
+  pc->lease = NULL;
   pc->leased = false;
   p->n_leased--;
   idle_account(pc, false); /* from here on it is an ordinary connection again */
@@ -1091,6 +1138,11 @@ int braid_pool_release(braid_pool_lease_t *lease) {
 
 static void pool_free(braid_pool_t *p) {
   braid_loop_t *loop = p->loop;
+  while (!braid__list_empty(&p->lease_free)) {
+    braid_pool_lease_t *l = BRAID__CONTAINER_OF(p->lease_free.next, braid_pool_lease_t, node);
+    braid__list_remove(&l->node);
+    braid__free(l);
+  }
   while (p->free_calls) {
     pcall_t *c = p->free_calls;
     p->free_calls = c->next_free;

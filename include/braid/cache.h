@@ -81,6 +81,11 @@ typedef enum {
 #define BRAID_CACHE_EXTERNAL_OVERHEAD 16
 #define BRAID_CACHE_BLOB_OVERHEAD 16
 
+/* The shared variant's least byte budget per stripe (max_bytes / stripes): each stripe is a
+ * cache with a table of its own, and needs what a per-loop cache needs at least (max_bytes
+ * 4096). braid_cache_shared_new() refuses a thinner split with BRAID_EINVAL. */
+#define BRAID_CACHE_STRIPE_MIN_BYTES 4096
+
 typedef struct braid_cache_opts_s {
   /* Most entries held. Default 65536; 1 .. 2^30. */
   uint64_t max_entries;
@@ -124,9 +129,10 @@ typedef struct braid_cache_opts_s {
    * returns it at once and starts one background reload. 0 (the default): off. At most
    * 86400000. */
   uint64_t stale_ms;
-  /* Shared variant only: the number of stripes (locks); a power of two, 1 .. 1024, and at
-   * most max_entries. Each stripe holds max_entries / stripes entries and
-   * max_bytes / stripes bytes. Default 16. */
+  /* Shared variant only: the number of stripes (locks); a power of two, 1 .. 1024, at most
+   * max_entries, and at most max_bytes / BRAID_CACHE_STRIPE_MIN_BYTES (so 1 MiB allows 256
+   * stripes). Each stripe holds max_entries / stripes entries and max_bytes / stripes bytes.
+   * Default 16. */
   uint32_t stripes;
   /* The hash keys start with. Default BRAID_CACHE_HASH_FAST. */
   braid_cache_hash_t hash;
@@ -280,7 +286,8 @@ BRAID_EXTERN int braid_cache_load_done(braid_cache_load_t *load, int status,
 /* Creates a cache any thread may call, for a server's worker threads. Uses max_entries,
  * max_bytes, max_value_bytes, policy, default_ttl_ms and stripes from opts (NULL: defaults);
  * the memo, sweep and negative-caching options are ignored. TTLs run on the monotonic clock
- * (uv_hrtime). Returns 0, BRAID_EINVAL, BRAID_ENOMEM or an OS error. */
+ * (uv_hrtime). Returns 0, BRAID_EINVAL (out NULL, an option out of bounds, fewer than one
+ * entry or BRAID_CACHE_STRIPE_MIN_BYTES bytes per stripe), BRAID_ENOMEM or an OS error. */
 BRAID_EXTERN int braid_cache_shared_new(const braid_cache_opts_t *opts,
                                         braid_cache_shared_t **out);
 

@@ -43,8 +43,9 @@ typedef struct braid_pool_lease_s braid_pool_lease_t;
 
 /* braid_pool_acquire() finished: status 0 and a channel for your exclusive use (rpc) until
  * braid_pool_release(lease); or BRAID_ETIMEDOUT (no channel free within acquire_timeout_ms),
- * BRAID_EUNAVAILABLE (every endpoint got ejected while it waited; see wait_for_ready) or
- * BRAID_ECANCELED (the pool closed first), with lease and rpc NULL. Exactly once. */
+ * BRAID_EUNAVAILABLE (every endpoint got ejected while it waited; see wait_for_ready),
+ * BRAID_ECANCELED (the pool closed first) or BRAID_ENOMEM, with lease and rpc NULL. Exactly
+ * once. */
 typedef void (*braid_pool_acquire_cb)(braid_pool_t *pool, braid_pool_lease_t *lease,
                                       braid_rpc_t *rpc, int status, void *arg);
 
@@ -218,8 +219,14 @@ BRAID_EXTERN int braid_pool_call(braid_pool_t *pool, const void *data, size_t le
 BRAID_EXTERN int braid_pool_acquire(braid_pool_t *pool, braid_pool_acquire_cb cb, void *arg);
 
 /* Gives a leased channel back to the pool (exactly once per lease; free any batcher on it
- * first). Requests you left in flight on it make the pool close it: they complete with
- * BRAID_ECANCELED, from inside this call. Returns 0, or BRAID_EINVAL (NULL, or not leased). */
+ * first), also when the channel has closed meanwhile. Requests you left in flight on it make
+ * the pool close it: they complete with BRAID_ECANCELED, from inside this call. Returns 0, or
+ * BRAID_EINVAL (NULL, or released already: nothing changes).
+ * A lease handle stays readable memory until the pool's close callback, so a second release
+ * is caught safely, whether the channel closed or not; and the pool reuses a released handle
+ * for a new lease only after 64 other leases were released after it, so a stale handle does
+ * not release someone else's lease unless that many releases came in between. After the
+ * pool's close callback (which waits for every lease's release) a handle must not be used. */
 BRAID_EXTERN int braid_pool_release(braid_pool_lease_t *lease);
 
 /* Closes the pool: waiters and requests in flight complete with BRAID_ECANCELED (some from

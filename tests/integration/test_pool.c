@@ -1008,6 +1008,76 @@ static void test_lease_with_batcher(void **state) {
   bt_loop_done(&t);
 }
 
+/* A lease released twice: after its channel closed (the first release used to free the
+ * connection's struct, which the second then read and freed again), and after the same
+ * connection was leased again (the second release used to give back the new holder's lease).
+ * Both get BRAID_EINVAL and change nothing. Run it under ASan. */
+static void test_lease_released_twice(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  s.close_after = 1; /* the server closes a channel after its first answer */
+  srv_t *list[] = {&s};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_total = 1;
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  static lease_res_t l1, l2, l3;
+  static const volatile int *flag;
+  memset(&l1, 0, sizeof(l1));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l1), 0);
+  flag = &l1.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l1.status, 0);
+  static res_t res[1];
+  reset_results(res, 1);
+  assert_int_equal(braid_rpc_call(l1.rpc, "x", 1, 0, on_result, &res[0]), 0);
+  run_until_done(&t, 1, 3000);
+  braid_pool_stats_t st;
+  uint64_t start = uv_now(&t.uv);
+  for (braid_pool_stats(pool, &st); st.open > 0; braid_pool_stats(pool, &st)) {
+    bt_run_for(&t, 5);
+    if (uv_now(&t.uv) - start > 3000)
+      fail_msg("the leased channel did not close");
+  }
+  assert_int_equal(st.leased, 1);
+  assert_int_equal(braid_pool_release(l1.lease), 0);
+  assert_int_equal(braid_pool_release(l1.lease), BRAID_EINVAL);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.leased, 0);
+
+  /* The one connection the pool may open, leased, released, and leased again: the first
+   * holder's stale handle must not release the second holder's lease. */
+  s.close_after = 0;
+  memset(&l2, 0, sizeof(l2));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l2), 0);
+  flag = &l2.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l2.status, 0);
+  assert_int_equal(braid_pool_release(l2.lease), 0);
+  memset(&l3, 0, sizeof(l3));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l3), 0);
+  flag = &l3.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l3.status, 0);
+  assert_ptr_equal(l3.rpc, l2.rpc); /* the same channel */
+  assert_int_equal(braid_pool_release(l2.lease), BRAID_EINVAL);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.leased, 1);
+  reset_results(res, 1);
+  assert_int_equal(braid_rpc_call(l3.rpc, "y", 1, 0, on_result, &res[0]), 0);
+  run_until_done(&t, 1, 3000);
+  assert_int_equal(res[0].status, 0);
+  assert_int_equal(braid_pool_release(l3.lease), 0);
+  assert_int_equal(braid_pool_release(l3.lease), BRAID_EINVAL);
+  assert_int_equal(braid_pool_release(l1.lease), BRAID_EINVAL);
+  pool_stop(&t, pool);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
 /* ---- every endpoint ejected ----------------------------------------------------------------- */
 
 static int wait_endpoint(bt_loop_t *t, braid_pool_t *pool, unsigned index, int ejected,
@@ -1377,6 +1447,7 @@ int main(void) {
       cmocka_unit_test(test_least_outstanding_prefers_fast),
       cmocka_unit_test(test_close_with_waiters_and_inflight),
       cmocka_unit_test(test_lease_with_batcher),
+      cmocka_unit_test(test_lease_released_twice),
       cmocka_unit_test(test_all_ejected_fail_fast),
       cmocka_unit_test(test_all_ejected_wait_for_ready),
       cmocka_unit_test(test_drain_sends_goaway),
