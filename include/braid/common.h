@@ -20,10 +20,10 @@ extern "C" {
 #endif
 
 #define BRAID_VERSION_MAJOR 0
-#define BRAID_VERSION_MINOR 1
+#define BRAID_VERSION_MINOR 2
 #define BRAID_VERSION_PATCH 0
 
-/* Returns the library's version as "MAJOR.MINOR.PATCH", e.g. "0.1.0". The string is static. */
+/* Returns the library's version as "MAJOR.MINOR.PATCH", e.g. "0.2.0". The string is static. */
 BRAID_EXTERN const char *braid_version_string(void);
 
 /* Returns the library's version as (MAJOR << 16) | (MINOR << 8) | PATCH. */

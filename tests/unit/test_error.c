@@ -40,8 +40,8 @@ static void test_uv_passthrough(void **state) {
 
 static void test_version(void **state) {
   (void)state;
-  assert_string_equal(braid_version_string(), "0.1.0");
-  assert_int_equal(braid_version(), 0x000100);
+  assert_string_equal(braid_version_string(), "0.2.0");
+  assert_int_equal(braid_version(), 0x000200);
 }
 
 static int allocs;
