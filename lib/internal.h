@@ -46,6 +46,22 @@ static inline void braid__list_remove(braid__node_t *n) {
   n->next = n->prev = NULL;
 }
 
+/* ---- options errors (error.c) ------------------------------------------------------- */
+
+/* Fills err (may be NULL) with field and a printf-style reason; returns BRAID_EINVAL. */
+int braid__opts_fail(braid_opts_error_t *err, const char *field, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* When rc is an error from a nested struct's validator, prefixes err's field with
+ * "prefix."; returns rc. */
+int braid__opts_nest(braid_opts_error_t *err, const char *prefix, int rc);
+/* Clears err (may be NULL): no error. */
+void braid__opts_ok(braid_opts_error_t *err);
+/* Logs a refused option through loop's log hook: "call: option field: reason". */
+void braid__opts_log(braid_loop_t *loop, const char *call, const braid_opts_error_t *err);
+
 /* ---- loop (loop.c) ------------------------------------------------------------------ */
 
 /* Something with output to flush once per loop iteration (a connection's write queue, a

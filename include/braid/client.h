@@ -7,6 +7,7 @@
 #ifndef BRAID_CLIENT_H
 #define BRAID_CLIENT_H
 
+#include "common.h" /* first: its feature check must come before <uv.h> */
 #include <uv.h>
 
 #include "common.h"

@@ -9,6 +9,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* braid's headers include <uv.h>, which needs POSIX declarations (pthread types, struct
+ * addrinfo, ...) that a strict C mode (-std=c11) hides on glibc. Stop here with the fix, not
+ * deep inside libuv's headers. (<stdint.h> above has pulled in glibc's <features.h>, which
+ * defines _POSIX_C_SOURCE whenever POSIX is visible.) Define BRAID_NO_FEATURE_CHECK to skip
+ * the check. */
+#if defined(__linux__) && defined(__STRICT_ANSI__) && !defined(_POSIX_C_SOURCE) &&            \
+    !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE) && !defined(_XOPEN_SOURCE) &&           \
+    !defined(BRAID_NO_FEATURE_CHECK)
+#error "braid: strict -std=c11 hides the POSIX declarations <uv.h> needs: compile with -D_POSIX_C_SOURCE=200809L (or -D_GNU_SOURCE), or #define one of them before the first #include, or use -std=gnu11"
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -20,6 +20,7 @@
 #ifndef BRAID_CONN_H
 #define BRAID_CONN_H
 
+#include "common.h" /* first: its feature check must come before <uv.h> */
 #include <uv.h>
 
 #include "blob.h"

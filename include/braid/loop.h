@@ -13,9 +13,9 @@
 #ifndef BRAID_LOOP_H
 #define BRAID_LOOP_H
 
-#include <uv.h>
-
 #include "common.h"
+
+#include <uv.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -11,6 +11,7 @@
 #ifndef BRAID_SERVER_H
 #define BRAID_SERVER_H
 
+#include "common.h" /* first: its feature check must come before <uv.h> */
 #include <uv.h>
 
 #include "common.h"

@@ -9,9 +9,9 @@
 #ifndef BRAID_SOCKOPTS_H
 #define BRAID_SOCKOPTS_H
 
-#include <uv.h>
-
 #include "common.h"
+
+#include <uv.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -39,8 +39,6 @@ opts-validate braid_cache_opts_t
 opts-validate braid_client_opts_t
 opts-validate braid_conn_opts_t
 opts-validate braid_delimiter_opts_t
-opts-validate braid_gzip_opts_t
-opts-anonymous braid_gzip_opts_t
 opts-validate braid_length_field_opts_t
 opts-validate braid_pool_opts_t
 opts-validate braid_rpc_opts_t
