@@ -295,6 +295,7 @@ struct braid_ratelimit_s {
   int64_t tokens;     /* may go negative: reads overdraw, and the debt delays the next read */
   uint64_t last_ms;
   unsigned users;
+  bool freed; /* braid_ratelimit_free() was called: the last user's detach frees it */
 };
 
 /* Sets up an embedded bucket (burst 0: the default), full. */
@@ -308,7 +309,8 @@ uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64
 void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
 /* Gives back tokens taken but not used (e.g. the other bucket of a pair said no). */
 void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
-/* Counts a connection using rl (braid_ratelimit_free refuses while any do). */
+/* Counts a connection using rl (braid_ratelimit_free() while any do defers the free to the
+ * last detach, which may free rl). */
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 

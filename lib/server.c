@@ -274,12 +274,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 static void free_buckets(worker_t *w) {
   braid_ratelimit_t *rls[2] = {w->send_rl, w->recv_rl};
-  for (int i = 0; i < 2; i++) {
-    int rc = rls[i] ? braid_ratelimit_free(rls[i]) : 0;
-    if (rc)
-      braid__log(w->loop, BRAID_LOG_ERROR, "server: rate limit still in use (%s)",
-                 braid_strerror(rc));
-  }
+  for (int i = 0; i < 2; i++)
+    braid_ratelimit_free(rls[i]);
   w->send_rl = w->recv_rl = NULL;
 }
 

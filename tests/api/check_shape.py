@@ -34,7 +34,6 @@ OUTCOME_CBS = ['braid_rpc_response_cb', 'braid_connect_cb', 'braid_pool_acquire_
 
 KNOWN = set(
     l.strip() for l in """
-opts-validate braid_batcher_opts_t
 opts-validate braid_client_opts_t
 opts-validate braid_conn_opts_t
 opts-validate braid_delimiter_opts_t
@@ -44,9 +43,7 @@ opts-validate braid_rpc_opts_t
 opts-values braid_rpc_opts_t
 opts-validate braid_server_opts_t
 opts-validate braid_sockopts_t
-free-void braid_batcher_free
 ctor-order braid_connect
-free-void braid_ratelimit_free
 ctor-order braid_work
 status-pos braid_connect_cb
 status-pos braid_pool_acquire_cb
@@ -58,7 +55,6 @@ user-data braid_conn_t
 user-data braid_server_t
 user-data braid_rpc_t
 user-data braid_pool_t
-user-data braid_batcher_t
 """.splitlines() if l.strip())
 
 

@@ -56,7 +56,7 @@ static void test_flush_by_items_and_end_of_iteration(void **state) {
   braid_rpc_stats(f.srv_rpc, &rs);
   assert_int_equal(rs.batches, 3);
   assert_int_equal(rs.requests, 20);
-  assert_int_equal(braid_batcher_free(b), 0);
+  braid_batcher_free(b);
   fix_stop(&f);
 }
 
@@ -197,7 +197,7 @@ static braid_batcher_t *close_batcher;
 
 static void cli_on_close_free_batcher(braid_rpc_t *rpc, int status, void *arg) {
   cli_on_close(rpc, status, arg);
-  assert_int_equal(braid_batcher_free(close_batcher), 0);
+  braid_batcher_free(close_batcher);
   close_batcher = NULL;
 }
 
@@ -274,7 +274,7 @@ static void test_free_flushes_waiting(void **state) {
   memset(res, 0, sizeof(res));
   done_count = 0;
   call_n(b, res, 5, "w");
-  assert_int_equal(braid_batcher_free(b), 0);
+  braid_batcher_free(b);
   while (done_count < 5)
     uv_run(&f.t.uv, UV_RUN_ONCE);
   check_echoed(res, 5, "w");
@@ -284,7 +284,20 @@ static void test_free_flushes_waiting(void **state) {
   braid_batcher_opts_init(&o);
   o.linger_us = 20000000;
   assert_int_equal(braid_batcher_new(&b, f.client, &o), BRAID_EINVAL);
-  assert_int_equal(braid_batcher_free(NULL), 0);
+  /* The validator names the field (API.md rule 2). */
+  braid_opts_error_t err;
+  assert_int_equal(braid_batcher_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "linger_us");
+  assert_non_null(strstr(err.reason, "20000000"));
+  braid_batcher_opts_init(&o);
+  assert_int_equal(braid_batcher_opts_validate(&o, &err), 0);
+  braid_batcher_free(NULL);
+  /* User data, and a free that cannot fail (it returns void). */
+  assert_int_equal(braid_batcher_new(&b, f.client, &o), 0);
+  assert_null(braid_batcher_get_data(b));
+  braid_batcher_set_data(b, &o);
+  assert_ptr_equal(braid_batcher_get_data(b), &o);
+  braid_batcher_free(b);
   fix_stop(&f);
 }
 

@@ -830,8 +830,9 @@ static void run_rate(int mode) {
     peer_attach(r.a[i], &r.pa[i], 1);
     peer_attach(r.b[i], &r.pb[i], 1);
   }
-  if (group)
-    assert_int_equal(braid_ratelimit_free(group), BRAID_EBUSY); /* in use */
+  /* Freed while in use (0.1.0 said BRAID_EBUSY and had to be called again later): the
+   * connections keep drawing from it, and the last one to close frees it (ASan checks). */
+  braid_ratelimit_free(group);
   char *data = calloc(1, total);
   uint64_t start = uv_now(&r.p.t.uv);
   for (int i = 0; i < conns; i++)
@@ -862,8 +863,6 @@ static void run_rate(int mode) {
     braid_conn_close(r.b[i]);
   }
   bt_run(&r.p.t, 5000);
-  if (group)
-    assert_int_equal(braid_ratelimit_free(group), 0);
   for (int i = 0; i < conns; i++) {
     peer_free(&r.pa[i]);
     peer_free(&r.pb[i]);

@@ -371,7 +371,7 @@ static void test_listen_v4_v6(void **state) {
   o.workers = 2;
   o.conn.send_group = rl;
   assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_ratelimit_free(rl), 0);
+  braid_ratelimit_free(rl);
 
   /* The server keeps the braid loop busy until its close callback. */
   assert_int_equal(braid_loop_close(t.loop), BRAID_EBUSY);
