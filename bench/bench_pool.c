@@ -154,7 +154,7 @@ static void cpr_answer(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *ar
   braid_rpc_close(rpc);
 }
 
-static void cpr_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void cpr_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   cpr_t *c = arg;
   braid_rpc_opts_t o;
@@ -176,15 +176,15 @@ static void cpr_connected(braid_connect_t *req, braid_conn_t *conn, int status, 
 }
 
 static void cpr_start(cpr_t *c) {
-  if (braid_connect(c->r->loop, "127.0.0.1", c->r->port, NULL, cpr_connected, c, NULL)) {
+  if (braid_connect(NULL, c->r->loop, "127.0.0.1", c->r->port, NULL, cpr_connected, c)) {
     c->r->errors++;
     c->r->live--;
     free(c);
   }
 }
 
-static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc_t *rpc,
-                        int status, void *arg) {
+static void on_acquired(braid_pool_t *pool, int status, braid_pool_lease_t *lease, braid_rpc_t *rpc,
+                        void *arg) {
   (void)pool;
   run_t *r = arg;
   r->acquired = status == 0 ? 1 : -1;
@@ -192,8 +192,9 @@ static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc
   r->rpc = rpc;
 }
 
-static void on_pool_closed(braid_pool_t *pool, void *arg) {
+static void on_pool_closed(braid_pool_t *pool, int status, void *arg) {
   (void)pool;
+  (void)status;
   ((run_t *)arg)->pool_closed = 1;
 }
 

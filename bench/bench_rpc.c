@@ -314,7 +314,7 @@ static void rpc_on_close(braid_rpc_t *rpc, int status, void *arg) {
   ((cconn_t *)arg)->b->closed++;
 }
 
-static void rpc_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void rpc_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   cconn_t *c = arg;
   braid_rpc_opts_t o;
@@ -402,7 +402,7 @@ static double run(bench_t *b, int ports[2], int mode, unsigned nconns, size_t pa
       uv_tcp_init(braid_loop_uv(b->loop), &c->tcp);
       c->tcp.data = c->creq.data = c;
       uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&addr, echo_connected);
-    } else if (braid_connect(b->loop, "127.0.0.1", ports[0], NULL, rpc_connected, c, NULL) != 0) {
+    } else if (braid_connect(NULL, b->loop, "127.0.0.1", ports[0], NULL, rpc_connected, c) != 0) {
       b->failed++;
     }
   }

@@ -131,7 +131,7 @@ static void on_close(braid_conn_t *conn, int status, void *arg) {
 /* ---- connecting ------------------------------------------------------------------------ */
 
 /* Connected (or not): set the callbacks, start reading, and fill the pipeline. */
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   client_t *cl = arg;
   (void)req;
   if (status != 0) {
@@ -258,7 +258,7 @@ int main(int argc, char **argv) {
       run.failed = 1;
       break;
     }
-    rc = braid_connect(loop, args.host, (int)args.port, &opts, on_connect, cl, NULL);
+    rc = braid_connect(NULL, loop, args.host, (int)args.port, &opts, on_connect, cl);
     if (rc != 0) {
       fprintf(stderr, "echo_client: connect: %s\n", braid_strerror(rc));
       run.failed = 1;

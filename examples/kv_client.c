@@ -261,7 +261,7 @@ static void on_close(braid_rpc_t *rpc, int status, void *arg) {
   }
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   client_t *c = arg;
   if (status != 0) {
@@ -326,7 +326,7 @@ int main(int argc, char **argv) {
   c->n = (unsigned)requests;
   if (braid_loop_new(&c->loop, NULL) != 0)
     return 1;
-  if (braid_connect(c->loop, host, (int)port, NULL, on_connect, c, NULL) != 0)
+  if (braid_connect(NULL, c->loop, host, (int)port, NULL, on_connect, c) != 0)
     return 1;
   braid_loop_run(c->loop, UV_RUN_DEFAULT);
   if (braid_loop_close(c->loop) != 0)

@@ -19,6 +19,8 @@
 
 #include "internal.h"
 
+#include <inttypes.h>
+
 #define MAX_IOVS 64 /* per writev; more segments are sent in further rounds */
 #define MAX_IOV_BYTES ((size_t)1 << 30)
 
@@ -115,22 +117,42 @@ void braid_conn_opts_init(braid_conn_opts_t *o) {
   o->copy_threshold_bytes = 4 << 10;
 }
 
-int braid_conn_opts_validate(const braid_conn_opts_t *o) {
+int braid_conn_opts_validate(const braid_conn_opts_t *o, braid_opts_error_t *err) {
   const uint64_t big = (uint64_t)1 << 40;
+  braid__opts_ok(err);
   if (!o)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   if (o->max_queue_bytes < 1 || (uint64_t)o->max_queue_bytes > big)
-    return BRAID_EINVAL;
-  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes ||
-      o->low_watermark_bytes >= o->high_watermark_bytes)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_queue_bytes", "%zu is outside 1..2^40", o->max_queue_bytes);
+  /* The watermarks are checked against the queue cap, so a lowered cap names the watermark
+   * that no longer fits (and says which cap), not a bare EINVAL. */
+  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes)
+    return braid__opts_fail(err, "high_watermark_bytes",
+                            "%zu must be 1..max_queue_bytes (%zu); lower it with max_queue_bytes",
+                            o->high_watermark_bytes, o->max_queue_bytes);
+  if (o->low_watermark_bytes >= o->high_watermark_bytes)
+    return braid__opts_fail(err, "low_watermark_bytes",
+                            "%zu must be below high_watermark_bytes (%zu)", o->low_watermark_bytes,
+                            o->high_watermark_bytes);
   if (o->copy_threshold_bytes < 64 || o->copy_threshold_bytes > (1 << 20))
-    return BRAID_EINVAL;
-  if (o->send_rate_bytes_per_s > big || o->recv_rate_bytes_per_s > big)
-    return BRAID_EINVAL;
-  if (o->idle_timeout_ms > big || o->read_timeout_ms > big || o->write_timeout_ms > big ||
-      o->close_flush_timeout_ms > big)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "copy_threshold_bytes", "%zu is outside 64..2^20",
+                            o->copy_threshold_bytes);
+  if (o->send_rate_bytes_per_s > big)
+    return braid__opts_fail(err, "send_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->send_rate_bytes_per_s);
+  if (o->recv_rate_bytes_per_s > big)
+    return braid__opts_fail(err, "recv_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->recv_rate_bytes_per_s);
+  if (o->idle_timeout_ms > big)
+    return braid__opts_fail(err, "idle_timeout_ms", "%" PRIu64 " exceeds 2^40", o->idle_timeout_ms);
+  if (o->read_timeout_ms > big)
+    return braid__opts_fail(err, "read_timeout_ms", "%" PRIu64 " exceeds 2^40", o->read_timeout_ms);
+  if (o->write_timeout_ms > big)
+    return braid__opts_fail(err, "write_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->write_timeout_ms);
+  if (o->close_flush_timeout_ms > big)
+    return braid__opts_fail(err, "close_flush_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->close_flush_timeout_ms);
   return 0;
 }
 

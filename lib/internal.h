@@ -193,7 +193,7 @@ static inline uint64_t braid__xorshift64(uint64_t *state) {
 
 /* The owners' own checks of their options structs, for modules that embed them (the pool).
  * Return 0 or BRAID_EINVAL. server: check o as a server channel's (on_request required). */
-int braid__client_opts_check(const braid_client_opts_t *o);
+int braid__client_opts_check(const braid_client_opts_t *o, braid_opts_error_t *err);
 int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server);
 
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */

@@ -24,7 +24,7 @@
 #include <uv.h>
 
 #include "blob.h"
-#include "common.h"
+#include "error.h"
 #include "loop.h"
 #include "ratelimit.h"
 #include "sockopts.h"
@@ -116,8 +116,9 @@ typedef struct braid_conn_stats_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_conn_opts_init(braid_conn_opts_t *o);
 
-/* Checks every field against its documented bounds. Returns 0 or BRAID_EINVAL. */
-BRAID_EXTERN int braid_conn_opts_validate(const braid_conn_opts_t *o);
+/* Checks every field against its documented bounds. Returns 0, or BRAID_EINVAL with the
+ * field and the reason in *err (err may be NULL). */
+BRAID_EXTERN int braid_conn_opts_validate(const braid_conn_opts_t *o, braid_opts_error_t *err);
 
 /* Sets the callbacks (copied). Call it from the server's connection callback or the connect
  * callback, before reading. Returns 0, or BRAID_EINVAL if cbs is NULL. */

@@ -14,8 +14,8 @@
 #include "common.h" /* first: its feature check must come before <uv.h> */
 #include <uv.h>
 
-#include "common.h"
 #include "conn.h"
+#include "error.h"
 #include "loop.h"
 #include "sockopts.h"
 
@@ -72,11 +72,19 @@ typedef struct braid_server_stats_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_server_opts_init(braid_server_opts_t *o);
 
+/* Checks every field against its documented bounds (sockopts and conn with their own
+ * validators, reported as "sockopts.<field>" and "conn.<field>": lowering
+ * conn.max_queue_bytes below the default 1 MiB high watermark is reported as
+ * conn.high_watermark_bytes, with both values). Returns 0, or BRAID_EINVAL with the field
+ * and the reason in *err (err may be NULL). braid_server_new() runs this check. */
+BRAID_EXTERN int braid_server_opts_validate(const braid_server_opts_t *o, braid_opts_error_t *err);
+
 /* Creates a server on loop with options o (copied; NULL = defaults). on_connection is
  * required. The server counts as a live object on loop (braid_loop_close() refuses) until its
  * close callback ran. Every braid_server_* call must come from loop's thread; with workers > 1
  * the worker threads' loops copy loop's log hook. Returns 0, BRAID_EINVAL (bad option:
- * nothing made), BRAID_ECLOSED (loop is closing) or BRAID_ENOMEM. */
+ * nothing made; braid_server_opts_validate() says which field and why, and the loop's log
+ * hook is told), BRAID_ECLOSED (loop is closing) or BRAID_ENOMEM. */
 BRAID_EXTERN int braid_server_new(braid_server_t **out, braid_loop_t *loop,
                                   const braid_server_opts_t *o, braid_connection_cb on_connection,
                                   void *arg);

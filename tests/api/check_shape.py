@@ -34,27 +34,17 @@ OUTCOME_CBS = ['braid_rpc_response_cb', 'braid_connect_cb', 'braid_pool_acquire_
 
 KNOWN = set(
     l.strip() for l in """
-opts-validate braid_client_opts_t
-opts-validate braid_conn_opts_t
 opts-validate braid_delimiter_opts_t
 opts-validate braid_length_field_opts_t
-opts-validate braid_pool_opts_t
 opts-validate braid_rpc_opts_t
 opts-values braid_rpc_opts_t
-opts-validate braid_server_opts_t
-opts-validate braid_sockopts_t
-ctor-order braid_connect
 ctor-order braid_work
-status-pos braid_connect_cb
-status-pos braid_pool_acquire_cb
-close-cb braid_pool_close_cb
 bytes braid_read_cb
 status-pos braid_rpc_response_cb
 user-data braid_loop_t
 user-data braid_conn_t
 user-data braid_server_t
 user-data braid_rpc_t
-user-data braid_pool_t
 """.splitlines() if l.strip())
 
 

@@ -107,7 +107,7 @@ static void cli_on_close(braid_rpc_t *rpc, int status, void *arg) {
   f->client = NULL;
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   fix_t *f = arg;
   assert_int_equal(status, 0);
@@ -133,8 +133,8 @@ static void fix_start(fix_t *f) {
   f->copts.arg = f;
   assert_int_equal(braid_server_new(&f->server, f->t.loop, NULL, on_connection, f), 0);
   assert_int_equal(braid_server_listen(f->server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", braid_server_port(f->server), NULL,
-                                 on_connect, f, NULL),
+  assert_int_equal(braid_connect(NULL, f->t.loop, "127.0.0.1", braid_server_port(f->server), NULL,
+                                 on_connect, f),
                    0);
   bt_run_until(&f->t, &f->connected, 5000);
 }

@@ -31,7 +31,7 @@ static void on_conn_closed(braid_conn_t *c, int status, void *arg) {
   *(int *)arg = 1;
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   result_t *r = arg;
   r->calls++;
   r->status = status;
@@ -171,7 +171,7 @@ static void test_connect_timeout(void **state) {
   result_t r;
   result_init(&r, &t);
   uint64_t start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", b.port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", b.port, &o, on_connect, &r), 0);
   assert_int_equal(r.calls, 0); /* never from inside the call */
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, BRAID_ETIMEDOUT);
@@ -192,7 +192,7 @@ static void test_refused(void **state) {
   int port = closed_port(&hold);
   result_t r;
   result_init(&r, &t);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, NULL, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, NULL, on_connect, &r), 0);
   bt_run(&t, 5000);
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.status, UV_ECONNREFUSED);
@@ -215,7 +215,7 @@ static void test_refused_with_retries(void **state) {
   result_t r;
   result_init(&r, &t);
   uint64_t start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, &o, on_connect, &r), 0);
   bt_run(&t, 10000);
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.status, UV_ECONNREFUSED);
@@ -229,7 +229,7 @@ static void test_refused_with_retries(void **state) {
   o.backoff_max_ms = 100;
   result_init(&r, &t);
   start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, &o, on_connect, &r), 0);
   bt_run(&t, 10000);
   assert_int_equal(r.status, UV_ECONNREFUSED);
   assert_true(r.done_ms - start <= 300 + 200);
@@ -257,7 +257,7 @@ static void test_retry_then_succeed(void **state) {
   result_t r;
   result_init(&r, &t);
   uint64_t start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, &o, on_connect, &r), 0);
   /* The first round is refused; while the request backs off, the port starts listening, and
    * the retry gets through (the kernel completes the handshake; nobody needs to accept). */
   uv_timer_t timer;
@@ -290,7 +290,7 @@ static void round_trip(const char *connect_host, const char *listen_host, int fa
   result_t r;
   result_init(&r, &t);
   assert_int_equal(
-      braid_connect(t.loop, connect_host, braid_server_port(s), &o, on_connect, &r, NULL), 0);
+      braid_connect(NULL, t.loop, connect_host, braid_server_port(s), &o, on_connect, &r), 0);
   assert_int_equal(r.calls, 0); /* resolution runs on the threadpool, never inline */
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, 0);
@@ -441,7 +441,7 @@ static void test_fallback_to_second_address(void **state) {
   result_t r;
   result_init(&r, &t);
   n_attempts = 0;
-  assert_int_equal(braid_connect(t.loop, FALLBACK_HOST, port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, FALLBACK_HOST, port, &o, on_connect, &r), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, 0);
   assert_int_equal(n_attempts, 2);
@@ -458,7 +458,7 @@ static void test_fallback_to_second_address(void **state) {
   assert_int_equal(e.server_conns, 1);
   result_init(&r, &t);
   n_attempts = 0;
-  assert_int_equal(braid_connect(t.loop, FALLBACK_HOST, port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, FALLBACK_HOST, port, &o, on_connect, &r), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, UV_ECONNREFUSED);
   assert_int_equal(n_attempts, 2);
@@ -473,7 +473,7 @@ static void test_cancel_resolving(void **state) {
   result_t r;
   result_init(&r, &t);
   braid_connect_t *req;
-  assert_int_equal(braid_connect(t.loop, "localhost", 9, NULL, on_connect, &r, &req), 0);
+  assert_int_equal(braid_connect(&req, t.loop, "localhost", 9, NULL, on_connect, &r), 0);
   assert_int_equal(braid_connect_cancel(req), 0);
   bt_run(&t, 5000);
   assert_int_equal(r.calls, 1);
@@ -502,7 +502,7 @@ static void cancel_after(bt_loop_t *t, const char *host, int port, braid_client_
   memset(c, 0, sizeof(*c));
   c->r = r;
   c->rc = 1;
-  assert_int_equal(braid_connect(t->loop, host, port, o, on_connect, r, &c->req), 0);
+  assert_int_equal(braid_connect(&c->req, t->loop, host, port, o, on_connect, r), 0);
   static uv_timer_t timer;
   uv_timer_init(&t->uv, &timer);
   timer.data = c;
@@ -566,7 +566,7 @@ static void test_cancel_before_start(void **state) {
   result_init(&r, &t);
   braid_connect_t *req;
   /* An IP literal: cancelled before the first attempt started. */
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", 9, NULL, on_connect, &r, &req), 0);
+  assert_int_equal(braid_connect(&req, t.loop, "127.0.0.1", 9, NULL, on_connect, &r), 0);
   assert_int_equal(braid_connect_cancel(req), 0);
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.status, BRAID_ECANCELED);
@@ -590,35 +590,46 @@ static void test_bad_arguments(void **state) {
   assert_true(o.backoff_jitter == 0.5);
   assert_int_equal(o.family, AF_UNSPEC);
   braid_loop_t *l = t.loop;
-  assert_int_equal(braid_connect(NULL, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, NULL, 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "127.0.0.1", 0, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "127.0.0.1", 65536, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, NULL, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, NULL, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, NULL, 1, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "", 1, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 0, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 65536, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, NULL, &r), BRAID_EINVAL);
   o.backoff_jitter = 1.5;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.backoff_max_ms = 50;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.backoff_initial_ms = 0;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.retries = 1001;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.connect_timeout_ms = (UINT64_C(1) << 31) + 1;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.family = AF_UNIX;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.family = AF_INET6; /* an IPv4 literal cannot be reached over IPv6 only */
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.sockopts.dscp = 64;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
+  /* The validator says which field, with its path (API.md rule 2). */
+  braid_opts_error_t err;
+  assert_int_equal(braid_client_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "sockopts.dscp");
+  braid_client_opts_init(&o);
+  o.backoff_max_ms = 50;
+  assert_int_equal(braid_client_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "backoff_max_ms");
+  assert_non_null(strstr(err.reason, "backoff_initial_ms"));
+  braid_client_opts_init(&o);
+  assert_int_equal(braid_client_opts_validate(&o, &err), 0);
   assert_int_equal(braid_connect_cancel(NULL), BRAID_EINVAL);
   assert_int_equal(r.calls, 0);
   bt_loop_done(&t);

@@ -742,17 +742,22 @@ static void test_close_inside_callbacks(void **state) {
 static void test_bad_arguments(void **state) {
   (void)state;
   braid_conn_opts_t o;
+  braid_opts_error_t err;
   braid_conn_opts_init(&o);
-  assert_int_equal(braid_conn_opts_validate(&o), 0);
+  assert_int_equal(braid_conn_opts_validate(&o, &err), 0);
   o.low_watermark_bytes = o.high_watermark_bytes;
-  assert_int_equal(braid_conn_opts_validate(&o), BRAID_EINVAL);
+  assert_int_equal(braid_conn_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "low_watermark_bytes");
   braid_conn_opts_init(&o);
   o.high_watermark_bytes = o.max_queue_bytes + 1;
-  assert_int_equal(braid_conn_opts_validate(&o), BRAID_EINVAL);
+  assert_int_equal(braid_conn_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "high_watermark_bytes");
   braid_conn_opts_init(&o);
   o.copy_threshold_bytes = 10;
-  assert_int_equal(braid_conn_opts_validate(&o), BRAID_EINVAL);
-  assert_int_equal(braid_conn_opts_validate(NULL), BRAID_EINVAL);
+  assert_int_equal(braid_conn_opts_validate(&o, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_conn_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "copy_threshold_bytes");
+  assert_int_equal(braid_conn_opts_validate(NULL, NULL), BRAID_EINVAL);
 
   pair_t p;
   pair_open(&p, "127.0.0.1", NULL, NULL);

@@ -178,8 +178,9 @@ static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
 
 static int pool_closed;
 
-static void on_pool_closed(braid_pool_t *pool, void *arg) {
+static void on_pool_closed(braid_pool_t *pool, int status, void *arg) {
   (void)pool;
+  assert_int_equal(status, 0);
   (void)arg;
   pool_closed++;
 }
@@ -342,6 +343,77 @@ static void test_limits_never_exceeded(void **state) {
   assert_int_equal(count_fds(), fds_before);
 }
 
+/* Issue 10: a burst of 3000 calls on a warm pool (one connection open, max_per_endpoint 4,
+ * max_inflight 1024) got 952 synchronous BRAID_EPOOLFULL: the pool opened one connection per
+ * 1024 waiters and capped the queue at max_waiters (1024), so 1024 in flight + 1024 waiting
+ * was all it took, though 4 x 1024 could be in flight. Waiters a connection being opened will
+ * carry no longer count against max_waiters: the burst waits for the connections it opens. */
+static void test_burst_waits_for_growth(void **state) {
+  (void)state;
+  enum { BURST = 3000 };
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_per_endpoint = 4;
+  o.rpc.max_inflight = 1024;
+  o.max_waiters = 1024;
+  o.acquire_timeout_ms = 20000;
+  srv_t *list[] = {&s};
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  static res_t res[BURST];
+  reset_results(res, 1);
+  call_n(pool, res, 1, 0); /* warm: one connection open */
+  run_until_done(&t, 1, 5000);
+  reset_results(res, BURST);
+  int refused = 0;
+  for (int i = 0; i < BURST; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "req-%d", i);
+    int rc = braid_pool_call(pool, msg, (size_t)len, 0, 0, on_result, &res[i]);
+    if (rc == BRAID_EPOOLFULL)
+      refused++;
+    else
+      assert_int_equal(rc, 0);
+  }
+  assert_int_equal(refused, 0);
+  run_until_done(&t, BURST, 20000);
+  check_echoed(res, BURST);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.rejected, 0);
+  assert_true(st.open <= 4);
+  /* User data (API.md rule 3). */
+  assert_null(braid_pool_get_data(pool));
+  braid_pool_set_data(pool, &s);
+  assert_ptr_equal(braid_pool_get_data(pool), &s);
+  pool_stop(&t, pool);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
+/* braid_pool_opts_validate() names the field, nested ones with their path. */
+static void test_opts_validate_names_field(void **state) {
+  (void)state;
+  braid_pool_opts_t o;
+  braid_opts_error_t err;
+  braid_pool_opts_init(&o);
+  assert_int_equal(braid_pool_opts_validate(&o, &err), 0);
+  o.min_idle = o.max_per_endpoint + 1;
+  assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "min_idle");
+  braid_pool_opts_init(&o);
+  o.client.conn.max_queue_bytes = 64 * 1024;
+  assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "client.conn.high_watermark_bytes");
+  braid_pool_opts_init(&o);
+  o.rpc.max_inflight = 0;
+  assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "rpc");
+}
+
 static void test_wait_queue_fifo_timeout_full(void **state) {
   (void)state;
   static bt_loop_t t;
@@ -352,7 +424,9 @@ static void test_wait_queue_fifo_timeout_full(void **state) {
   braid_pool_opts_init(&o);
   o.max_total = 1;
   o.rpc.max_inflight = 1;
-  o.max_waiters = 20;
+  /* 19 waiting, plus the one call the connection being opened will carry (API 0.2.0: those
+   * do not count against max_waiters). */
+  o.max_waiters = 19;
   o.acquire_timeout_ms = 150;
   srv_t *list[] = {&s};
   braid_pool_t *pool = pool_make(&t, &o, list, 1);
@@ -916,8 +990,8 @@ typedef struct lease_res_s {
   braid_rpc_t *rpc;
 } lease_res_t;
 
-static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc_t *rpc,
-                        int status, void *arg) {
+static void on_acquired(braid_pool_t *pool, int status, braid_pool_lease_t *lease, braid_rpc_t *rpc,
+                        void *arg) {
   (void)pool;
   lease_res_t *l = arg;
   l->calls++;
@@ -1187,7 +1261,7 @@ static void on_raw_close(braid_rpc_t *rpc, int status, void *arg) {
   ((raw_t *)arg)->closed = 1;
 }
 
-static void on_raw_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_raw_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   raw_t *r = arg;
   assert_int_equal(status, 0);
@@ -1219,8 +1293,8 @@ static void test_drain_sends_goaway(void **state) {
   braid_pool_t *pool = pool_make(&t, &o, list, 2);
   static raw_t raw;
   memset(&raw, 0, sizeof(raw));
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", a.port, NULL, on_raw_connected, &raw,
-                                 NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", a.port, NULL, on_raw_connected, &raw),
+                   0);
   bt_run_until(&t, &raw.connected, 3000);
   static res_t res[41];
   reset_results(res, 41);
@@ -1368,6 +1442,8 @@ int main(void) {
       cmocka_unit_test(test_pipelined_and_reused),
       cmocka_unit_test(test_limits_never_exceeded),
       cmocka_unit_test(test_wait_queue_fifo_timeout_full),
+      cmocka_unit_test(test_burst_waits_for_growth),
+      cmocka_unit_test(test_opts_validate_names_field),
       cmocka_unit_test(test_idle_timeout_lifetime_prewarm),
       cmocka_unit_test(test_peer_closes),
       cmocka_unit_test(test_goaway_refused_are_resent),

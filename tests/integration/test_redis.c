@@ -163,7 +163,7 @@ static void on_ch_close(braid_rpc_t *rpc, int status, void *arg) {
   f->closed++;
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   fix_t *f = arg;
   f->connect_status = status;
@@ -192,7 +192,7 @@ static int fix_connect(fix_t *f) {
   co.connect_timeout_ms = 1000;
   f->connected = 0;
   braid_connect_t *req;
-  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", f->redis.port, &co, on_connect, f, &req),
+  assert_int_equal(braid_connect(&req, f->t.loop, "127.0.0.1", f->redis.port, &co, on_connect, f),
                    0);
   uint64_t start = uv_now(&f->t.uv);
   while (!f->connected && !f->redis.exited && uv_now(&f->t.uv) - start < 10000)

@@ -462,8 +462,9 @@ static void test_goaway_below_head(void **state) {
     low_status[i] = 1; /* not completed */
   assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, low_on_conn, &f), 0);
   assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
-                                 on_connect, &f, NULL), 0);
+  assert_int_equal(
+      braid_connect(NULL, f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL, on_connect, &f),
+      0);
   bt_run_until(&f.t, &f.connected, 5000);
   assert_int_equal(braid_rpc_call(f.client, "a", 1, 50, low_cb, (void *)1), 0);
   assert_int_equal(braid_rpc_call(f.client, "b", 1, 0, low_cb, (void *)2), 0);
@@ -492,7 +493,7 @@ static void test_goaway_below_head(void **state) {
 static int whole_connected;
 static braid_rpc_t *whole_cli;
 static res_t whole_res;
-static void whole_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void whole_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   fix_t *f = arg;
   assert_int_equal(status, 0);
@@ -522,8 +523,9 @@ static void test_refused_frame_leaves_nothing(void **state) {
   co.conn.max_queue_bytes = 4096;
   co.conn.high_watermark_bytes = 4096;
   co.conn.low_watermark_bytes = 1024;
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), &co,
-                                 whole_connect, &f, NULL), 0);
+  assert_int_equal(braid_connect(NULL, f.t.loop, "127.0.0.1", braid_server_port(f.server), &co,
+                                 whole_connect, &f),
+                   0);
   bt_run_until(&f.t, &whole_connected, 5000);
   static char a[3000], b[3000], c[2984];
   memset(a, 'a', sizeof(a));
@@ -630,7 +632,7 @@ static void raw_close(braid_conn_t *c, int status, void *arg) {
 static raw_t raw;
 static const char *raw_send = "GET / HTTP/1.1\r\n\r\n";
 static size_t raw_send_len = 18;
-static void on_raw_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_raw_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   assert_int_equal(status, 0);
   braid_conn_callbacks_t cbs = {raw_read, raw_close, NULL, &raw};
@@ -651,8 +653,8 @@ static void garbage_gets_error_frame(uint16_t expected) {
   assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
   assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
   int connected = 0;
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
-                                 on_raw_connect, &connected, NULL),
+  assert_int_equal(braid_connect(NULL, f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
+                                 on_raw_connect, &connected),
                    0);
   bt_run_until(&f.t, &raw.closed, 5000);
   assert_true(raw.len >= BRAID_FRAME_HEADER_SIZE + 2);
@@ -900,7 +902,7 @@ static void eofc_read(braid_conn_t *c, int status, const char *d, size_t n, void
   eofc_bytes += n;
 }
 static void eofc_close(braid_conn_t *c, int status, void *arg) { (void)c; (void)status; (void)arg; eofc_closed = 1; }
-static void eofc_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void eofc_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req; (void)arg;
   assert_int_equal(status, 0);
   eofc = conn;
@@ -927,8 +929,9 @@ static void test_server_eof_while_inflating(void **state) {
   fc.sopts.arg = &fc;
   assert_int_equal(braid_server_new(&fc.server, fc.t.loop, NULL, on_connection, &fc), 0);
   assert_int_equal(braid_server_listen(fc.server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(fc.t.loop, "127.0.0.1", braid_server_port(fc.server), NULL,
-                                 eofc_connect, &fc, NULL), 0);
+  assert_int_equal(braid_connect(NULL, fc.t.loop, "127.0.0.1", braid_server_port(fc.server), NULL,
+                                 eofc_connect, &fc),
+                   0);
   bt_run_until(&fc.t, &fc.connected, 5000);
   enum { BIG = 1 << 20 };
   char *text = mk_text(BIG);

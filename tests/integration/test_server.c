@@ -232,7 +232,7 @@ static void cl_on_read(braid_conn_t *c, int status, const char *data, size_t len
     uv_timer_start(&cl->timer, cl_on_timer, (uint64_t)cl->all->close_after_ms, 0);
 }
 
-static void cl_on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void cl_on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   client_t *cl = arg;
   clients_t *all = cl->all;
@@ -267,7 +267,7 @@ static void clients_start(clients_t *all, bt_loop_t *t, int n, const char *host,
     braid_client_opts_t o;
     braid_client_opts_init(&o);
     o.connect_timeout_ms = 5000;
-    assert_int_equal(braid_connect(t->loop, host, port, &o, cl_on_connect, cl, NULL), 0);
+    assert_int_equal(braid_connect(NULL, t->loop, host, port, &o, cl_on_connect, cl), 0);
   }
 }
 
@@ -290,6 +290,14 @@ static void clients_wait_closed(clients_t *all) {
 }
 
 /* ---- tests --------------------------------------------------------------------------- */
+
+static char log_seen[512];
+static void record_log(braid_loop_t *loop, braid_log_level_t level, const char *msg, void *arg) {
+  (void)loop;
+  (void)level;
+  (void)arg;
+  snprintf(log_seen, sizeof(log_seen), "%s", msg);
+}
 
 static void test_listen_v4_v6(void **state) {
   (void)state;
@@ -364,6 +372,25 @@ static void test_listen_v4_v6(void **state) {
   o.send_rate_bytes_per_s = (UINT64_C(1) << 40) + 1;
   assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
   assert_int_equal(braid_server_new(&bad, t.loop, NULL, NULL, NULL), BRAID_EINVAL);
+  /* Issue 10: lowering max_queue_bytes below the default 1 MiB high watermark made
+   * braid_server_new() fail with a bare EINVAL. The validator names the field and both
+   * values, and braid_server_new() tells the loop's log hook the same. */
+  braid_server_opts_init(&o);
+  o.conn.max_queue_bytes = 64 * 1024;
+  braid_opts_error_t err;
+  assert_int_equal(braid_server_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "conn.high_watermark_bytes");
+  assert_non_null(strstr(err.reason, "1048576"));
+  assert_non_null(strstr(err.reason, "65536"));
+  log_seen[0] = '\0';
+  braid_loop_set_log(t.loop, record_log, BRAID_LOG_DEBUG, NULL);
+  assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
+  braid_loop_set_log(t.loop, NULL, BRAID_LOG_DEBUG, NULL);
+  assert_non_null(strstr(log_seen, "conn.high_watermark_bytes"));
+  braid_server_opts_init(&o);
+  o.sockopts.backlog = 0;
+  assert_int_equal(braid_server_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "sockopts.backlog");
   /* A group bucket belongs to one loop: not allowed with worker threads. */
   braid_ratelimit_t *rl;
   assert_int_equal(braid_ratelimit_new(&rl, t.loop, 1000, 0), 0);
@@ -672,7 +699,7 @@ typedef struct {
   int done;
 } refused_t;
 
-static void on_refused(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_refused(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   refused_t *r = arg;
   r->status = status;
@@ -704,7 +731,7 @@ static void test_drain_in_flight(void **state) {
   assert_int_equal(again, BRAID_ECLOSED);
   /* The listener is gone at once: a new client is refused. */
   refused_t r = {0};
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, NULL, on_refused, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, NULL, on_refused, &r), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, UV_ECONNREFUSED);
   bt_run_until(&t, &srv.server_closed, 10000);
