@@ -1276,7 +1276,7 @@ static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t kl
   l->compute_arg = ld->arg;
   l->pending = true;
   if (ld->mode == BRAID_CACHE_LOAD_WORK) {
-    int rc = braid_work(c->loop, work_run, work_done, l, &l->work);
+    int rc = braid_work(&l->work, c->loop, work_run, work_done, l);
     if (rc) {
       load_free(l);
       return rc;

@@ -1054,7 +1054,7 @@ static int submit(braid_loop_t *loop, const braid_gzip_opts_t *opts, const void 
   j->done = done;
   j->arg = arg;
   if (in_len > j->opts.offload_threshold_bytes || j->opts.offload_threshold_bytes == 0) {
-    rc = braid_work(loop, job_run, job_after_work, j, NULL);
+    rc = braid_work(NULL, loop, job_run, job_after_work, j);
   } else {
     /* Small: cheaper to do now than to hop threads, but the callback still comes from the
      * loop, so callers never see it re-enter them. */

@@ -112,6 +112,7 @@ struct braid_loop_s {
   braid_log_fn log_fn;
   braid_log_level_t log_min;
   void *log_arg;
+  void *data; /* the user's (braid_loop_set_data) */
 };
 
 /* Counts a braid object as alive on loop (braid_loop_close refuses while any are). */

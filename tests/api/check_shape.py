@@ -38,10 +38,8 @@ opts-validate braid_delimiter_opts_t
 opts-validate braid_length_field_opts_t
 opts-validate braid_rpc_opts_t
 opts-values braid_rpc_opts_t
-ctor-order braid_work
 bytes braid_read_cb
 status-pos braid_rpc_response_cb
-user-data braid_loop_t
 user-data braid_conn_t
 user-data braid_server_t
 user-data braid_rpc_t
