@@ -67,6 +67,9 @@ struct braid_conn_s {
   braid__conn_owner_t *owner;
   braid__conn_drain_fn drain_fn; /* the protocol on it, told when its server drains */
   void *drain_arg;
+  braid__conn_wm_fn wm_fn; /* the protocol on it, told of watermark crossings at once */
+  void *wm_arg;
+  void *data;       /* the user's (braid_conn_set_data), passed to every callback */
   uv_write_t *wreq; /* made the first time the kernel pushes back */
 
   /* Options, as needed on the hot path. */
@@ -91,8 +94,10 @@ struct braid_conn_s {
   bool shutdown_requested, shutdown_sent;
   bool peer_eof;
   bool above_wm;
+  bool wm_reported; /* the last above_wm value given to on_watermark */
   bool timer_armed;
   bool discarded; /* never handed to the user: no callbacks at close */
+  bool drained;   /* its server's drain was announced */
   bool reset_on_close;
   int close_status;
   unsigned open_handles;
@@ -158,8 +163,12 @@ int braid_conn_opts_validate(const braid_conn_opts_t *o, braid_opts_error_t *err
 
 /* ---- life cycle ----------------------------------------------------------------------- */
 
+static void wm_notify(braid_conn_t *c);
+
 static void on_flush(braid__flush_t *f) {
-  do_flush(BRAID__CONTAINER_OF(f, braid_conn_t, flush));
+  braid_conn_t *c = BRAID__CONTAINER_OF(f, braid_conn_t, flush);
+  do_flush(c);
+  wm_notify(c);
 }
 
 int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_conn_t **out) {
@@ -248,11 +257,22 @@ void braid__conn_set_drain_hook(braid_conn_t *c, braid__conn_drain_fn fn, void *
   c->drain_arg = arg;
 }
 
+void braid__conn_set_watermark_hook(braid_conn_t *c, braid__conn_wm_fn fn, void *arg) {
+  c->wm_fn = fn;
+  c->wm_arg = arg;
+}
+
 void braid__conn_notify_drain(braid_conn_t *c) {
   braid__conn_drain_fn fn = c->drain_fn;
   c->drain_fn = NULL; /* once: a drain is not undone */
+  if (c->drained)
+    return;
+  c->drained = true;
   if (fn && braid_conn_is_open(c))
     fn(c, c->drain_arg);
+  /* The user's notice, for raw connections (and anything else the user runs on it). */
+  if (c->cbs.on_drain && braid_conn_is_open(c))
+    c->cbs.on_drain(c, c->data);
 }
 
 braid__node_t *braid__conn_node(braid_conn_t *c) {
@@ -272,6 +292,14 @@ int braid_conn_set_callbacks(braid_conn_t *c, const braid_conn_callbacks_t *cbs)
 
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c) {
   return c->cbs;
+}
+
+void braid_conn_set_data(braid_conn_t *c, void *data) {
+  c->data = data;
+}
+
+void *braid_conn_get_data(const braid_conn_t *c) {
+  return c->data;
 }
 
 /* ---- the write queue ------------------------------------------------------------------ */
@@ -350,17 +378,33 @@ static void seg_complete_head(braid_conn_t *c, int status) {
     s.cb(c, status, s.arg);
 }
 
+/* Tells the user's on_watermark where the queue stands, if that changed since it was last
+ * told. Runs from the loop only (the flush pass, a write completion), never from inside a
+ * braid_conn_write*() call (docs/API.md rule 4): crossings are noted at once (state, stats,
+ * the protocol's hook) and reported here, so a crossing that is undone before the flush
+ * (queue up then down again) is not reported at all, and reports still alternate. */
+static void wm_notify(braid_conn_t *c) {
+  if (c->wm_reported == c->above_wm)
+    return;
+  c->wm_reported = c->above_wm;
+  if (c->cbs.on_watermark && c->state == ST_OPEN)
+    c->cbs.on_watermark(c, c->above_wm, c->data);
+}
+
 static void check_watermarks(braid_conn_t *c) {
   if (!c->above_wm && c->queued >= c->high_wm) {
     c->above_wm = true;
     c->stats.watermark_pauses++;
-    if (c->cbs.on_watermark)
-      c->cbs.on_watermark(c, 1, c->cbs.arg);
   } else if (c->above_wm && c->queued <= c->low_wm) {
     c->above_wm = false;
-    if (c->cbs.on_watermark)
-      c->cbs.on_watermark(c, 0, c->cbs.arg);
+  } else {
+    return;
   }
+  if (c->wm_fn)
+    c->wm_fn(c, c->above_wm, c->wm_arg);
+  /* Crossings are rare: the report waits for the flush pass, which a write has already
+   * asked for, or is asked for here. */
+  braid__loop_want_flush(c->loop, &c->flush);
 }
 
 /* The kernel took n bytes from the head of the queue: complete what they cover, plus any
@@ -851,6 +895,7 @@ static void after_write(uv_write_t *req, int status) {
   c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
   consume(c, n);
   do_flush(c);
+  wm_notify(c);
 }
 
 static void do_flush(braid_conn_t *c) {
@@ -976,7 +1021,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (c->recv_rl || c->recv_group)
       recv_account(c, (size_t)nread);
     if (c->state == ST_OPEN && c->cbs.on_read)
-      c->cbs.on_read(c, 0, buf->base, (size_t)nread, c->cbs.arg);
+      c->cbs.on_read(c, 0, (const uint8_t *)buf->base, (size_t)nread, c->data);
     braid__loop_read_release(c->loop, buf);
     return;
   }
@@ -988,14 +1033,21 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     /* libuv stopped reading; the connection stays open for writing. */
     uv_read_stop(stream);
     c->peer_eof = true;
-    if (c->state == ST_OPEN && c->cbs.on_read)
-      c->cbs.on_read(c, BRAID_EOF, NULL, 0, c->cbs.arg);
+    if (c->state != ST_OPEN)
+      return;
+    /* The end of the peer's stream is not a read error: it has its own callback, so the
+     * natural `if (status < 0) return;` in a read callback stays right. Without one, the
+     * connection closes gracefully (what nearly every protocol does at EOF). */
+    if (c->cbs.on_eof)
+      c->cbs.on_eof(c, c->data);
+    else
+      braid_conn_close(c);
     return;
   }
   int deliver = c->state == ST_OPEN;
   close_handles(c, (int)nread);
   if (deliver && c->cbs.on_read)
-    c->cbs.on_read(c, (int)nread, NULL, 0, c->cbs.arg);
+    c->cbs.on_read(c, (int)nread, NULL, 0, c->data);
 }
 
 static int start_reading(braid_conn_t *c) {
@@ -1145,7 +1197,7 @@ static void finalize(braid_conn_t *c) {
     if (c->owner)
       c->owner->on_conn_closed(c->owner, c);
     if (c->cbs.on_close)
-      c->cbs.on_close(c, c->close_status, c->cbs.arg);
+      c->cbs.on_close(c, c->close_status, c->data);
   }
   if (c->segs)
     segs_release(c);
@@ -1255,4 +1307,8 @@ uv_tcp_t *braid_conn_uv(braid_conn_t *c) {
 
 int braid_conn_is_open(const braid_conn_t *c) {
   return c->state == ST_OPEN;
+}
+
+int braid_conn_is_writable(const braid_conn_t *c) {
+  return c->state == ST_OPEN && !c->above_wm;
 }

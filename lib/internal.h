@@ -283,7 +283,14 @@ int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
  * fn NULL unregisters (do it before arg goes away). */
 typedef void (*braid__conn_drain_fn)(braid_conn_t *conn, void *arg);
 void braid__conn_set_drain_hook(braid_conn_t *conn, braid__conn_drain_fn fn, void *arg);
-/* Called by the server for each of its connections when its drain starts. */
+/* The protocol on a connection (an rpc channel) is told of every watermark crossing at
+ * once, from inside the write that crossed it, so it can stop taking requests part way
+ * through a read; the user's on_watermark is told later, from the loop (conn.h). fn NULL
+ * unregisters. */
+typedef void (*braid__conn_wm_fn)(braid_conn_t *conn, int above, void *arg);
+void braid__conn_set_watermark_hook(braid_conn_t *conn, braid__conn_wm_fn fn, void *arg);
+/* Called by the server for each of its connections when its drain starts: the protocol's
+ * drain hook, then the user's on_drain; at most once per connection. */
 void braid__conn_notify_drain(braid_conn_t *conn);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */

@@ -1321,23 +1321,24 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
   protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "unexpected frame type");
 }
 
-static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
+static void on_eof(braid_conn_t *conn, void *arg) {
   braid_rpc_t *rpc = arg;
-  if (status == BRAID_EOF) {
-    rpc->peer_eof = true;
-    if (braid_framebuf_pending(&rpc->fb) || !rpc->server) {
-      /* Mid-message, or a client whose server stopped talking: nothing more can come. */
-      rpc->fail_status = braid_framebuf_pending(&rpc->fb) ? BRAID_ETRUNCATED : UV_EOF;
-      rpc->closing = true;
-      if (!rpc->server)
-        client_fail_all(rpc, rpc->fail_status);
-      braid_conn_close(conn);
-    } else if (rpc->outstanding == 0) {
-      rpc->closing = true;
-      braid_conn_close(conn);
-    }
-    return;
+  rpc->peer_eof = true;
+  if (braid_framebuf_pending(&rpc->fb) || !rpc->server) {
+    /* Mid-message, or a client whose server stopped talking: nothing more can come. */
+    rpc->fail_status = braid_framebuf_pending(&rpc->fb) ? BRAID_ETRUNCATED : UV_EOF;
+    rpc->closing = true;
+    if (!rpc->server)
+      client_fail_all(rpc, rpc->fail_status);
+    braid_conn_close(conn);
+  } else if (rpc->outstanding == 0) {
+    rpc->closing = true;
+    braid_conn_close(conn);
   }
+}
+
+static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t len, void *arg) {
+  braid_rpc_t *rpc = arg;
   if (status < 0) {
     rpc->fail_status = status;
     return; /* the connection closes; on_conn_close fails what is pending */
@@ -1471,11 +1472,18 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     return rc;
   }
   braid_conn_callbacks_t before = braid__conn_callbacks(conn);
-  braid_conn_callbacks_t cbs = {on_read, on_conn_close, on_watermark, rpc};
+  void *before_data = braid_conn_get_data(conn);
+  braid_conn_callbacks_t cbs = {.on_read = on_read, .on_eof = on_eof, .on_close = on_conn_close};
   braid_conn_set_callbacks(conn, &cbs);
+  braid_conn_set_data(conn, rpc);
+  /* Told of crossings at once, from inside the write that made them, so a server stops
+   * taking requests part way through a read. */
+  braid__conn_set_watermark_hook(conn, on_watermark, rpc);
   rc = braid_conn_read_start(conn);
   if (rc) { /* nothing changed: conn keeps its callbacks, not ones aimed at freed memory */
     braid_conn_set_callbacks(conn, &before);
+    braid_conn_set_data(conn, before_data);
+    braid__conn_set_watermark_hook(conn, NULL, NULL);
     braid_framebuf_free(&rpc->fb);
     braid__free(rpc);
     return rc;

@@ -780,3 +780,25 @@ void braid_server_stats(const braid_server_t *server, braid_server_stats_t *out)
 unsigned braid_server_workers(const braid_server_t *server) {
   return server->nworkers;
 }
+
+void braid_server_set_data(braid_server_t *s, void *data) {
+  s->arg = data;
+}
+
+void *braid_server_get_data(const braid_server_t *s) {
+  return s->arg;
+}
+
+int braid_server_post(braid_server_t *s, unsigned index, braid_post_fn fn, void *arg) {
+  if (!s || !fn || index >= s->nworkers)
+    return BRAID_EINVAL;
+  worker_t *w = &s->workers[index];
+  if (!w->is_thread) /* the server's own loop: it outlives the server */
+    return braid_loop_post(w->loop, fn, arg);
+  /* A worker's loop exists from listen until its thread closes it after the drain; the
+   * server's lock keeps it from closing while a post goes in (as resuming does). */
+  uv_mutex_lock(&s->mu);
+  int rc = w->loop_alive ? braid_loop_post(w->loop, fn, arg) : BRAID_ECLOSED;
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}

@@ -38,10 +38,7 @@ opts-validate braid_delimiter_opts_t
 opts-validate braid_length_field_opts_t
 opts-validate braid_rpc_opts_t
 opts-values braid_rpc_opts_t
-bytes braid_read_cb
 status-pos braid_rpc_response_cb
-user-data braid_conn_t
-user-data braid_server_t
 user-data braid_rpc_t
 """.splitlines() if l.strip())
 

@@ -52,8 +52,9 @@ static void result_close(result_t *r) {
   if (!r->conn)
     return;
   int closed = 0;
-  braid_conn_callbacks_t cbs = {NULL, on_conn_closed, NULL, &closed};
+  braid_conn_callbacks_t cbs = {.on_close = on_conn_closed};
   assert_int_equal(braid_conn_set_callbacks(r->conn, &cbs), 0);
+  braid_conn_set_data(r->conn, &closed);
   braid_conn_close(r->conn);
   bt_run_until(r->t, &closed, 5000);
   r->conn = NULL;
@@ -121,7 +122,7 @@ typedef struct {
   int server_conns;
 } echo_t;
 
-static void echo_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void echo_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   (void)arg;
   if (status < 0)
     braid_conn_close(c);
@@ -133,7 +134,7 @@ static void echo_conn(braid_server_t *s, braid_conn_t *c, void *arg) {
   (void)s;
   echo_t *e = arg;
   e->server_conns++;
-  braid_conn_callbacks_t cbs = {echo_read, NULL, NULL, NULL};
+  braid_conn_callbacks_t cbs = {.on_read = echo_read};
   braid_conn_set_callbacks(c, &cbs);
   braid_conn_read_start(c);
 }

@@ -432,7 +432,7 @@ static void test_goaway_ends_with_fin_not_reset(void **state) {
  * from the head. The server here is a raw connection that reads and says nothing else. */
 static braid_conn_t *low_sconn;
 static int low_status[4];
-static void low_read(braid_conn_t *c, int status, const char *d, size_t l, void *a) {
+static void low_read(braid_conn_t *c, int status, const uint8_t *d, size_t l, void *a) {
   (void)c, (void)status, (void)d, (void)l, (void)a;
 }
 static void low_close(braid_conn_t *c, int status, void *a) {
@@ -611,7 +611,12 @@ typedef struct raw_s {
   int closed;
 } raw_t;
 
-static void raw_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void raw_eof(braid_conn_t *c, void *arg) {
+  ((raw_t *)arg)->eof = 1;
+  braid_conn_close(c);
+}
+
+static void raw_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   raw_t *r = arg;
   if (status == 0 && r->len + len <= sizeof(r->rx)) {
     memcpy(r->rx + r->len, data, len);
@@ -635,8 +640,9 @@ static size_t raw_send_len = 18;
 static void on_raw_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   assert_int_equal(status, 0);
-  braid_conn_callbacks_t cbs = {raw_read, raw_close, NULL, &raw};
+  braid_conn_callbacks_t cbs = {.on_read = raw_read, .on_eof = raw_eof, .on_close = raw_close};
   braid_conn_set_callbacks(conn, &cbs);
+  braid_conn_set_data(conn, &raw);
   braid_conn_read_start(conn);
   assert_int_equal(braid_conn_write(conn, raw_send, raw_send_len, NULL, NULL), 0);
   *(int *)arg = 1;
@@ -895,9 +901,15 @@ static fix_t fc;
 static braid_conn_t *eofc;
 static int eofc_eof, eofc_closed;
 static size_t eofc_bytes;
-static void eofc_read(braid_conn_t *c, int status, const char *d, size_t n, void *arg) {
-  (void)c; (void)d; (void)arg;
-  if (status == BRAID_EOF) { eofc_eof = 1; braid_conn_close(c); return; }
+static void eofc_eof_cb(braid_conn_t *c, void *arg) {
+  (void)arg;
+  eofc_eof = 1;
+  braid_conn_close(c);
+}
+static void eofc_read(braid_conn_t *c, int status, const uint8_t *d, size_t n, void *arg) {
+  (void)c;
+  (void)d;
+  (void)arg;
   if (status < 0) { eofc_eof = 1; return; }
   eofc_bytes += n;
 }
@@ -906,7 +918,7 @@ static void eofc_connect(braid_connect_t *req, int status, braid_conn_t *conn, v
   (void)req; (void)arg;
   assert_int_equal(status, 0);
   eofc = conn;
-  braid_conn_callbacks_t cb = {eofc_read, eofc_close, NULL, NULL};
+  braid_conn_callbacks_t cb = {.on_read = eofc_read, .on_eof = eofc_eof_cb, .on_close = eofc_close};
   braid_conn_set_callbacks(conn, &cb);
   braid_conn_read_start(conn);
   fc.connected = 1;

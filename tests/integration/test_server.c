@@ -69,7 +69,7 @@ static void on_delayed_answer(uv_timer_t *t) {
   sc->len = 0;
 }
 
-static void srv_on_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void srv_on_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   srv_conn_t *sc = arg;
   if (status < 0) {
     braid_conn_close(c);
@@ -129,8 +129,9 @@ static void srv_on_connection(braid_server_t *s, braid_conn_t *c, void *arg) {
     sc->timer.data = sc;
     sc->timer_open = 1;
   }
-  braid_conn_callbacks_t cbs = {srv_on_read, srv_on_close, NULL, sc};
+  braid_conn_callbacks_t cbs = {.on_read = srv_on_read, .on_close = srv_on_close};
   assert_int_equal(braid_conn_set_callbacks(c, &cbs), 0);
+  braid_conn_set_data(c, sc);
   assert_int_equal(braid_conn_read_start(c), 0);
   if (srv->close_in_callback) {
     assert_int_equal(braid_server_close(s, srv_on_server_closed, srv), 0);
@@ -212,7 +213,7 @@ static void cl_on_timer(uv_timer_t *t) {
   cl_close_now(t->data);
 }
 
-static void cl_on_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void cl_on_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   client_t *cl = arg;
   if (status < 0) {
     braid_conn_close(c);
@@ -245,8 +246,9 @@ static void cl_on_connect(braid_connect_t *req, int status, braid_conn_t *conn, 
   }
   cl->connected = 1;
   cl->conn = conn;
-  braid_conn_callbacks_t cbs = {cl_on_read, cl_on_close, NULL, cl};
+  braid_conn_callbacks_t cbs = {.on_read = cl_on_read, .on_close = cl_on_close};
   assert_int_equal(braid_conn_set_callbacks(conn, &cbs), 0);
+  braid_conn_set_data(conn, cl);
   assert_int_equal(braid_conn_read_start(conn), 0);
   assert_int_equal(braid_conn_write(conn, cl->payload, cl->want, NULL, NULL), 0);
 }
@@ -812,6 +814,86 @@ static void test_close_before_listen(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- drain notice for raw connections; reaching worker loops ------------------------------ */
+
+static atomic_int dn_accepted, dn_notified, dn_posted;
+static int dn_closed; /* set on the server's loop */
+static void dn_read(braid_conn_t *c, int status, const uint8_t *d, size_t n, void *data) {
+  (void)c, (void)status, (void)d, (void)n, (void)data;
+}
+static void dn_drain(braid_conn_t *c, void *data) {
+  (void)data;
+  atomic_fetch_add(&dn_notified, 1);
+  braid_conn_close(c); /* nothing in progress: go now, not at the deadline */
+}
+static void dn_conn(braid_server_t *s, braid_conn_t *c, void *data) {
+  (void)s;
+  assert_ptr_equal(data, &dn_accepted); /* the server's user data */
+  braid_conn_callbacks_t cbs = {.on_read = dn_read, .on_drain = dn_drain};
+  assert_int_equal(braid_conn_set_callbacks(c, &cbs), 0);
+  assert_int_equal(braid_conn_read_start(c), 0);
+  atomic_fetch_add(&dn_accepted, 1);
+}
+static void dn_post(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&dn_posted, 1);
+}
+static void dn_closed_cb(braid_server_t *s, int status, void *arg) {
+  (void)s, (void)arg;
+  assert_int_equal(status, 0);
+  dn_closed = 1;
+}
+
+/* Issue 10: braid_server_drain() told rpc channels (GOAWAY) but a raw connection got no
+ * notice, and a program could not reach the server's worker loops (a line protocol had to
+ * keep its own registry and post to each loop). Now every connection gets on_drain, and
+ * braid_server_post() reaches each accepting loop. */
+static void test_drain_notifies_raw_connections(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  atomic_store(&dn_accepted, 0);
+  atomic_store(&dn_notified, 0);
+  atomic_store(&dn_posted, 0);
+  dn_closed = 0;
+  braid_server_opts_t o;
+  braid_server_opts_init(&o);
+  o.workers = 2;
+  braid_server_t *srv;
+  assert_int_equal(braid_server_new(&srv, t.loop, &o, dn_conn, &dn_accepted), 0);
+  assert_ptr_equal(braid_server_get_data(srv), &dn_accepted);
+  assert_int_equal(braid_server_post(srv, 1, dn_post, NULL), BRAID_ECLOSED); /* not yet */
+  assert_int_equal(braid_server_post(srv, 2, dn_post, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_server_listen(srv, "127.0.0.1", 0), 0);
+  struct sockaddr_storage ss;
+  assert_int_equal(braid_server_address(srv, &ss), 0);
+  enum { N = 6 };
+  int raw[N];
+  for (int i = 0; i < N; i++) {
+    raw[i] = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(raw[i] >= 0);
+    assert_int_equal(connect(raw[i], (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  }
+  for (int i = 0; i < 500 && atomic_load(&dn_accepted) < N; i++)
+    bt_run_for(&t, 10);
+  assert_int_equal(atomic_load(&dn_accepted), N);
+  /* Every accepting loop, the caller's and the worker thread's. */
+  for (unsigned i = 0; i < braid_server_workers(srv); i++)
+    assert_int_equal(braid_server_post(srv, i, dn_post, NULL), 0);
+  for (int i = 0; i < 500 && atomic_load(&dn_posted) < 2; i++)
+    bt_run_for(&t, 10);
+  assert_int_equal(atomic_load(&dn_posted), 2);
+  /* A drain with a long deadline ends as soon as the notified connections close. */
+  uint64_t start = uv_now(&t.uv);
+  assert_int_equal(braid_server_drain(srv, 20000, dn_closed_cb, NULL), 0);
+  bt_run_until(&t, &dn_closed, 10000);
+  assert_true(uv_now(&t.uv) - start < 5000);
+  assert_int_equal(atomic_load(&dn_notified), N);
+  for (int i = 0; i < N; i++)
+    close(raw[i]);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_listen_v4_v6),
@@ -826,6 +908,7 @@ int main(void) {
       cmocka_unit_test(test_drain_deadline),
       cmocka_unit_test(test_close_in_connection_cb),
       cmocka_unit_test(test_close_before_listen),
+      cmocka_unit_test(test_drain_notifies_raw_connections),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
