@@ -137,8 +137,8 @@ static void defer_failure(braid_batcher_t *b, const item_t *it, int status) {
     failed_t *n = braid__realloc(b->failed, cap * sizeof(*n));
     if (!n) {
       /* Out of memory even to report: report now, inline, rather than lose it. */
-      braid_rpc_result_t r = {status, 0, 0, NULL, 0};
-      it->cb(b->rpc, &r, it->arg);
+      braid_rpc_result_t r = {0, 0, NULL, 0};
+      it->cb(b->rpc, status, &r, it->arg);
       return;
     }
     b->failed = n;
@@ -156,38 +156,41 @@ static void deliver_failures(braid_batcher_t *b) {
     b->failed = NULL;
     b->n_failed = b->cap_failed = 0;
     for (uint32_t i = 0; i < n; i++) {
-      braid_rpc_result_t r = {list[i].status, 0, 0, NULL, 0};
-      list[i].item.cb(b->rpc, &r, list[i].item.arg);
+      braid_rpc_result_t r = {0, 0, NULL, 0};
+      list[i].item.cb(b->rpc, list[i].status, &r, list[i].item.arg);
     }
     braid__free(list);
   }
 }
 
 /* The answer to a flushed braid-protocol batch: one result per item, in order. */
-static void on_batch_answer(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *arg) {
+static void on_batch_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *res,
+                            void *arg) {
   sent_t *s = arg;
   braid_batch_reader_t rd;
   uint32_t count = 0;
   int bad = 0;
-  if (res->status == 0) {
+  if (status == 0) {
     if (!(res->flags & BRAID_FRAME_FLAG_BATCH) ||
         braid_batch_reader_init(&rd, res->data, res->len, 1, &count) || count != s->count)
       bad = BRAID_EPROTO;
   }
   for (uint32_t i = 0; i < s->count; i++) {
     braid_rpc_result_t r = *res;
-    if (res->status == 0 && !bad) {
+    int st = status;
+    if (status == 0 && !bad) {
       braid_batch_item_t it;
       braid_batch_reader_next(&rd, &it);
       r.flags = 0;
       r.data = it.data;
       r.len = it.len;
       r.remote_code = it.status;
-      r.status = it.status ? BRAID_EREMOTE : 0;
+      st = it.status ? BRAID_EREMOTE : 0;
     } else if (bad) {
-      r = (braid_rpc_result_t){bad, 0, 0, NULL, 0};
+      r = (braid_rpc_result_t){0, 0, NULL, 0};
+      st = bad;
     }
-    s->items[i].cb(rpc, &r, s->items[i].arg);
+    s->items[i].cb(rpc, st, &r, s->items[i].arg);
   }
   braid__free(s);
 }

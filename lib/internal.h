@@ -195,7 +195,10 @@ static inline uint64_t braid__xorshift64(uint64_t *state) {
 /* The owners' own checks of their options structs, for modules that embed them (the pool).
  * Return 0 or BRAID_EINVAL. server: check o as a server channel's (on_request required). */
 int braid__client_opts_check(const braid_client_opts_t *o, braid_opts_error_t *err);
-int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server);
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, braid_opts_error_t *err);
+/* The owner of a channel (a pool) hears of its close through this hook, leaving on_close and
+ * the channel's user data to the user. */
+void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *arg);
 
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 

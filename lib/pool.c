@@ -159,11 +159,9 @@ int braid_pool_opts_validate(const braid_pool_opts_t *o, braid_opts_error_t *err
   int rc = braid__opts_nest(err, "client", braid__client_opts_check(&o->client, err));
   if (rc)
     return rc;
-  if (braid__rpc_opts_check(&o->rpc, false))
-    return braid__opts_fail(err, "rpc",
-                            "refused by braid_rpc_client()'s bounds (mode, "
-                            "max_payload_bytes, framer, max_inflight, max_queued, "
-                            "timeout_ms, gzip_min_bytes, gzip_level)");
+  rc = braid__opts_nest(err, "rpc", braid__rpc_opts_check(&o->rpc, err));
+  if (rc)
+    return rc;
   if (o->max_per_endpoint < 1 || o->max_per_endpoint > 65536)
     return braid__opts_fail(err, "max_per_endpoint", "%u is outside 1..65536", o->max_per_endpoint);
   if (o->max_total < 1 || o->max_total > (1u << 20))
@@ -297,7 +295,7 @@ static void call_put(braid_pool_t *p, pcall_t *c) {
 
 /* Completes a call that never reached a connection (or is given up) with status. */
 static void call_fail(braid_pool_t *p, pcall_t *c, braid_rpc_t *rpc, int status) {
-  braid_rpc_result_t r = {status, 0, 0, NULL, 0};
+  braid_rpc_result_t r = {0, 0, NULL, 0};
   braid_rpc_response_cb cb = c->cb;
   braid_pool_acquire_cb acb = c->acquire_cb;
   void *arg = c->arg;
@@ -305,7 +303,7 @@ static void call_fail(braid_pool_t *p, pcall_t *c, braid_rpc_t *rpc, int status)
   if (acb)
     acb(p, status, NULL, NULL, arg);
   else
-    cb(rpc, &r, arg);
+    cb(rpc, status, &r, arg);
 }
 
 /* ---- the wait queue ------------------------------------------------------------------ */
@@ -492,7 +490,7 @@ static pconn_t *pick_conn(braid_pool_t *p, uint64_t fresh_after, bool exclusive)
   return best;
 }
 
-static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg);
+static void call_done(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg);
 
 /* Sends c on the best connection. Returns 0 (sent), 1 (no connection has room), or the
  * channel's error. */
@@ -652,14 +650,13 @@ static void on_connected(braid_connect_t *req, int status, braid_conn_t *conn, v
     status = BRAID_ECANCELED;
   }
   if (status == 0) {
-    braid_rpc_opts_t o = p->o.rpc;
-    o.on_request = NULL;
-    o.on_batch = NULL;
-    o.on_close = on_rpc_close;
-    o.arg = pc;
-    status = braid_rpc_client(&pc->rpc, conn, &o);
+    /* No user callbacks: the pool hears of the close through the owner hook, and leaves the
+     * channel's user data and on_close alone (a leased channel is the user's to mark). */
+    status = braid_rpc_client(&pc->rpc, conn, &p->o.rpc, NULL, NULL);
     if (status)
       braid_conn_abort(conn);
+    else
+      braid__rpc_set_owner_close(pc->rpc, on_rpc_close, pc);
   }
   if (status == 0) {
     pc->state = PC_OPEN;
@@ -834,7 +831,7 @@ static bool conn_error(int st) {
          st != BRAID_EGOAWAY;
 }
 
-static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void call_done(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   pcall_t *c = arg;
   pconn_t *pc = c->pc;
   braid_pool_t *p = c->pool;
@@ -845,7 +842,7 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
   pc->last_used_ms = now_ms(p);
   c->pc = NULL;
   idle_account(pc, was);
-  int st = r->status;
+  int st = status;
   /* Not taken by the server: refused by its goaway, or read after it sent one. */
   bool refused = st == BRAID_EGOAWAY ||
                  (st == BRAID_EREMOTE && r->remote_code == BRAID_WIRE_SHUTTING_DOWN);
@@ -864,7 +861,7 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
     braid_rpc_response_cb cb = c->cb;
     void *cb_arg = c->arg;
     call_put(p, c);
-    cb(rpc, r, cb_arg);
+    cb(rpc, status, r, cb_arg);
   }
   if (p->closing)
     return;

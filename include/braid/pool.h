@@ -74,9 +74,11 @@ typedef struct braid_pool_opts_s {
   braid_client_opts_t client;
   /* The channel on each connection: mode, framer, max payload, default request timeout;
    * max_inflight is the per-connection pipelining cap (set it to 1 for one request per
-   * connection at a time). on_close and arg are the pool's own: the pool overrides them.
-   * Bounds: exactly what braid_rpc_client() accepts (braid/rpc.h), checked by the same code,
-   * so a bad value fails braid_pool_new(), not every connect. */
+   * connection at a time). The pool's channels have no user callbacks (the pool follows
+   * their closes through a hook of its own) and their user data is left to you (e.g. on a
+   * leased channel). Bounds: exactly what braid_rpc_client() accepts (braid/rpc.h), checked
+   * by braid_rpc_opts_validate(), so a bad value fails braid_pool_new(), not every
+   * connect. */
   braid_rpc_opts_t rpc;
   /* Connections per endpoint (open, connecting and closing ones all count). Default 8;
    * bounds 1..65536. */
@@ -184,9 +186,9 @@ typedef struct braid_pool_stats_s {
 BRAID_EXTERN void braid_pool_opts_init(braid_pool_opts_t *o);
 
 /* Checks every field against its documented bounds (client with braid_client_opts_validate,
- * reported as "client.<field>"; rpc with braid_rpc_client()'s checks). Returns 0, or
- * BRAID_EINVAL with the field and the reason in *err (err may be NULL). braid_pool_new()
- * runs this check. */
+ * reported as "client.<field>"; rpc with braid_rpc_opts_validate, as "rpc.<field>").
+ * Returns 0, or BRAID_EINVAL with the field and the reason in *err (err may be NULL).
+ * braid_pool_new() runs this check. */
 BRAID_EXTERN int braid_pool_opts_validate(const braid_pool_opts_t *o, braid_opts_error_t *err);
 
 /* Creates an empty pool on loop (o copied; NULL = defaults). The pool counts as a live

@@ -34,10 +34,6 @@ OUTCOME_CBS = ['braid_rpc_response_cb', 'braid_connect_cb', 'braid_pool_acquire_
 
 KNOWN = set(
     l.strip() for l in """
-opts-validate braid_rpc_opts_t
-opts-values braid_rpc_opts_t
-status-pos braid_rpc_response_cb
-user-data braid_rpc_t
 """.splitlines() if l.strip())
 
 

@@ -125,7 +125,7 @@ static void test_item_errors(void **state) {
   (void)state;
   static fix_t f;
   fix_opts(&f);
-  f.sopts.on_batch = srv_on_batch; /* upper-cases; "fail" items get an error */
+  f.scbs.on_batch = srv_on_batch; /* upper-cases; "fail" items get an error */
   fix_start(&f);
   braid_batcher_t *b;
   assert_int_equal(braid_batcher_new(&b, f.client, NULL), 0);
@@ -205,7 +205,7 @@ static void test_free_in_channel_close_cb(void **state) {
   (void)state;
   static fix_t f;
   fix_opts(&f);
-  f.copts.on_close = cli_on_close_free_batcher;
+  f.ccbs.on_close = cli_on_close_free_batcher;
   fix_start(&f);
   assert_int_equal(braid_batcher_new(&close_batcher, f.client, NULL), 0);
   static res_t res[4];
@@ -230,7 +230,6 @@ static void test_ordered_channel(void **state) {
   d.delimiter_len = 1;
   d.strip_delimiter = 0;
   assert_int_equal(braid_framer_init_delimiter(&f.sopts.framer, &d), 0);
-  f.sopts.framer_set = 1;
   f.sopts.mode = BRAID_RPC_ORDERED;
   f.copts = f.sopts;
   fix_start(&f);
@@ -366,7 +365,7 @@ static void big_check(res_t *res, int i) {
 
 /* f's options are set (fix_opts) by the caller. */
 static void big_start(fix_t *f, braid_batcher_t **b, int gzip) {
-  f->sopts.on_batch = big_on_batch;
+  f->scbs.on_batch = big_on_batch;
   if (gzip) {
     f->sopts.gzip_min_bytes = 512;
     f->copts.gzip_min_bytes = 512;

@@ -101,11 +101,9 @@ static void srv_on_connection(braid_server_t *server, braid_conn_t *conn, void *
   sc->accepted_ms = uv_now(&s->t->uv);
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = srv_on_request;
-  o.on_close = srv_on_close;
-  o.arg = sc;
+  braid_rpc_callbacks_t cbs = {.on_request = srv_on_request, .on_close = srv_on_close};
   braid_rpc_t *rpc;
-  assert_int_equal(braid_rpc_server(&rpc, conn, &o), 0);
+  assert_int_equal(braid_rpc_server(&rpc, conn, &o, &cbs, sc), 0);
   s->accepted++;
   if (++s->active > s->max_active)
     s->max_active = s->active;
@@ -164,10 +162,10 @@ typedef struct res_s {
 static int done_count;
 static int order_next;
 
-static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_result(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   res_t *res = arg;
   res->calls++;
-  res->status = r->status;
+  res->status = status;
   res->had_rpc = rpc != NULL;
   res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
   if (res->len)
@@ -411,7 +409,7 @@ static void test_opts_validate_names_field(void **state) {
   braid_pool_opts_init(&o);
   o.rpc.max_inflight = 0;
   assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
-  assert_string_equal(err.field, "rpc");
+  assert_string_equal(err.field, "rpc.max_inflight");
 }
 
 static void test_wait_queue_fifo_timeout_full(void **state) {
@@ -564,9 +562,9 @@ typedef struct follow_s {
   res_t first, second;
 } follow_t;
 
-static void on_first(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_first(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   follow_t *f = arg;
-  on_result(rpc, r, &f->first);
+  on_result(rpc, status, r, &f->first);
   assert_int_equal(braid_pool_call(f->pool, "req-0", 5, f->flags, 0, on_result, &f->second), 0);
 }
 
@@ -677,7 +675,7 @@ typedef struct load_s {
   res_t *res;
 } load_t;
 
-static void on_load(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg);
+static void on_load(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg);
 
 static void load_issue(load_t *l) {
   int i = l->issued++;
@@ -686,14 +684,14 @@ static void load_issue(load_t *l) {
   assert_int_equal(braid_pool_call(l->pool, msg, (size_t)len, l->flags, 0, on_load, l), 0);
 }
 
-static void on_load(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_load(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   load_t *l = arg;
-  if (r->status == 0)
+  if (status == 0)
     l->ok++;
   else {
     l->failed++;
-    l->last_fail = r->status;
+    l->last_fail = status;
   }
   done_count++;
   if (l->issued < l->total)
@@ -931,8 +929,9 @@ static void test_least_outstanding_prefers_fast(void **state) {
 static braid_pool_t *reentrant_pool;
 static int reentrant_refused;
 
-static void on_cancelled_call_again(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
-  on_result(rpc, r, arg);
+static void on_cancelled_call_again(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r,
+                                    void *arg) {
+  on_result(rpc, status, r, arg);
   if (braid_pool_call(reentrant_pool, "again", 5, 0, 0, on_result, arg) == BRAID_ECLOSED)
     reentrant_refused++;
 }
@@ -1022,6 +1021,11 @@ static void test_lease_with_batcher(void **state) {
   assert_int_equal(l1.status, 0);
   assert_non_null(l1.lease);
   assert_non_null(l1.rpc);
+  /* Issue 10: the pool used the channel's on_close/arg for itself. It follows its channels
+   * through an internal hook now, so a leased channel's user data is the user's. */
+  assert_null(braid_rpc_get_data(l1.rpc));
+  braid_rpc_set_data(l1.rpc, &l1);
+  assert_ptr_equal(braid_rpc_get_data(l1.rpc), &l1);
   /* A batcher on the leased channel; pool calls meanwhile use another connection. */
   braid_batcher_t *b;
   assert_int_equal(braid_batcher_new(&b, l1.rpc, NULL), 0);
@@ -1267,9 +1271,8 @@ static void on_raw_connected(braid_connect_t *req, int status, braid_conn_t *con
   assert_int_equal(status, 0);
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_close = on_raw_close;
-  o.arg = r;
-  assert_int_equal(braid_rpc_client(&r->rpc, conn, &o), 0);
+  braid_rpc_callbacks_t cbs = {.on_close = on_raw_close};
+  assert_int_equal(braid_rpc_client(&r->rpc, conn, &o, &cbs, r), 0);
   r->connected = 1;
 }
 
@@ -1348,8 +1351,9 @@ static void test_drain_sends_goaway(void **state) {
 
 static braid_pool_t *closing_pool;
 
-static void on_result_close_pool(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
-  on_result(rpc, r, arg);
+static void on_result_close_pool(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r,
+                                 void *arg) {
+  on_result(rpc, status, r, arg);
   braid_pool_t *pool = closing_pool;
   if (pool) {
     closing_pool = NULL; /* the close completes the others from inside it */

@@ -118,11 +118,11 @@ typedef struct res_s {
 
 static int done_count;
 
-static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_result(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   res_t *res = arg;
   res->calls++;
-  res->status = r->status;
+  res->status = status;
   res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
   if (res->len)
     memcpy(res->data, r->data, res->len);
@@ -172,11 +172,9 @@ static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, voi
     braid_rpc_opts_init(&o);
     o.mode = BRAID_RPC_ORDERED;
     assert_int_equal(resp_framer_init(&o.framer, 1 << 20), 0);
-    o.framer_set = 1;
-    o.on_close = on_ch_close;
-    o.arg = f;
+    braid_rpc_callbacks_t cbs = {.on_close = on_ch_close};
     int i = f->ch[0] ? 1 : 0;
-    assert_int_equal(braid_rpc_client(&f->ch[i], conn, &o), 0);
+    assert_int_equal(braid_rpc_client(&f->ch[i], conn, &o, &cbs, f), 0);
   }
   f->connected = 1;
 }

@@ -193,7 +193,7 @@ static void batch_round_trip(int with_batch_cb) {
   static fix_t f;
   fix_opts(&f);
   if (with_batch_cb)
-    f.sopts.on_batch = srv_on_batch;
+    f.scbs.on_batch = srv_on_batch;
   fix_start(&f);
   uint8_t buf[256];
   braid_batch_writer_t w;
@@ -261,7 +261,6 @@ static void test_ordered_protocol(void **state) {
   d.delimiter_len = 1;
   d.strip_delimiter = 0;
   assert_int_equal(braid_framer_init_delimiter(&f.sopts.framer, &d), 0);
-  f.sopts.framer_set = 1;
   f.sopts.mode = BRAID_RPC_ORDERED;
   f.copts = f.sopts;
   f.hold = 1;
@@ -446,9 +445,9 @@ static void low_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
   braid_conn_set_callbacks(conn, &cbs);
   assert_int_equal(braid_conn_read_start(conn), 0);
 }
-static void low_cb(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void low_cb(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
-  low_status[(intptr_t)arg] = r->status;
+  low_status[(intptr_t)arg] = status;
 }
 
 static void test_goaway_below_head(void **state) {
@@ -456,8 +455,7 @@ static void test_goaway_below_head(void **state) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
-  f.copts.on_close = cli_on_close;
-  f.copts.arg = &f;
+  f.ccbs.on_close = cli_on_close;
   for (int i = 0; i < 4; i++)
     low_status[i] = 1; /* not completed */
   assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, low_on_conn, &f), 0);
@@ -493,14 +491,15 @@ static void test_goaway_below_head(void **state) {
 static int whole_connected;
 static braid_rpc_t *whole_cli;
 static res_t whole_res;
+static int res_dummy;
 static void whole_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   fix_t *f = arg;
   assert_int_equal(status, 0);
-  assert_int_equal(braid_rpc_client(&whole_cli, conn, &f->copts), 0);
+  assert_int_equal(braid_rpc_client(&whole_cli, conn, &f->copts, NULL, NULL), 0);
   whole_connected = 1;
 }
-static void whole_ignore(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void whole_ignore(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc, (void)r, (void)arg;
 }
 
@@ -509,10 +508,8 @@ static void test_refused_frame_leaves_nothing(void **state) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
-  f.sopts.on_request = srv_on_request; /* echo */
-  f.sopts.on_close = srv_on_close;
-  f.sopts.arg = &f;
-  f.copts.arg = &f;
+  f.scbs.on_request = srv_on_request; /* echo */
+  f.scbs.on_close = srv_on_close;
   whole_connected = 0;
   memset(&whole_res, 0, sizeof(whole_res));
   done_count = 0;
@@ -567,7 +564,7 @@ static void test_batch_over_inflight_cap(void **state) {
   static fix_t f;
   fix_opts(&f);
   f.sopts.max_inflight = 4;
-  f.sopts.on_batch = cap_on_batch;
+  f.scbs.on_batch = cap_on_batch;
   fix_start(&f);
   cap_batches = 0;
   done_count = 0;
@@ -652,9 +649,8 @@ static void garbage_gets_error_frame(uint16_t expected) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
-  f.sopts.on_request = srv_on_request;
-  f.sopts.on_close = srv_on_close;
-  f.sopts.arg = &f;
+  f.scbs.on_request = srv_on_request;
+  f.scbs.on_close = srv_on_close;
   memset(&raw, 0, sizeof(raw));
   assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
   assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
@@ -759,7 +755,7 @@ static void test_gzip_payloads(void **state) {
   braid_rpc_opts_init(&o);
   o.gzip_level = 0;
   braid_rpc_t *r;
-  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
   fix_stop(&f);
 }
 
@@ -881,7 +877,7 @@ static void test_large_gzip_answer_then_fin(void **state) {
   fb.sopts.gzip_min_bytes = 512;
   fb.sopts.max_payload_bytes = 4 << 20;
   fb.copts.max_payload_bytes = 4 << 20;
-  fb.sopts.on_request = srv_answer_then_goaway;
+  fb.scbs.on_request = srv_answer_then_goaway;
   fix_start(&fb);
   enum { BIG = 1 << 20 };
   char *text = mk_text(BIG);
@@ -936,9 +932,8 @@ static void test_server_eof_while_inflating(void **state) {
   fc.sopts.max_payload_bytes = 4 << 20;
   fc.sopts.max_inflight = 1;
   bt_loop_init(&fc.t);
-  fc.sopts.on_request = srv_on_request;
-  fc.sopts.on_close = srv_on_close;
-  fc.sopts.arg = &fc;
+  fc.scbs.on_request = srv_on_request;
+  fc.scbs.on_close = srv_on_close;
   assert_int_equal(braid_server_new(&fc.server, fc.t.loop, NULL, on_connection, &fc), 0);
   assert_int_equal(braid_server_listen(fc.server, "127.0.0.1", 0), 0);
   assert_int_equal(braid_connect(NULL, fc.t.loop, "127.0.0.1", braid_server_port(fc.server), NULL,
@@ -972,10 +967,10 @@ static void test_server_eof_while_inflating(void **state) {
 enum { CLOSE_ANS = 1 << 20 };
 static char *close_ans;
 static int close_calls, close_status, close_intact;
-static void close_on_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void close_on_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc, (void)arg;
   close_calls++;
-  close_status = r->status;
+  close_status = status;
   close_intact = r->len == CLOSE_ANS && memcmp(r->data, close_ans, CLOSE_ANS) == 0;
 }
 static void close_answer_then_close(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *d,
@@ -994,7 +989,7 @@ static void test_respond_then_close_waits_for_compression(void **state) {
   close_ans = malloc(CLOSE_ANS);
   memset(close_ans, 'a', CLOSE_ANS);
   close_calls = 0;
-  f.sopts.on_request = close_answer_then_close;
+  f.scbs.on_request = close_answer_then_close;
   fix_start(&f);
   assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, close_on_answer, NULL), 0);
   bt_run_until(&f.t, &close_calls, 5000);
@@ -1015,12 +1010,37 @@ static void test_bad_arguments(void **state) {
   braid_rpc_opts_init(&o);
   o.mode = BRAID_RPC_ORDERED; /* no framer */
   braid_rpc_t *r;
-  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
   braid_rpc_opts_init(&o);
   o.max_inflight = 0;
-  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
   braid_rpc_opts_init(&o);
-  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  /* A server needs on_request (NULL callbacks, or none in them). */
+  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
+  braid_rpc_callbacks_t none = {0};
+  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o, &none, NULL), BRAID_EINVAL);
+  /* The validator names the field (API.md rule 2), and a framer left unset is "not set"
+   * (0.1.0 needed a framer_set flag beside it). */
+  braid_opts_error_t err;
+  o.mode = BRAID_RPC_ORDERED;
+  assert_int_equal(braid_rpc_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "framer");
+  assert_int_equal(
+      braid_framer_init_delimiter(&o.framer, &(braid_delimiter_opts_t){.delimiter = "\n",
+                                                                       .delimiter_len = 1,
+                                                                       .max_frame_bytes = 1024,
+                                                                       .strip_delimiter = 1}),
+      0);
+  assert_int_equal(braid_rpc_opts_validate(&o, &err), 0);
+  braid_rpc_opts_init(&o);
+  o.gzip_level = 10;
+  assert_int_equal(braid_rpc_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "gzip_level");
+  /* User data (API.md rule 3): the fixture gave each channel the fixture. */
+  assert_ptr_equal(braid_rpc_get_data(f.client), &f);
+  braid_rpc_set_data(f.client, &res_dummy);
+  assert_ptr_equal(braid_rpc_get_data(f.client), &res_dummy);
+  braid_rpc_set_data(f.client, &f);
   res_t res = {0};
   assert_int_equal(braid_rpc_call(f.client, NULL, 3, 0, on_result, &res), BRAID_EINVAL);
   assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, NULL, NULL), BRAID_EINVAL);
