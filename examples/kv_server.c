@@ -490,11 +490,9 @@ static void on_connection(braid_server_t *server, braid_conn_t *conn, void *arg)
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
   o.max_payload_bytes = sv->max_payload;
-  o.on_request = on_request;
-  o.on_batch = on_batch;
-  o.arg = arg;
+  static const braid_rpc_callbacks_t cbs = {.on_request = on_request, .on_batch = on_batch};
   braid_rpc_t *rpc;
-  if (braid_rpc_server(&rpc, conn, &o) != 0)
+  if (braid_rpc_server(&rpc, conn, &o, &cbs, sv) != 0) /* the channel's data: the server's */
     braid_conn_close(conn);
 }
 

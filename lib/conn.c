@@ -22,6 +22,8 @@
 
 #include "internal.h"
 
+#include <inttypes.h>
+
 #define MAX_IOVS 64 /* per writev; more segments are sent in further rounds */
 #define MAX_IOV_BYTES ((size_t)1 << 30)
 
@@ -68,6 +70,9 @@ struct braid_conn_s {
   braid__conn_owner_t *owner;
   braid__conn_drain_fn drain_fn; /* the protocol on it, told when its server drains */
   void *drain_arg;
+  braid__conn_wm_fn wm_fn; /* the protocol on it, told of watermark crossings at once */
+  void *wm_arg;
+  void *data;       /* the user's (braid_conn_set_data), passed to every callback */
   uv_write_t *wreq; /* made the first time the kernel pushes back */
 
   /* Options, as needed on the hot path. */
@@ -93,8 +98,10 @@ struct braid_conn_s {
   bool shutdown_requested, shutdown_sent;
   bool peer_eof;
   bool above_wm;
+  bool wm_reported; /* the last above_wm value given to on_watermark */
   bool timer_armed;
   bool discarded; /* never handed to the user: no callbacks at close */
+  bool drained;   /* its server's drain was announced */
   bool reset_on_close;
   bool msg_pending; /* the protocol on it holds part of a message (message timeout) */
   int close_status;
@@ -122,29 +129,56 @@ void braid_conn_opts_init(braid_conn_opts_t *o) {
   o->copy_threshold_bytes = 4 << 10;
 }
 
-int braid_conn_opts_validate(const braid_conn_opts_t *o) {
+int braid_conn_opts_validate(const braid_conn_opts_t *o, braid_opts_error_t *err) {
   const uint64_t big = (uint64_t)1 << 40;
+  braid__opts_ok(err);
   if (!o)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   if (o->max_queue_bytes < 1 || (uint64_t)o->max_queue_bytes > big)
-    return BRAID_EINVAL;
-  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes ||
-      o->low_watermark_bytes >= o->high_watermark_bytes)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_queue_bytes", "%zu is outside 1..2^40", o->max_queue_bytes);
+  /* The watermarks are checked against the queue cap, so a lowered cap names the watermark
+   * that no longer fits (and says which cap), not a bare EINVAL. */
+  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes)
+    return braid__opts_fail(err, "high_watermark_bytes",
+                            "%zu must be 1..max_queue_bytes (%zu); lower it with max_queue_bytes",
+                            o->high_watermark_bytes, o->max_queue_bytes);
+  if (o->low_watermark_bytes >= o->high_watermark_bytes)
+    return braid__opts_fail(err, "low_watermark_bytes",
+                            "%zu must be below high_watermark_bytes (%zu)", o->low_watermark_bytes,
+                            o->high_watermark_bytes);
   if (o->copy_threshold_bytes < 64 || o->copy_threshold_bytes > (1 << 20))
-    return BRAID_EINVAL;
-  if (o->send_rate_bytes_per_s > big || o->recv_rate_bytes_per_s > big)
-    return BRAID_EINVAL;
-  if (o->idle_timeout_ms > big || o->read_timeout_ms > big || o->write_timeout_ms > big ||
-      o->close_flush_timeout_ms > big || o->message_timeout_ms > big)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "copy_threshold_bytes", "%zu is outside 64..2^20",
+                            o->copy_threshold_bytes);
+  if (o->send_rate_bytes_per_s > big)
+    return braid__opts_fail(err, "send_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->send_rate_bytes_per_s);
+  if (o->recv_rate_bytes_per_s > big)
+    return braid__opts_fail(err, "recv_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->recv_rate_bytes_per_s);
+  if (o->idle_timeout_ms > big)
+    return braid__opts_fail(err, "idle_timeout_ms", "%" PRIu64 " exceeds 2^40", o->idle_timeout_ms);
+  if (o->read_timeout_ms > big)
+    return braid__opts_fail(err, "read_timeout_ms", "%" PRIu64 " exceeds 2^40", o->read_timeout_ms);
+  if (o->write_timeout_ms > big)
+    return braid__opts_fail(err, "write_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->write_timeout_ms);
+  if (o->close_flush_timeout_ms > big)
+    return braid__opts_fail(err, "close_flush_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->close_flush_timeout_ms);
+  if (o->message_timeout_ms > big)
+    return braid__opts_fail(err, "message_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->message_timeout_ms);
   return 0;
 }
 
 /* ---- life cycle ----------------------------------------------------------------------- */
 
+static void wm_notify(braid_conn_t *c);
+
 static void on_flush(braid__flush_t *f) {
-  do_flush(BRAID__CONTAINER_OF(f, braid_conn_t, flush));
+  braid_conn_t *c = BRAID__CONTAINER_OF(f, braid_conn_t, flush);
+  do_flush(c);
+  wm_notify(c);
 }
 
 int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_conn_t **out) {
@@ -246,11 +280,22 @@ void braid__conn_message_pending(braid_conn_t *c, bool pending, unsigned complet
   arm_timer(c);
 }
 
+void braid__conn_set_watermark_hook(braid_conn_t *c, braid__conn_wm_fn fn, void *arg) {
+  c->wm_fn = fn;
+  c->wm_arg = arg;
+}
+
 void braid__conn_notify_drain(braid_conn_t *c) {
   braid__conn_drain_fn fn = c->drain_fn;
   c->drain_fn = NULL; /* once: a drain is not undone */
+  if (c->drained)
+    return;
+  c->drained = true;
   if (fn && braid_conn_is_open(c))
     fn(c, c->drain_arg);
+  /* The user's notice, for raw connections (and anything else the user runs on it). */
+  if (c->cbs.on_drain && braid_conn_is_open(c))
+    c->cbs.on_drain(c, c->data);
 }
 
 braid__node_t *braid__conn_node(braid_conn_t *c) {
@@ -270,6 +315,14 @@ int braid_conn_set_callbacks(braid_conn_t *c, const braid_conn_callbacks_t *cbs)
 
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c) {
   return c->cbs;
+}
+
+void braid_conn_set_data(braid_conn_t *c, void *data) {
+  c->data = data;
+}
+
+void *braid_conn_get_data(const braid_conn_t *c) {
+  return c->data;
 }
 
 /* ---- the write queue ------------------------------------------------------------------ */
@@ -348,17 +401,33 @@ static void seg_complete_head(braid_conn_t *c, int status) {
     s.cb(c, status, s.arg);
 }
 
+/* Tells the user's on_watermark where the queue stands, if that changed since it was last
+ * told. Runs from the loop only (the flush pass, a write completion), never from inside a
+ * braid_conn_write*() call (docs/API.md rule 4): crossings are noted at once (state, stats,
+ * the protocol's hook) and reported here, so a crossing that is undone before the flush
+ * (queue up then down again) is not reported at all, and reports still alternate. */
+static void wm_notify(braid_conn_t *c) {
+  if (c->wm_reported == c->above_wm)
+    return;
+  c->wm_reported = c->above_wm;
+  if (c->cbs.on_watermark && c->state == ST_OPEN)
+    c->cbs.on_watermark(c, c->above_wm, c->data);
+}
+
 static void check_watermarks(braid_conn_t *c) {
   if (!c->above_wm && c->queued >= c->high_wm) {
     c->above_wm = true;
     c->stats.watermark_pauses++;
-    if (c->cbs.on_watermark)
-      c->cbs.on_watermark(c, 1, c->cbs.arg);
   } else if (c->above_wm && c->queued <= c->low_wm) {
     c->above_wm = false;
-    if (c->cbs.on_watermark)
-      c->cbs.on_watermark(c, 0, c->cbs.arg);
+  } else {
+    return;
   }
+  if (c->wm_fn)
+    c->wm_fn(c, c->above_wm, c->wm_arg);
+  /* Crossings are rare: the report waits for the flush pass, which a write has already
+   * asked for, or is asked for here. */
+  braid__loop_want_flush(c->loop, &c->flush);
 }
 
 /* The kernel took n bytes from the head of the queue: complete what they cover, plus any
@@ -918,6 +987,7 @@ static void after_write(uv_write_t *req, int status) {
   c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
   consume(c, n);
   do_flush(c);
+  wm_notify(c);
 }
 
 static void do_flush(braid_conn_t *c) {
@@ -1043,7 +1113,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (c->recv_rl || c->recv_group)
       recv_account(c, (size_t)nread);
     if (c->state == ST_OPEN && c->cbs.on_read)
-      c->cbs.on_read(c, 0, buf->base, (size_t)nread, c->cbs.arg);
+      c->cbs.on_read(c, 0, (const uint8_t *)buf->base, (size_t)nread, c->data);
     braid__loop_read_release(c->loop, buf);
     return;
   }
@@ -1055,14 +1125,21 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     /* libuv stopped reading; the connection stays open for writing. */
     uv_read_stop(stream);
     c->peer_eof = true;
-    if (c->state == ST_OPEN && c->cbs.on_read)
-      c->cbs.on_read(c, BRAID_EOF, NULL, 0, c->cbs.arg);
+    if (c->state != ST_OPEN)
+      return;
+    /* The end of the peer's stream is not a read error: it has its own callback, so the
+     * natural `if (status < 0) return;` in a read callback stays right. Without one, the
+     * connection closes gracefully (what nearly every protocol does at EOF). */
+    if (c->cbs.on_eof)
+      c->cbs.on_eof(c, c->data);
+    else
+      braid_conn_close(c);
     return;
   }
   int deliver = c->state == ST_OPEN;
   close_handles(c, (int)nread);
   if (deliver && c->cbs.on_read)
-    c->cbs.on_read(c, (int)nread, NULL, 0, c->cbs.arg);
+    c->cbs.on_read(c, (int)nread, NULL, 0, c->data);
 }
 
 static int start_reading(braid_conn_t *c) {
@@ -1229,7 +1306,7 @@ static void finalize(braid_conn_t *c) {
     if (c->owner)
       c->owner->on_conn_closed(c->owner, c);
     if (c->cbs.on_close)
-      c->cbs.on_close(c, c->close_status, c->cbs.arg);
+      c->cbs.on_close(c, c->close_status, c->data);
   }
   if (c->segs)
     segs_release(c);
@@ -1339,4 +1416,8 @@ uv_tcp_t *braid_conn_uv(braid_conn_t *c) {
 
 int braid_conn_is_open(const braid_conn_t *c) {
   return c->state == ST_OPEN;
+}
+
+int braid_conn_is_writable(const braid_conn_t *c) {
+  return c->state == ST_OPEN && !c->above_wm;
 }

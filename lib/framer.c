@@ -35,22 +35,54 @@ int braid_framer_init_braid(braid_framer_t *f, size_t max_payload) {
   return 0;
 }
 
-int braid_framer_init_length_field(braid_framer_t *f, const braid_length_field_opts_t *o) {
-  if (!f || !o)
-    return BRAID_EINVAL;
+int braid_length_field_opts_validate(const braid_length_field_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   size_t max = o->max_frame_bytes;
   if (max < 1 || max > BRAID_FRAMER_MAX_CEILING)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_frame_bytes", "%zu is outside 1..2^30", max);
   if (o->length_size != 1 && o->length_size != 2 && o->length_size != 4 && o->length_size != 8)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "length_size", "%u is not 1, 2, 4 or 8", o->length_size);
   if (o->big_endian != 0 && o->big_endian != 1)
-    return BRAID_EINVAL;
-  if (o->length_offset > 65535 || o->length_offset + o->length_size > max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "big_endian", "%d is not 0 or 1", o->big_endian);
+  if (o->length_offset > 65535)
+    return braid__opts_fail(err, "length_offset", "%zu exceeds 65535", o->length_offset);
+  if (o->length_offset + o->length_size > max)
+    return braid__opts_fail(err, "length_offset",
+                            "%zu plus length_size (%u) exceeds max_frame_bytes (%zu)",
+                            o->length_offset, o->length_size, max);
   if (o->length_adjust > (int64_t)max || o->length_adjust < -(int64_t)max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "length_adjust",
+                            "%lld is outside -max_frame_bytes..max_frame_bytes (%zu)",
+                            (long long)o->length_adjust, max);
   if (o->strip_bytes > max)
+    return braid__opts_fail(err, "strip_bytes", "%zu exceeds max_frame_bytes (%zu)", o->strip_bytes,
+                            max);
+  return 0;
+}
+
+int braid_delimiter_opts_validate(const braid_delimiter_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  if (!o->delimiter)
+    return braid__opts_fail(err, "delimiter", "is NULL");
+  if (o->delimiter_len < 1 || o->delimiter_len > BRAID_DELIMITER_MAX_LEN)
+    return braid__opts_fail(err, "delimiter_len", "%zu is outside 1..%d", o->delimiter_len,
+                            BRAID_DELIMITER_MAX_LEN);
+  if (o->max_frame_bytes < o->delimiter_len || o->max_frame_bytes > BRAID_FRAMER_MAX_CEILING)
+    return braid__opts_fail(err, "max_frame_bytes", "%zu is outside delimiter_len (%zu)..2^30",
+                            o->max_frame_bytes, o->delimiter_len);
+  if (o->strip_delimiter != 0 && o->strip_delimiter != 1)
+    return braid__opts_fail(err, "strip_delimiter", "%d is not 0 or 1", o->strip_delimiter);
+  return 0;
+}
+
+int braid_framer_init_length_field(braid_framer_t *f, const braid_length_field_opts_t *o) {
+  if (!f || braid_length_field_opts_validate(o, NULL))
     return BRAID_EINVAL;
+  size_t max = o->max_frame_bytes;
   memset(f, 0, sizeof(*f));
   f->kind = BRAID_FRAMER_LENGTH_FIELD;
   f->u.lf = *o;
@@ -59,13 +91,7 @@ int braid_framer_init_length_field(braid_framer_t *f, const braid_length_field_o
 }
 
 int braid_framer_init_delimiter(braid_framer_t *f, const braid_delimiter_opts_t *o) {
-  if (!f || !o || !o->delimiter)
-    return BRAID_EINVAL;
-  if (o->delimiter_len < 1 || o->delimiter_len > BRAID_DELIMITER_MAX_LEN)
-    return BRAID_EINVAL;
-  if (o->max_frame_bytes < o->delimiter_len || o->max_frame_bytes > BRAID_FRAMER_MAX_CEILING)
-    return BRAID_EINVAL;
-  if (o->strip_delimiter != 0 && o->strip_delimiter != 1)
+  if (!f || braid_delimiter_opts_validate(o, NULL))
     return BRAID_EINVAL;
   memset(f, 0, sizeof(*f));
   f->kind = BRAID_FRAMER_DELIMITER;

@@ -46,6 +46,22 @@ static inline void braid__list_remove(braid__node_t *n) {
   n->next = n->prev = NULL;
 }
 
+/* ---- options errors (error.c) ------------------------------------------------------- */
+
+/* Fills err (may be NULL) with field and a printf-style reason; returns BRAID_EINVAL. */
+int braid__opts_fail(braid_opts_error_t *err, const char *field, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* When rc is an error from a nested struct's validator, prefixes err's field with
+ * "prefix."; returns rc. */
+int braid__opts_nest(braid_opts_error_t *err, const char *prefix, int rc);
+/* Clears err (may be NULL): no error. */
+void braid__opts_ok(braid_opts_error_t *err);
+/* Logs a refused option through loop's log hook: "call: option field: reason". */
+void braid__opts_log(braid_loop_t *loop, const char *call, const braid_opts_error_t *err);
+
 /* ---- loop (loop.c) ------------------------------------------------------------------ */
 
 /* Something with output to flush once per loop iteration (a connection's write queue, a
@@ -105,6 +121,7 @@ struct braid_loop_s {
   braid_log_fn log_fn;
   braid_log_level_t log_min;
   void *log_arg;
+  void *data; /* the user's (braid_loop_set_data) */
 };
 
 /* Counts a braid object as alive on loop (braid_loop_close refuses while any are). */
@@ -209,8 +226,11 @@ static inline uint64_t braid__xorshift64(uint64_t *state) {
 
 /* The owners' own checks of their options structs, for modules that embed them (the pool).
  * Return 0 or BRAID_EINVAL. server: check o as a server channel's (on_request required). */
-int braid__client_opts_check(const braid_client_opts_t *o);
-int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server);
+int braid__client_opts_check(const braid_client_opts_t *o, braid_opts_error_t *err);
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, braid_opts_error_t *err);
+/* The owner of a channel (a pool) hears of its close through this hook, leaving on_close and
+ * the channel's user data to the user. */
+void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *arg);
 
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 
@@ -318,7 +338,14 @@ int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
  * fn NULL unregisters (do it before arg goes away). */
 typedef void (*braid__conn_drain_fn)(braid_conn_t *conn, void *arg);
 void braid__conn_set_drain_hook(braid_conn_t *conn, braid__conn_drain_fn fn, void *arg);
-/* Called by the server for each of its connections when its drain starts. */
+/* The protocol on a connection (an rpc channel) is told of every watermark crossing at
+ * once, from inside the write that crossed it, so it can stop taking requests part way
+ * through a read; the user's on_watermark is told later, from the loop (conn.h). fn NULL
+ * unregisters. */
+typedef void (*braid__conn_wm_fn)(braid_conn_t *conn, int above, void *arg);
+void braid__conn_set_watermark_hook(braid_conn_t *conn, braid__conn_wm_fn fn, void *arg);
+/* Called by the server for each of its connections when its drain starts: the protocol's
+ * drain hook, then the user's on_drain; at most once per connection. */
 void braid__conn_notify_drain(braid_conn_t *conn);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
@@ -331,6 +358,7 @@ struct braid_ratelimit_s {
   int64_t tokens;     /* may go negative: reads overdraw, and the debt delays the next read */
   uint64_t last_ms;
   unsigned users;
+  bool freed; /* braid_ratelimit_free() was called: the last user's detach frees it */
 };
 
 /* Sets up an embedded bucket (burst 0: the default), full. */
@@ -344,7 +372,8 @@ uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64
 void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
 /* Gives back tokens taken but not used (e.g. the other bucket of a pair said no). */
 void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
-/* Counts a connection using rl (braid_ratelimit_free refuses while any do). */
+/* Counts a connection using rl (braid_ratelimit_free() while any do defers the free to the
+ * last detach, which may free rl). */
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 

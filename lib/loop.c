@@ -346,6 +346,14 @@ uint64_t braid_loop_now_ms(const braid_loop_t *loop) {
   return uv_now(loop->uv);
 }
 
+void braid_loop_set_data(braid_loop_t *loop, void *data) {
+  loop->data = data;
+}
+
+void *braid_loop_get_data(const braid_loop_t *loop) {
+  return loop->data;
+}
+
 void braid_loop_set_log(braid_loop_t *loop, braid_log_fn fn, braid_log_level_t min_level,
                         void *arg) {
   loop->log_fn = fn;
@@ -394,8 +402,8 @@ static void work_after(uv_work_t *req, int status) {
   done(loop, status == UV_ECANCELED ? BRAID_ECANCELED : status, arg);
 }
 
-int braid_work(braid_loop_t *loop, braid_work_fn work, braid_work_done_cb done, void *arg,
-               braid_work_t **id) {
+int braid_work(braid_work_t **id, braid_loop_t *loop, braid_work_fn work, braid_work_done_cb done,
+               void *arg) {
   if (!loop || !work || !done)
     return BRAID_EINVAL;
   if (loop->closing)

@@ -18,6 +18,8 @@
  * consistent before each user callback, and loops re-read it afterwards. */
 #include "internal.h"
 
+#include <inttypes.h>
+
 #define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
 /* The decompression ratio cap of PROTOCOL.md section 4.2: braid_gzip's defaults, named here
  * because the spec promises them. */
@@ -114,6 +116,10 @@ struct braid_rpc_s {
   braid_conn_t *conn;
   braid_loop_t *loop;
   braid_rpc_opts_t o;
+  braid_rpc_callbacks_t cbs;
+  void *data; /* the user's (braid_rpc_set_data), passed to every channel callback */
+  braid_rpc_close_cb owner_close; /* a pool's hook, beside the user's on_close */
+  void *owner_arg;
   bool server;
   bool closing;       /* braid_rpc_close() or a fatal error: no new work */
   bool goaway;        /* client: got one; server: sent one */
@@ -180,26 +186,43 @@ void braid_rpc_opts_init(braid_rpc_opts_t *o) {
   o->frame_timeout_ms = 30000;
 }
 
-int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server) {
+int braid_rpc_opts_validate(const braid_rpc_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   if (o->mode != BRAID_RPC_BRAID && o->mode != BRAID_RPC_ORDERED)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "mode", "%d is not BRAID_RPC_BRAID or BRAID_RPC_ORDERED",
+                            (int)o->mode);
   if (o->mode == BRAID_RPC_BRAID && braid_frame_check_max(o->max_payload_bytes))
-    return BRAID_EINVAL;
-  if (o->mode == BRAID_RPC_ORDERED && !o->framer_set)
-    return BRAID_EINVAL;
-  if (o->max_inflight < 1 || o->max_inflight > BRAID__RPC_INFLIGHT_MAX ||
-      o->max_queued > BRAID__RPC_QUEUED_MAX)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_payload_bytes",
+                            "%zu is outside BRAID_FRAME_MIN_MAX_PAYLOAD..the ceiling",
+                            o->max_payload_bytes);
+  if (o->mode == BRAID_RPC_ORDERED && o->framer.kind == 0)
+    return braid__opts_fail(err, "framer",
+                            "ordered mode needs a framer: set it up with braid_framer_init_*()");
+  if (o->max_inflight < 1 || o->max_inflight > BRAID__RPC_INFLIGHT_MAX)
+    return braid__opts_fail(err, "max_inflight", "%u is outside 1..2^20", o->max_inflight);
+  if (o->max_queued > BRAID__RPC_QUEUED_MAX)
+    return braid__opts_fail(err, "max_queued", "%u exceeds 2^24", o->max_queued);
   if (o->timeout_ms > BRAID__DEADLINE_MAX_MS)
-    return BRAID_EINVAL;
-  if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING || o->gzip_level < 1 ||
-      o->gzip_level > 9)
-    return BRAID_EINVAL;
-  if (o->output_timeout_ms > BRAID__MS_MAX || o->frame_timeout_ms > BRAID__MS_MAX)
-    return BRAID_EINVAL;
-  if (server && !o->on_request)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "timeout_ms", "%" PRIu64 " exceeds %" PRIu64, o->timeout_ms,
+                            (uint64_t)BRAID__DEADLINE_MAX_MS);
+  if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING)
+    return braid__opts_fail(err, "gzip_min_bytes", "%zu exceeds the frame ceiling",
+                            o->gzip_min_bytes);
+  if (o->gzip_level < 1 || o->gzip_level > 9)
+    return braid__opts_fail(err, "gzip_level", "%d is outside 1..9", o->gzip_level);
+  if (o->output_timeout_ms > BRAID__MS_MAX)
+    return braid__opts_fail(err, "output_timeout_ms", "%" PRIu64 " exceeds 2^31",
+                            o->output_timeout_ms);
+  if (o->frame_timeout_ms > BRAID__MS_MAX)
+    return braid__opts_fail(err, "frame_timeout_ms", "%" PRIu64 " exceeds 2^31",
+                            o->frame_timeout_ms);
   return 0;
+}
+
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, braid_opts_error_t *err) {
+  return braid_rpc_opts_validate(o, err);
 }
 
 /* ---- writing frames ------------------------------------------------------------------- */
@@ -364,8 +387,8 @@ static void advance_head(braid_rpc_t *rpc) {
 
 static void complete(braid_rpc_t *rpc, braid_rpc_response_cb cb, void *arg, int status,
                      uint16_t code, uint8_t flags, const uint8_t *data, size_t len) {
-  braid_rpc_result_t r = {status, code, flags, data, len};
-  cb(rpc, &r, arg);
+  braid_rpc_result_t r = {code, flags, data, len};
+  cb(rpc, status, &r, arg);
 }
 
 static uint64_t deadline_for(braid_rpc_t *rpc, uint64_t timeout_ms) {
@@ -1164,7 +1187,7 @@ static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, s
     rpc->ord_tail = r;
   }
   rpc->stats.requests++;
-  rpc->o.on_request(rpc, req_handle(r), data, len, rpc->o.arg);
+  rpc->cbs.on_request(rpc, req_handle(r), data, len, rpc->data);
 }
 
 static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, size_t len) {
@@ -1238,11 +1261,11 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   } else {
     rpc->stats.batches++;
     rpc->stats.requests += count;
-    if (rpc->o.on_batch) {
-      rpc->o.on_batch(rpc, reqs, items, count, rpc->o.arg);
+    if (rpc->cbs.on_batch) {
+      rpc->cbs.on_batch(rpc, reqs, items, count, rpc->data);
     } else {
       for (uint32_t i = 0; i < count; i++)
-        rpc->o.on_request(rpc, reqs[i], items[i].data, items[i].len, rpc->o.arg);
+        rpc->cbs.on_request(rpc, reqs[i], items[i].data, items[i].len, rpc->data);
     }
   }
   braid__free(items);
@@ -1664,26 +1687,27 @@ static void on_backlog(braid__flush_t *fl) {
   }
 }
 
-static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
+static void on_eof(braid_conn_t *conn, void *arg) {
   braid_rpc_t *rpc = arg;
-  if (status == BRAID_EOF) {
-    rpc->peer_eof = true;
-    if (braid_framebuf_pending(&rpc->fb)) {
-      /* The stream ended mid-frame: a violation (PROTOCOL.md section 6). The partial frame
-       * is dropped; the peer, which only half-closed, is told why. */
-      protocol_error(rpc, BRAID_ETRUNCATED, BRAID_WIRE_PROTOCOL, "stream ended mid-frame");
-    } else if (!rpc->server) {
-      /* A client whose server stopped talking: nothing more can come. */
-      rpc->fail_status = UV_EOF;
-      rpc->closing = true;
-      client_fail_all(rpc, rpc->fail_status);
-      braid_conn_close(conn);
-    } else if (rpc->outstanding == 0) {
-      rpc->closing = true;
-      braid_conn_close(conn);
-    }
-    return;
+  rpc->peer_eof = true;
+  if (braid_framebuf_pending(&rpc->fb)) {
+    /* The stream ended mid-frame: a violation (PROTOCOL.md section 6). The partial frame
+     * is dropped; the peer, which only half-closed, is told why. */
+    protocol_error(rpc, BRAID_ETRUNCATED, BRAID_WIRE_PROTOCOL, "stream ended mid-frame");
+  } else if (!rpc->server) {
+    /* A client whose server stopped talking: nothing more can come. */
+    rpc->fail_status = UV_EOF;
+    rpc->closing = true;
+    client_fail_all(rpc, rpc->fail_status);
+    braid_conn_close(conn);
+  } else if (rpc->outstanding == 0) {
+    rpc->closing = true;
+    braid_conn_close(conn);
   }
+}
+
+static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t len, void *arg) {
+  braid_rpc_t *rpc = arg;
   if (status < 0) {
     rpc->fail_status = status;
     return; /* the connection closes; on_conn_close fails what is pending */
@@ -1732,8 +1756,10 @@ static void rpc_maybe_finish(braid_rpc_t *rpc) {
   /* on_close may free the last batcher on this channel, dropping the last reference: hold
    * one of our own across the call so the channel is freed exactly once, after it. */
   rpc->refs++;
-  if (rpc->o.on_close)
-    rpc->o.on_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->o.arg);
+  if (rpc->cbs.on_close)
+    rpc->cbs.on_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->data);
+  if (rpc->owner_close) /* the pool that owns it: its own hook, not the user's callbacks */
+    rpc->owner_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->owner_arg);
   braid__rpc_unref(rpc);
 }
 
@@ -1775,13 +1801,26 @@ static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
 }
 
 static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
-                    bool server) {
-  if (!out || !conn || !o || braid__rpc_opts_check(o, server) || !braid_conn_is_open(conn))
+                    const braid_rpc_callbacks_t *cbs, void *data, bool server) {
+  if (!out || !conn || !braid_conn_is_open(conn) || (server && (!cbs || !cbs->on_request)))
     return BRAID_EINVAL;
+  braid_rpc_opts_t defaults;
+  if (!o) {
+    braid_rpc_opts_init(&defaults);
+    o = &defaults;
+  }
+  braid_opts_error_t err;
+  if (braid_rpc_opts_validate(o, &err)) {
+    braid__opts_log(braid_conn_loop(conn), server ? "braid_rpc_server" : "braid_rpc_client", &err);
+    return BRAID_EINVAL;
+  }
   braid_rpc_t *rpc = braid__calloc(1, sizeof(*rpc));
   if (!rpc)
     return BRAID_ENOMEM;
   rpc->o = *o;
+  if (cbs)
+    rpc->cbs = *cbs;
+  rpc->data = data;
   rpc->server = server;
   rpc->conn = conn;
   rpc->loop = braid_conn_loop(conn);
@@ -1797,11 +1836,18 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     return rc;
   }
   braid_conn_callbacks_t before = braid__conn_callbacks(conn);
-  braid_conn_callbacks_t cbs = {on_read, on_conn_close, on_watermark, rpc};
-  braid_conn_set_callbacks(conn, &cbs);
+  void *before_data = braid_conn_get_data(conn);
+  braid_conn_callbacks_t ccbs = {.on_read = on_read, .on_eof = on_eof, .on_close = on_conn_close};
+  braid_conn_set_callbacks(conn, &ccbs);
+  braid_conn_set_data(conn, rpc);
+  /* Told of crossings at once, from inside the write that made them, so a server stops
+   * taking requests part way through a read. */
+  braid__conn_set_watermark_hook(conn, on_watermark, rpc);
   rc = braid_conn_read_start(conn);
   if (rc) { /* nothing changed: conn keeps its callbacks, not ones aimed at freed memory */
     braid_conn_set_callbacks(conn, &before);
+    braid_conn_set_data(conn, before_data);
+    braid__conn_set_watermark_hook(conn, NULL, NULL);
     braid_framebuf_free(&rpc->fb);
     braid__free(rpc);
     return rc;
@@ -1816,12 +1862,27 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
   return 0;
 }
 
-int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o) {
-  return rpc_open(out, conn, o, false);
+int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                     const braid_rpc_callbacks_t *cbs, void *data) {
+  return rpc_open(out, conn, o, cbs, data, false);
 }
 
-int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o) {
-  return rpc_open(out, conn, o, true);
+int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                     const braid_rpc_callbacks_t *cbs, void *data) {
+  return rpc_open(out, conn, o, cbs, data, true);
+}
+
+void braid_rpc_set_data(braid_rpc_t *rpc, void *data) {
+  rpc->data = data;
+}
+
+void *braid_rpc_get_data(const braid_rpc_t *rpc) {
+  return rpc->data;
+}
+
+void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *arg) {
+  rpc->owner_close = fn;
+  rpc->owner_arg = arg;
 }
 
 int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {

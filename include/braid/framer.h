@@ -17,6 +17,7 @@
 #define BRAID_FRAMER_H
 
 #include "common.h"
+#include "error.h"
 #include "frame.h"
 
 #ifdef __cplusplus
@@ -123,6 +124,13 @@ typedef struct braid_framer_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_length_field_opts_init(braid_length_field_opts_t *o);
 BRAID_EXTERN void braid_delimiter_opts_init(braid_delimiter_opts_t *o);
+
+/* Check every field against its documented bounds. Return 0, or BRAID_EINVAL with the field
+ * and the reason in *err (err may be NULL). The framer set-up calls run the same check. */
+BRAID_EXTERN int braid_length_field_opts_validate(const braid_length_field_opts_t *o,
+                                                  braid_opts_error_t *err);
+BRAID_EXTERN int braid_delimiter_opts_validate(const braid_delimiter_opts_t *o,
+                                               braid_opts_error_t *err);
 
 /* Sets f up as a braid protocol framer accepting payloads up to max_payload bytes
  * (BRAID_FRAME_MIN_MAX_PAYLOAD..BRAID_FRAME_MAX_PAYLOAD_CEILING; e.g.

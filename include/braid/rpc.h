@@ -2,7 +2,9 @@
  *
  * An rpc channel takes over a braid_conn_t and carries many requests at once over it:
  * - BRAID_RPC_BRAID speaks the braid protocol (docs/PROTOCOL.md): every request has an id,
- *   the server may answer out of order, and a client matches answers by id.
+ *   the server may answer out of order, and a client matches answers by id. What goes in a
+ *   payload is the application's; docs/PROTOCOL.md section 9 specifies one, the key-value
+ *   operations of examples/kv_server.c and kv_client.c.
  * - BRAID_RPC_ORDERED speaks a pipelined protocol whose answers come back in request order
  *   (HTTP/1.1, Redis, memcached, ...): requests go out as the caller encoded them, and a
  *   framer (braid/framer.h) cuts the answers apart; the first answer completes the oldest
@@ -33,6 +35,7 @@
 
 #include "common.h"
 #include "conn.h"
+#include "error.h"
 #include "frame.h"
 #include "framer.h"
 #include "gzip.h"
@@ -49,23 +52,24 @@ typedef enum {
   BRAID_RPC_ORDERED = 1, /* a pipelined protocol answered in order, framed by opts.framer */
 } braid_rpc_mode_t;
 
-/* How a client request ended. */
+/* What came back for a client request, beside its status (braid_rpc_response_cb): with
+ * status 0, data[0..len) is the answer; with BRAID_EREMOTE, remote_code is the server's wire
+ * code (braid/frame.h) and data its message; otherwise nothing. */
 typedef struct braid_rpc_result_s {
-  /* 0: data[0..len) is the answer. BRAID_EREMOTE: the server answered with an error:
-   * remote_code is its wire code (braid/frame.h) and data the message. BRAID_ETIMEDOUT: the
-   * request's deadline passed. BRAID_EGOAWAY: the server is shutting down and did not take
-   * the request (safe to retry elsewhere). BRAID_ECANCELED: the channel was closed. Any other
-   * negative code: the connection failed (UV_ECONNRESET, BRAID_EPROTO, ...). */
-  int status;
   uint16_t remote_code;
   uint8_t flags;       /* braid protocol: the answer frame's flags (BRAID_FRAME_FLAG_*) */
   const uint8_t *data; /* valid during the callback only */
   size_t len;
 } braid_rpc_result_t;
 
-/* A client request completed; exactly once per accepted braid_rpc_call(). */
-typedef void (*braid_rpc_response_cb)(braid_rpc_t *rpc, const braid_rpc_result_t *result,
-                                      void *arg);
+/* A client request completed; exactly once per accepted braid_rpc_call(), with the arg
+ * given to that call. status 0: result->data is the answer. BRAID_EREMOTE: the server
+ * answered with an error (result->remote_code, result->data). BRAID_ETIMEDOUT: the request's
+ * deadline passed. BRAID_EGOAWAY: the server is shutting down and did not take the request
+ * (safe to retry elsewhere). BRAID_ECANCELED: the channel was closed. Any other negative
+ * code: the connection failed (UV_ECONNRESET, BRAID_EPROTO, ...). */
+typedef void (*braid_rpc_response_cb)(braid_rpc_t *rpc, int status,
+                                      const braid_rpc_result_t *result, void *arg);
 
 /* A server got a request: data[0..len) is valid during the call only (copy what you keep).
  * Answer it exactly once, now or later, with braid_rpc_respond() or
@@ -102,9 +106,9 @@ typedef struct braid_rpc_opts_s {
    * BRAID_FRAME_DEFAULT_MAX_PAYLOAD; bounds BRAID_FRAME_MIN_MAX_PAYLOAD..ceiling. */
   size_t max_payload_bytes;
   /* Ordered mode: cuts the peer's stream into messages (answers on a client, requests on a
-   * server). Required in ordered mode (set it up with a braid_framer_init_*() call). */
+   * server). Required in ordered mode: set it up with a braid_framer_init_*() call (a
+   * framer left as braid_rpc_opts_init() made it, all zero, is "not set"). */
   braid_framer_t framer;
-  int framer_set; /* nonzero once framer is set up */
   /* Client: requests on the wire at once; more wait in a queue. Server: requests being
    * handled at once; a batch frame holding more items than this is answered OVERLOADED as a
    * whole (each item counts as a request). A server stops taking frames when it handles this
@@ -156,11 +160,15 @@ typedef struct braid_rpc_opts_s {
    * sends ERROR (id 0) TIMEOUT and closes; on_close gets BRAID_ETIMEDOUT. Default 30000;
    * 0 = off; bounds 0..(1 << 31). Clients ignore it. */
   uint64_t frame_timeout_ms;
+} braid_rpc_opts_t;
+
+/* A channel's callbacks, given when it is made (a channel can close on its own: docs/API.md
+ * rule 5). Each gets the channel's user data (braid_rpc_set_data()) as its last argument. */
+typedef struct braid_rpc_callbacks_s {
   braid_rpc_request_cb on_request; /* server: required */
   braid_rpc_batch_cb on_batch;     /* server, braid mode: optional */
   braid_rpc_close_cb on_close;     /* optional */
-  void *arg;                       /* passed to every callback */
-} braid_rpc_opts_t;
+} braid_rpc_callbacks_t;
 
 /* Counters for one channel. */
 typedef struct braid_rpc_stats_s {
@@ -190,15 +198,30 @@ typedef struct braid_rpc_stats_s {
 /* Fills o with the defaults documented on each field (braid mode). */
 BRAID_EXTERN void braid_rpc_opts_init(braid_rpc_opts_t *o);
 
-/* Makes conn a client channel: the channel sets conn's callbacks and starts reading; from
- * now on use conn only through the channel (its stats and addresses remain readable). o is
- * copied. Returns 0; BRAID_EINVAL (bad option, ordered mode without a framer, conn not
- * open: nothing changed); BRAID_ENOMEM; or braid_conn_read_start()'s error (nothing changed:
- * conn keeps its callbacks). */
-BRAID_EXTERN int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
+/* Checks every field against its documented bounds (ordered mode: a framer is set). Returns
+ * 0, or BRAID_EINVAL with the field and the reason in *err (err may be NULL).
+ * braid_rpc_client()/braid_rpc_server() and braid_pool_new() run this check. */
+BRAID_EXTERN int braid_rpc_opts_validate(const braid_rpc_opts_t *o, braid_opts_error_t *err);
 
-/* Makes conn a server channel (see braid_rpc_client; on_request is required). */
-BRAID_EXTERN int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
+/* Makes conn a client channel: the channel sets conn's callbacks and user data and starts
+ * reading; from now on use conn only through the channel (its stats and addresses remain
+ * readable). o is copied (NULL = defaults), and so is cbs (NULL: none; a client needs only
+ * on_close, if anything). data becomes the channel's user data, passed to its callbacks.
+ * Returns 0; BRAID_EINVAL (bad option: braid_rpc_opts_validate() says which, and the loop's
+ * log hook is told; ordered mode without a framer; conn not open: nothing changed);
+ * BRAID_ENOMEM; or braid_conn_read_start()'s error (nothing changed: conn keeps its
+ * callbacks). */
+BRAID_EXTERN int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                                  const braid_rpc_callbacks_t *cbs, void *data);
+
+/* Makes conn a server channel (see braid_rpc_client; cbs->on_request is required). */
+BRAID_EXTERN int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                                  const braid_rpc_callbacks_t *cbs, void *data);
+
+/* The channel's user data (docs/API.md rule 3), passed to its callbacks: braid never reads
+ * it. A pool's channels keep theirs to the pool's user; the pool does not use it. */
+BRAID_EXTERN void braid_rpc_set_data(braid_rpc_t *rpc, void *data);
+BRAID_EXTERN void *braid_rpc_get_data(const braid_rpc_t *rpc);
 
 /* Client: sends a request (data[0..len) is copied) and calls cb once with the result.
  * Braid mode wraps it in a REQUEST frame; ordered mode sends the bytes as they are (encode

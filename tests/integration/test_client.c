@@ -32,7 +32,7 @@ static void on_conn_closed(braid_conn_t *c, int status, void *arg) {
   *(int *)arg = 1;
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   result_t *r = arg;
   r->calls++;
   r->status = status;
@@ -53,8 +53,9 @@ static void result_close(result_t *r) {
   if (!r->conn)
     return;
   int closed = 0;
-  braid_conn_callbacks_t cbs = {NULL, on_conn_closed, NULL, &closed};
+  braid_conn_callbacks_t cbs = {.on_close = on_conn_closed};
   assert_int_equal(braid_conn_set_callbacks(r->conn, &cbs), 0);
+  braid_conn_set_data(r->conn, &closed);
   braid_conn_close(r->conn);
   bt_run_until(r->t, &closed, 5000);
   r->conn = NULL;
@@ -122,7 +123,7 @@ typedef struct {
   int server_conns;
 } echo_t;
 
-static void echo_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void echo_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   (void)arg;
   if (status < 0)
     braid_conn_close(c);
@@ -134,7 +135,7 @@ static void echo_conn(braid_server_t *s, braid_conn_t *c, void *arg) {
   (void)s;
   echo_t *e = arg;
   e->server_conns++;
-  braid_conn_callbacks_t cbs = {echo_read, NULL, NULL, NULL};
+  braid_conn_callbacks_t cbs = {.on_read = echo_read};
   braid_conn_set_callbacks(c, &cbs);
   braid_conn_read_start(c);
 }
@@ -172,7 +173,7 @@ static void test_connect_timeout(void **state) {
   result_t r;
   result_init(&r, &t);
   uint64_t start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", b.port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", b.port, &o, on_connect, &r), 0);
   assert_int_equal(r.calls, 0); /* never from inside the call */
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, BRAID_ETIMEDOUT);
@@ -193,7 +194,7 @@ static void test_refused(void **state) {
   int port = closed_port(&hold);
   result_t r;
   result_init(&r, &t);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, NULL, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, NULL, on_connect, &r), 0);
   bt_run(&t, 5000);
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.status, UV_ECONNREFUSED);
@@ -216,7 +217,7 @@ static void test_refused_with_retries(void **state) {
   result_t r;
   result_init(&r, &t);
   uint64_t start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, &o, on_connect, &r), 0);
   bt_run(&t, 10000);
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.status, UV_ECONNREFUSED);
@@ -230,7 +231,7 @@ static void test_refused_with_retries(void **state) {
   o.backoff_max_ms = 100;
   result_init(&r, &t);
   start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, &o, on_connect, &r), 0);
   bt_run(&t, 10000);
   assert_int_equal(r.status, UV_ECONNREFUSED);
   assert_true(r.done_ms - start <= 300 + 200);
@@ -258,7 +259,7 @@ static void test_retry_then_succeed(void **state) {
   result_t r;
   result_init(&r, &t);
   uint64_t start = uv_now(&t.uv);
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, &o, on_connect, &r), 0);
   /* The first round is refused; while the request backs off, the port starts listening, and
    * the retry gets through (the kernel completes the handshake; nobody needs to accept). */
   uv_timer_t timer;
@@ -302,7 +303,7 @@ static void on_teardown_timer(uv_timer_t *timer) {
 static void rt_abort_conn(rt_fixture_t *f) {
   if (!f->r.conn)
     return;
-  braid_conn_callbacks_t cbs = {NULL, NULL, NULL, NULL};
+  braid_conn_callbacks_t cbs = {0};
   braid_conn_set_callbacks(f->r.conn, &cbs);
   braid_conn_abort(f->r.conn);
   f->r.conn = NULL;
@@ -344,8 +345,7 @@ static void round_trip(rt_fixture_t *f, const char *connect_host, const char *li
   o.sockopts.keepalive_idle_s = 42;
   result_t *r = &f->r;
   assert_int_equal(
-      braid_connect(f->t.loop, connect_host, braid_server_port(f->s), &o, on_connect, r, NULL),
-      0);
+      braid_connect(NULL, f->t.loop, connect_host, braid_server_port(f->s), &o, on_connect, r), 0);
   assert_int_equal(r->calls, 0); /* resolution runs on the threadpool, never inline */
   bt_run_until(&f->t, &r->done, 5000);
   assert_int_equal(r->status, 0);
@@ -515,7 +515,7 @@ static void test_fallback_to_second_address(void **state) {
   result_t r;
   result_init(&r, &t);
   n_attempts = 0;
-  assert_int_equal(braid_connect(t.loop, FALLBACK_HOST, port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, FALLBACK_HOST, port, &o, on_connect, &r), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, 0);
   assert_int_equal(n_attempts, 2);
@@ -532,7 +532,7 @@ static void test_fallback_to_second_address(void **state) {
   assert_int_equal(e.server_conns, 1);
   result_init(&r, &t);
   n_attempts = 0;
-  assert_int_equal(braid_connect(t.loop, FALLBACK_HOST, port, &o, on_connect, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, FALLBACK_HOST, port, &o, on_connect, &r), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, UV_ECONNREFUSED);
   assert_int_equal(n_attempts, 2);
@@ -547,7 +547,7 @@ static void test_cancel_resolving(void **state) {
   result_t r;
   result_init(&r, &t);
   braid_connect_t *req;
-  assert_int_equal(braid_connect(t.loop, "localhost", 9, NULL, on_connect, &r, &req), 0);
+  assert_int_equal(braid_connect(&req, t.loop, "localhost", 9, NULL, on_connect, &r), 0);
   assert_int_equal(braid_connect_cancel(req), 0);
   bt_run(&t, 5000);
   assert_int_equal(r.calls, 1);
@@ -576,7 +576,7 @@ static void cancel_after(bt_loop_t *t, const char *host, int port, braid_client_
   memset(c, 0, sizeof(*c));
   c->r = r;
   c->rc = 1;
-  assert_int_equal(braid_connect(t->loop, host, port, o, on_connect, r, &c->req), 0);
+  assert_int_equal(braid_connect(&c->req, t->loop, host, port, o, on_connect, r), 0);
   static uv_timer_t timer;
   uv_timer_init(&t->uv, &timer);
   timer.data = c;
@@ -640,7 +640,7 @@ static void test_cancel_before_start(void **state) {
   result_init(&r, &t);
   braid_connect_t *req;
   /* An IP literal: cancelled before the first attempt started. */
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", 9, NULL, on_connect, &r, &req), 0);
+  assert_int_equal(braid_connect(&req, t.loop, "127.0.0.1", 9, NULL, on_connect, &r), 0);
   assert_int_equal(braid_connect_cancel(req), 0);
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.status, BRAID_ECANCELED);
@@ -664,35 +664,46 @@ static void test_bad_arguments(void **state) {
   assert_true(o.backoff_jitter == 0.5);
   assert_int_equal(o.family, AF_UNSPEC);
   braid_loop_t *l = t.loop;
-  assert_int_equal(braid_connect(NULL, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, NULL, 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "127.0.0.1", 0, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "127.0.0.1", 65536, &o, on_connect, &r, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, NULL, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, NULL, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, NULL, 1, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "", 1, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 0, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 65536, &o, on_connect, &r), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, NULL, &r), BRAID_EINVAL);
   o.backoff_jitter = 1.5;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.backoff_max_ms = 50;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.backoff_initial_ms = 0;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.retries = 1001;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.connect_timeout_ms = (UINT64_C(1) << 31) + 1;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.family = AF_UNIX;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.family = AF_INET6; /* an IPv4 literal cannot be reached over IPv6 only */
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
   braid_client_opts_init(&o);
   o.sockopts.dscp = 64;
-  assert_int_equal(braid_connect(l, "127.0.0.1", 1, &o, on_connect, &r, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, l, "127.0.0.1", 1, &o, on_connect, &r), BRAID_EINVAL);
+  /* The validator says which field, with its path (API.md rule 2). */
+  braid_opts_error_t err;
+  assert_int_equal(braid_client_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "sockopts.dscp");
+  braid_client_opts_init(&o);
+  o.backoff_max_ms = 50;
+  assert_int_equal(braid_client_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "backoff_max_ms");
+  assert_non_null(strstr(err.reason, "backoff_initial_ms"));
+  braid_client_opts_init(&o);
+  assert_int_equal(braid_client_opts_validate(&o, &err), 0);
   assert_int_equal(braid_connect_cancel(NULL), BRAID_EINVAL);
   assert_int_equal(r.calls, 0);
   bt_loop_done(&t);

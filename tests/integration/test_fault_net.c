@@ -95,7 +95,7 @@ typedef struct hostile_srv_s {
 
 static char big_answer[1 << 20];
 
-static void hs_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void hs_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   hostile_srv_t *s = arg;
   if (status < 0) {
     braid_conn_close(c);
@@ -124,8 +124,9 @@ static void hs_close(braid_conn_t *c, int status, void *arg) {
 
 static void hs_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
   (void)server;
-  braid_conn_callbacks_t cbs = {hs_read, hs_close, NULL, arg};
+  braid_conn_callbacks_t cbs = {.on_read = hs_read, .on_close = hs_close};
   braid_conn_set_callbacks(c, &cbs);
+  braid_conn_set_data(c, arg);
   braid_conn_read_start(c);
 }
 
@@ -339,8 +340,9 @@ static void held_close(braid_conn_t *c, int status, void *arg) {
 static void held_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
   (void)server;
   held_t *h = arg;
-  braid_conn_callbacks_t cbs = {NULL, held_close, NULL, h};
+  braid_conn_callbacks_t cbs = {.on_close = held_close};
   braid_conn_set_callbacks(c, &cbs);
+  braid_conn_set_data(c, h);
   h->conns[h->n++] = c; /* not reading: only writes meet the reset */
 }
 
@@ -450,7 +452,7 @@ typedef struct line_srv_s {
   int server_closed;
 } line_srv_t;
 
-static void line_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void line_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   line_conn_t *lc = arg;
   if (status < 0) {
     braid_conn_close(c);
@@ -494,8 +496,9 @@ static void line_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
   lc->srv = srv;
   lc->index = srv->accepted++;
   srv->close_status[lc->index] = 1; /* open */
-  braid_conn_callbacks_t cbs = {line_read, line_close, NULL, lc};
+  braid_conn_callbacks_t cbs = {.on_read = line_read, .on_close = line_close};
   braid_conn_set_callbacks(c, &cbs);
+  braid_conn_set_data(c, lc);
   assert_int_equal(braid_conn_read_start(c), 0);
 }
 
@@ -629,7 +632,7 @@ static void test_server_timeout_defaults(void **state) {
   assert_int_equal(cl.conn.idle_timeout_ms, 0);
   assert_int_equal(cl.conn.message_timeout_ms, 0);
   co.message_timeout_ms = (UINT64_C(1) << 40) + 1;
-  assert_int_equal(braid_conn_opts_validate(&co), BRAID_EINVAL);
+  assert_int_equal(braid_conn_opts_validate(&co, NULL), BRAID_EINVAL);
 }
 
 /* With the defaults, a peer that connects and says nothing is closed by the idle timeout;
@@ -671,22 +674,22 @@ static void pc_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
   (void)server;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = pc_request;
-  o.arg = arg;
+  static const braid_rpc_callbacks_t cbs = {.on_request = pc_request};
   braid_rpc_t *rpc;
-  assert_int_equal(braid_rpc_server(&rpc, c, &o), 0);
+  assert_int_equal(braid_rpc_server(&rpc, c, &o, &cbs, arg), 0);
 }
 
-static void pc_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void pc_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   pool_case_t *pc = arg;
-  if (r->status == 0 && r->len == 4 && memcmp(r->data, "ping", 4) == 0)
+  if (status == 0 && r->len == 4 && memcmp(r->data, "ping", 4) == 0)
     pc->answers++;
   else
     pc->errors++;
 }
 
-static void pc_pool_closed(braid_pool_t *pool, void *arg) {
+static void pc_pool_closed(braid_pool_t *pool, int status, void *arg) {
+  (void)status;
   (void)pool;
   ((pool_case_t *)arg)->closed = 1;
 }
@@ -751,8 +754,9 @@ static void burst_conn(braid_server_t *server, braid_conn_t *c, void *arg) {
   (void)server;
   burst_srv_t *b = arg;
   b->accepted++;
-  braid_conn_callbacks_t cbs = {NULL, burst_close, NULL, b};
+  braid_conn_callbacks_t cbs = {.on_close = burst_close};
   braid_conn_set_callbacks(c, &cbs);
+  braid_conn_set_data(c, b);
   assert_int_equal(braid_conn_write(c, big_answer, 200 << 10, NULL, NULL), 0);
 }
 

@@ -139,7 +139,7 @@ static void test_answer_over_max_payload_is_too_big(void **state) {
   static fix_t f;
   fix_opts(&f);
   f.sopts.max_payload_bytes = 4096;
-  f.sopts.on_request = big_on_request;
+  f.scbs.on_request = big_on_request;
   fix_start(&f);
   static res_t res[3];
   memset(res, 0, sizeof(res));
@@ -225,7 +225,8 @@ static void bp_on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t 
 }
 static void bp_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
   (void)s;
-  assert_int_equal(braid_rpc_server(&bp_srv, conn, arg), 0);
+  static const braid_rpc_callbacks_t cbs = {.on_request = bp_on_request};
+  assert_int_equal(braid_rpc_server(&bp_srv, conn, arg, &cbs, NULL), 0);
 }
 static void bp_srv_closed(braid_server_t *s, int status, void *arg) {
   (void)s; (void)status;
@@ -245,7 +246,6 @@ static void test_pipelined_read_is_bounded(void **state) {
   so.sockopts.sndbuf_bytes = 64 * 1024; /* keep the kernel's share small and fixed */
   static braid_rpc_opts_t ro;
   braid_rpc_opts_init(&ro);
-  ro.on_request = bp_on_request;
   braid_server_t *server;
   assert_int_equal(braid_server_new(&server, t.loop, &so, bp_on_conn, &ro), 0);
   assert_int_equal(braid_server_listen(server, "127.0.0.1", 0), 0);
@@ -307,6 +307,7 @@ typedef struct raw_s {
   bt_loop_t t;
   braid_server_t *server;
   braid_rpc_opts_t ro;
+  braid_rpc_callbacks_t cbs; /* on_request: set by the test; on_close: raw_on_close */
   braid_rpc_t *srv;
   int srv_closed, srv_status, server_closed;
   braid_rpc_stats_t last; /* the channel's stats when it closed */
@@ -324,17 +325,17 @@ static void raw_on_close(braid_rpc_t *rpc, int status, void *arg) {
 static void raw_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
   (void)s;
   raw_t *r = arg;
-  assert_int_equal(braid_rpc_server(&r->srv, conn, &r->ro), 0);
+  assert_int_equal(braid_rpc_server(&r->srv, conn, &r->ro, &r->cbs, r), 0);
 }
 static void raw_server_closed(braid_server_t *s, int status, void *arg) {
   (void)s; (void)status;
   ((raw_t *)arg)->server_closed = 1;
 }
-/* Starts a server with r->ro (on_request must be set) and connects a raw socket. */
+/* Starts a server with r->ro and r->cbs (on_request must be set) and connects a raw socket. */
 static void raw_start(raw_t *r, const braid_server_opts_t *so) {
   the_raw = r;
   bt_loop_init(&r->t);
-  r->ro.on_close = raw_on_close;
+  r->cbs.on_close = raw_on_close;
   assert_int_equal(braid_server_new(&r->server, r->t.loop, so, raw_on_conn, r), 0);
   assert_int_equal(braid_server_listen(r->server, "127.0.0.1", 0), 0);
   r->fd = raw_connect(r->server);
@@ -363,7 +364,7 @@ static void test_output_limit_closes_non_reader(void **state) {
   static raw_t r;
   memset(&r, 0, sizeof(r));
   braid_rpc_opts_init(&r.ro);
-  r.ro.on_request = bp_on_request;
+  r.cbs.on_request = bp_on_request;
   r.ro.output_timeout_ms = 300;
   braid_server_opts_t so;
   braid_server_opts_init(&so);
@@ -414,7 +415,7 @@ static void test_frame_timeout_stalled_header(void **state) {
   static raw_t r;
   memset(&r, 0, sizeof(r));
   braid_rpc_opts_init(&r.ro);
-  r.ro.on_request = hold_on_request;
+  r.cbs.on_request = hold_on_request;
   r.ro.frame_timeout_ms = 200;
   raw_start(&r, NULL);
   /* A whole frame first (answered), then a header declaring 1 MB and 10 bytes of it. */
@@ -450,7 +451,7 @@ static void test_frame_timeout_trickle(void **state) {
   static raw_t r;
   memset(&r, 0, sizeof(r));
   braid_rpc_opts_init(&r.ro);
-  r.ro.on_request = hold_on_request;
+  r.cbs.on_request = hold_on_request;
   r.ro.frame_timeout_ms = 200;
   raw_start(&r, NULL);
   /* One byte of a 40-byte frame every 20 ms: it would take 800 ms. */
@@ -554,7 +555,7 @@ static int exchange(const uint8_t *bytes, size_t len, int fin, uint8_t *types, u
   static raw_t r;
   memset(&r, 0, sizeof(r));
   braid_rpc_opts_init(&r.ro);
-  r.ro.on_request = hold_on_request;
+  r.cbs.on_request = hold_on_request;
   raw_start(&r, NULL);
   raw_send(&r.t, r.fd, bytes, len);
   if (fin)
@@ -675,7 +676,7 @@ static void test_goaway_last_id_is_last_taken(void **state) {
   static raw_t r;
   memset(&r, 0, sizeof(r));
   braid_rpc_opts_init(&r.ro);
-  r.ro.on_request = keep_on_request;
+  r.cbs.on_request = keep_on_request;
   r.ro.max_inflight = 2;
   n_kept = 0;
   raw_start(&r, NULL);

@@ -403,6 +403,23 @@ static void test_config_validation(void **state) {
   o.strip_bytes = 101;
   assert_int_equal(braid_framer_init_length_field(&f, &o), BRAID_EINVAL);
   assert_int_equal(braid_framer_init_length_field(&f, NULL), BRAID_EINVAL);
+  /* The validators name the field (API.md rule 2). */
+  braid_opts_error_t err;
+  assert_int_equal(braid_length_field_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "strip_bytes");
+  braid_length_field_opts_init(&o);
+  assert_int_equal(braid_length_field_opts_validate(&o, &err), 0);
+  o.length_size = 3;
+  assert_int_equal(braid_length_field_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "length_size");
+  {
+    braid_delimiter_opts_t dd;
+    braid_delimiter_opts_init(&dd);
+    assert_int_equal(braid_delimiter_opts_validate(&dd, &err), 0);
+    dd.delimiter_len = 0;
+    assert_int_equal(braid_delimiter_opts_validate(&dd, &err), BRAID_EINVAL);
+    assert_string_equal(err.field, "delimiter_len");
+  }
 
   braid_delimiter_opts_t d;
   braid_delimiter_opts_init(&d);
