@@ -161,6 +161,11 @@ seeds = {
     "server_close_deferred": opts() + request(b"a", how=DEFER) + server_close() + turn(2) +
     flush_deferred() + turn(),
     "goaway_then_close": opts() + goaway(3) + server_close() + turn(),
+    # max_inflight 3: one request and a batch of three wait; answering them returns more
+    # requests than the free list keeps, so the last is freed before it is answered again.
+    "double_after_free": opts(inflight=2) + request(b"a", how=DEFER) +
+    request(b"\x02\x00\x02\x00\x02\x00", how=DEFER, batch_items=3) + turn(2) +
+    flush_deferred() + turn(),
     "many_small": opts(inflight=3) + b"".join(request(bytes([h, h])) for h in range(8)) * 3 +
     turn(4),
 }
