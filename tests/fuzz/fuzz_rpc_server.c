@@ -13,9 +13,11 @@
  * loop turns, the client stopping or resuming reading, half-closing or resetting, the
  * server sending GOAWAY or closing. A request's first payload byte tells the handler how to
  * answer: at once, with an error, later (a list the script flushes, or a timer), twice (the
- * second must return BRAID_EINVAL), large (compressed on the threadpool when the channel
- * compresses), after closing or sending GOAWAY from inside the handler. Batch items are
- * answered the same way, item by item.
+ * second must return BRAID_EINVAL, also when given later, after the request may have been
+ * recycled), large (compressed on the threadpool when the channel compresses), after closing
+ * or sending GOAWAY from inside the handler. Batch items are answered the same way, item by
+ * item. The script can also make one of the next few allocations fail (braid's allocator
+ * hook), so the out-of-memory paths run too; the close at the end runs with memory.
  *
  * Checked: nothing crashes or leaks (ASan); every frame the server sends is well formed, of
  * a type a server sends, and at most one GOAWAY; no request id the client used once is
@@ -48,6 +50,26 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* ---- allocation failures, injected where the script says ------------------------------ */
+
+static atomic_long g_allocs;              /* braid allocations so far (any thread) */
+static atomic_long g_fail_at = ATOMIC_VAR_INIT(0); /* the allocation that fails, or 0 */
+
+static bool fail_now(void) {
+  long n = atomic_fetch_add(&g_allocs, 1) + 1;
+  long at = atomic_load(&g_fail_at);
+  return at && n == at && atomic_compare_exchange_strong(&g_fail_at, &at, 0);
+}
+static void *fz_malloc(size_t n) {
+  return fail_now() ? NULL : malloc(n);
+}
+static void *fz_realloc(void *p, size_t n) {
+  return fail_now() ? NULL : realloc(p, n);
+}
+static void *fz_calloc(size_t c, size_t n) {
+  return fail_now() ? NULL : calloc(c, n);
+}
+
 /* ---- process-wide state: one loop and one listening socket, reused by every input ---- */
 
 static braid_loop_t *g_loop;
@@ -66,6 +88,7 @@ static void setup_once(void) {
   g_no_double = nd && *nd && *nd != '0';
   const char *tr = getenv("BRAID_FUZZ_RPC_TRACE");
   g_trace = tr && *tr && *tr != '0';
+  CHECK(braid_set_allocator(fz_malloc, fz_realloc, fz_calloc, free) == 0);
   CHECK(braid_loop_new(&g_loop, NULL) == 0);
   g_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
   CHECK(g_listen_fd >= 0);
@@ -289,13 +312,19 @@ typedef struct {
   braid_rpc_req_t *req;
 } later_t;
 
-static void check_respond_rc(int rc) {
+static void defer(braid_rpc_req_t *req);
+
+/* Checks an answer's result. BRAID_ENOMEM (an injected allocation failure) leaves the
+ * request unanswered: it is answered again later. Returns rc. */
+static int answered(braid_rpc_req_t *req, int rc) {
   CHECK(rc == 0 || rc == BRAID_ECLOSED || rc == BRAID_ETOOBIG || rc == BRAID_ENOMEM);
+  if (rc == BRAID_ENOMEM)
+    defer(req);
+  return rc;
 }
 
 static void respond_twice(braid_rpc_req_t *req, const void *p, size_t len) {
-  int rc = braid_rpc_respond(req, p, len);
-  check_respond_rc(rc);
+  int rc = answered(req, braid_rpc_respond(req, p, len));
   if (g_no_double || (rc != 0 && rc != BRAID_ECLOSED))
     return;
   /* The request is answered: a second answer is misuse the library catches. */
@@ -310,7 +339,7 @@ static void on_later_closed(uv_handle_t *h) {
 
 static void on_later(uv_timer_t *t) {
   later_t *l = t->data;
-  check_respond_rc(braid_rpc_respond(l->req, "late", 4));
+  answered(l->req, braid_rpc_respond(l->req, "late", 4));
   uv_close((uv_handle_t *)t, on_later_closed);
 }
 
@@ -323,12 +352,19 @@ static void answer_deferred_all(bool reverse) {
     R.ndeferred--;
     int rc = (i & 1) ? braid_rpc_respond_error(req, BRAID_WIRE_TIMEOUT, "deferred")
                      : braid_rpc_respond(req, "deferred", 8);
-    check_respond_rc(rc);
-    CHECK(rc != BRAID_ETOOBIG && rc != BRAID_ENOMEM);
     /* Answered later, then again: by now the request may have been recycled or freed, as
      * when a handler keeps a stale handle; the library must still say BRAID_EINVAL. */
-    if (!g_no_double)
+    if (answered(req, rc) != BRAID_ENOMEM && !g_no_double)
       CHECK(braid_rpc_respond(req, "again", 5) == BRAID_EINVAL);
+  }
+}
+
+static void defer(braid_rpc_req_t *req) {
+  if (R.ndeferred < MAX_DEFERRED) {
+    R.deferred[R.ndeferred++] = req;
+    return;
+  }
+  while (answered(req, braid_rpc_respond(req, NULL, 0)) == BRAID_ENOMEM) {
   }
 }
 
@@ -337,36 +373,30 @@ static void handle(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data, 
   unsigned arg = len > 1 ? data[1] : 0;
   switch (how) {
   case ANS_NOW:
-    check_respond_rc(braid_rpc_respond(req, data, len));
+    answered(req, braid_rpc_respond(req, data, len));
     return;
   case ANS_ERROR:
-    check_respond_rc(braid_rpc_respond_error(req, (uint16_t)(1 + arg * 131), "no"));
+    answered(req, braid_rpc_respond_error(req, (uint16_t)(1 + arg * 131), "no"));
     return;
   case ANS_DEFER:
-    if (R.ndeferred < MAX_DEFERRED) {
-      R.deferred[R.ndeferred++] = req;
-      return;
-    }
-    check_respond_rc(braid_rpc_respond(req, NULL, 0));
+    defer(req);
     return;
   case ANS_TWICE:
     respond_twice(req, data, len);
     return;
   case ANS_BIG: {
     size_t n = ((size_t)arg + 1) << 10; /* 1..256 KiB */
-    int rc = braid_rpc_respond(req, g_big, n);
-    check_respond_rc(rc);
-    CHECK(rc != BRAID_ETOOBIG && rc != BRAID_ENOMEM);
+    answered(req, braid_rpc_respond(req, g_big, n));
     return;
   }
   case ANS_CLOSE:
     CHECK(braid_rpc_close(rpc) == 0);
-    check_respond_rc(braid_rpc_respond(req, "bye", 3));
+    answered(req, braid_rpc_respond(req, "bye", 3));
     return;
   case ANS_GOAWAY: {
     int rc = braid_rpc_goaway(rpc, (uint16_t)arg, "handler");
     CHECK(rc == 0 || rc == BRAID_ECLOSED);
-    check_respond_rc(braid_rpc_respond(req, data, len));
+    answered(req, braid_rpc_respond(req, data, len));
     return;
   }
   default: { /* ANS_TIMER */
@@ -485,10 +515,10 @@ static void send_request(in_t *in, unsigned op) {
   }
   void *gz_out = NULL;
   if (flags & 2) {
-    braid_gzip_t *gz;
-    CHECK(braid_gzip_new(&gz, NULL) == 0);
+    braid_gzip_t *gz = NULL;
     size_t glen;
-    if (braid_gzip_compress_alloc(gz, p, len, &gz_out, &glen) == 0) {
+    if (braid_gzip_new(&gz, NULL) == 0 &&
+        braid_gzip_compress_alloc(gz, p, len, &gz_out, &glen) == 0) {
       if ((flags & 4) && glen >= 4) { /* the trailer claims another size */
         uint32_t lie = (flags & 0x40) ? (512u << 10) : 100;
         uint8_t *t = (uint8_t *)gz_out + glen - 4;
@@ -593,7 +623,9 @@ static void run_script(in_t *in) {
       }
       break;
     case 13:
-      if ((op >> 4) == 0xf && R.fd >= 0) { /* the client resets */
+      if ((op >> 4) < 0xf) { /* one of the next braid allocations fails */
+        atomic_store(&g_fail_at, atomic_load(&g_allocs) + 1 + (long)(op >> 4) * 3);
+      } else if (R.fd >= 0) { /* the client resets */
         struct linger lg = {1, 0};
         setsockopt(R.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         close(R.fd);
@@ -687,6 +719,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(braid_rpc_server(&R.rpc, R.conn, &o) == 0);
 
   run_script(&in);
+  atomic_store(&g_fail_at, 0); /* the close runs with memory */
 
   /* The end: answer what waits, close, and let everything finish. The client resets (so
    * nothing waits on a flush or a linger) unless it already closed. */

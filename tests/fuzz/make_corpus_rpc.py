@@ -94,6 +94,11 @@ def split_header(cut=5):
     return bytes([14 | (cut - 1) << 4])
 
 
+def fail_alloc(k=0):
+    """One of the next braid allocations (the (1 + 3k)-th) fails; k 0..14."""
+    return bytes([13 | k << 4])
+
+
 def wait(ms=1):
     return bytes([15 | (ms - 1) << 4])
 
@@ -166,6 +171,18 @@ seeds = {
     "double_after_free": opts(inflight=2) + request(b"a", how=DEFER) +
     request(b"\x02\x00\x02\x00\x02\x00", how=DEFER, batch_items=3) + turn(2) +
     flush_deferred() + turn(),
+    "alloc_fail_request": opts() + fail_alloc(0) + request(b"a") + turn() + request(b"b") +
+    turn(),
+    "alloc_fail_batch": opts() + fail_alloc(1) + request(b"abcdefgh", batch_items=4, how=DEFER) +
+    turn() + fail_alloc(0) + flush_deferred(reverse=True) + turn(),
+    "alloc_fail_answers": opts() + b"".join(request(b"x", how=DEFER) for _ in range(3)) + turn() +
+    b"".join(fail_alloc(k) + flush_deferred() for k in range(3)) + turn(),
+    "alloc_fail_big": opts(reading=False) + fail_alloc(2) + request(b"b", how=BIG, arg=100) +
+    turn(2) + toggle_reading() + turn(2),
+    "alloc_fail_gzip": opts(gzip=3) + fail_alloc(4) + request(b"zz" * 60, gz=True) +
+    request(gz=True, kind=3, kib=40) + wait(3) + turn(2),
+    "alloc_fail_goaway": opts() + request(b"a", how=DEFER) + fail_alloc(0) + goaway() +
+    flush_deferred() + turn(2),
     "many_small": opts(inflight=3) + b"".join(request(bytes([h, h])) for h in range(8)) * 3 +
     turn(4),
 }
