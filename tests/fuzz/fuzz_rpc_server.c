@@ -325,7 +325,9 @@ static int answered(braid_rpc_req_t *req, int rc) {
 
 static void respond_twice(braid_rpc_req_t *req, const void *p, size_t len) {
   int rc = answered(req, braid_rpc_respond(req, p, len));
-  if (g_no_double || (rc != 0 && rc != BRAID_ECLOSED))
+  /* A handle used after on_close is undefined behaviour, as for any freed handle: the
+   * first answer may have been the last the closing channel waited for. */
+  if (g_no_double || (rc != 0 && rc != BRAID_ECLOSED) || R.closed)
     return;
   /* The request is answered: a second answer is misuse the library catches. */
   CHECK(braid_rpc_respond(req, p, len) == BRAID_EINVAL);
@@ -354,7 +356,7 @@ static void answer_deferred_all(bool reverse) {
                      : braid_rpc_respond(req, "deferred", 8);
     /* Answered later, then again: by now the request may have been recycled or freed, as
      * when a handler keeps a stale handle; the library must still say BRAID_EINVAL. */
-    if (answered(req, rc) != BRAID_ENOMEM && !g_no_double)
+    if (answered(req, rc) != BRAID_ENOMEM && !g_no_double && !R.closed)
       CHECK(braid_rpc_respond(req, "again", 5) == BRAID_EINVAL);
   }
 }
