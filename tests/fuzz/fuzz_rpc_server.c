@@ -660,9 +660,24 @@ static void run_script(in_t *in) {
 /* ---- entry point ------------------------------------------------------------------------ */
 
 static int connect_pair(int *client_fd, int *server_fd) {
-  int c = socket(AF_INET, SOCK_STREAM, 0);
+  /* A long campaign on a machine where other tests churn loopback connections can meet a
+   * transient shortage of ephemeral ports: retry for a while before calling it a failure. */
+  int c = -1;
+  for (int attempt = 0; attempt < 200; attempt++) {
+    c = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(c >= 0);
+    if (connect(c, (struct sockaddr *)&g_addr, sizeof(g_addr)) == 0)
+      break;
+    int err = errno;
+    close(c);
+    c = -1;
+    if (err != EADDRNOTAVAIL && err != EAGAIN && err != ECONNREFUSED && err != ETIMEDOUT) {
+      fprintf(stderr, "fuzz_rpc_server: connect: %s\n", strerror(err));
+      break;
+    }
+    usleep(10000);
+  }
   CHECK(c >= 0);
-  CHECK(connect(c, (struct sockaddr *)&g_addr, sizeof(g_addr)) == 0);
   int s = accept(g_listen_fd, NULL, NULL);
   CHECK(s >= 0);
   int one = 1;
