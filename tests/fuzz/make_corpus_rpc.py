@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of fuzz_rpc_server in tests/fuzz/corpus/rpc_server/ (run once; the
-files are committed). Each seed is a small script in the target's input language (see the
+"""Writes the seed corpora of fuzz_rpc_server and fuzz_rpc_client in tests/fuzz/corpus/
+rpc_server/ and rpc_client/ (run once; the files are committed). Each seed is a small script in the target's input language (see the
 comment at the top of fuzz_rpc_server.c): three option bytes, then actions. Together they
 reach every action and every way the handler answers, so the replay in the 'fuzz' suite
 walks them all and a campaign starts from structure instead of noise."""
@@ -190,5 +190,79 @@ seeds = {
 os.makedirs(out_dir, exist_ok=True)
 for name, data in seeds.items():
     assert len(data) <= 4096, name
+    with open(os.path.join(out_dir, name), "wb") as f:
+        f.write(data)
+
+
+# ---- fuzz_rpc_client: [0..1] options, then actions (see fuzz_rpc_client.c) -------------------
+
+def copts(inflight=3, queued=3, maxp=2, default_timeout=False, gzip=False):
+    return bytes([inflight | queued << 2 | maxp << 4 | (0x40 if default_timeout else 0),
+                  1 if gzip else 0])
+
+
+def ccall(payload=b"q", timeout=0, batch=0):
+    """A call; timeout None: the channel's default; else 0..4 ms (0 = none)."""
+    t = 0 if timeout is None else timeout + 1
+    op = (batch - 1) << 4 if batch else 0
+    return bytes([op, 1 if batch else 0, t, len(payload)]) + payload
+
+
+def canswer(kind=0, pick=1, payload=b"a", batch=0, fail_first=False, gz=False, bad_isize=False,
+            fatal=False, code=0, id32=None):
+    """kind 0/1 RESPONSE, 2 ERROR, 3 GOAWAY; pick 0 oldest, 1 newest, 3+8k: id k, 7: id32."""
+    flags = (1 | (batch - 1) << 4 if batch else 0) | (2 if fail_first else 0) | \
+        (4 if gz else 0) | (8 if bad_isize else 0) | (0x80 if fatal else 0) | code
+    out = bytes([3 | kind << 4, flags, pick])
+    if pick % 8 == 7:
+        out += struct.pack(">I", id32)
+    return out + bytes([len(payload)]) + payload
+
+
+def cturn(n=1):
+    return bytes([7 | (n - 1) << 4])
+
+
+def cwait(ms=1):
+    return bytes([8 | (ms - 1) << 4])
+
+
+client_seeds = {
+    "call_answer": copts() + ccall() + cturn() + canswer() + cturn(),
+    "deadline_then_late": copts() + ccall(timeout=1) + cwait(3) + canswer(pick=0) + cturn(),
+    "default_deadline": copts(default_timeout=True) + ccall(timeout=None) + ccall() + cwait(4) +
+    canswer() + cturn(),
+    "queue": copts(inflight=0, queued=2) + b"".join(ccall(b"%d" % i, timeout=i % 3)
+                                                    for i in range(5)) +
+    cturn() + canswer(pick=0) + cwait(3) + canswer(pick=1) + cturn(2),
+    "queue_full": copts(inflight=0, queued=0) + ccall() + ccall() + cturn() + canswer(pick=0),
+    "error_answer": copts() + ccall() + cturn() + canswer(kind=2, code=5) + cturn(),
+    "fatal_error": copts() + ccall() + ccall() + cturn() + canswer(kind=2, fatal=True) + cturn(),
+    "goaway_zero": copts() + ccall() + ccall() + cturn() + canswer(kind=3, pick=3) + cturn(2),
+    "goaway_first": copts() + ccall() + ccall() + ccall() + cturn() + canswer(kind=3, pick=0) +
+    canswer(pick=0) + cturn(2),
+    "goaway_after_timeouts": copts() + ccall(timeout=1) + ccall() + cwait(3) +
+    canswer(kind=3, pick=0) + cturn(2),
+    "batch": copts() + ccall(b"abcd", batch=2) + cturn() + canswer(payload=b"xy", batch=2) +
+    cturn(),
+    "batch_wrong_count": copts() + ccall(b"abcd", batch=2) + cturn() +
+    canswer(payload=b"xyz", batch=3, fail_first=True) + cturn(),
+    "gzip_answer": copts() + ccall() + cturn() + canswer(payload=b"zip" * 20, gz=True) + cturn(),
+    "gzip_bad": copts() + ccall() + cturn() + canswer(payload=b"zip" * 20, gz=True,
+                                                      bad_isize=True) + cturn(),
+    "gzip_calls": copts(gzip=True) + ccall(b"c" * 100) + cturn() + canswer() + cturn(),
+    "unknown_id": copts() + ccall() + cturn() + canswer(pick=7, id32=0xFFFFFFF0) + cturn(),
+    "ping_pong": copts() + bytes([5, 8]) + b"12345678" + b"\x07" + bytes([5 | 0x10, 0, 9]) +
+    cturn(),
+    "raw": copts() + ccall() + bytes([6, 5]) + b"BR\x01\x09\x00" + cturn(),
+    "eof": copts() + ccall() + cturn() + bytes([9 | 0xE0]) + cturn(2),
+    "reset": copts() + ccall(timeout=2) + cturn() + bytes([9 | 0xD0]) + cturn(2),
+    "close_pending": copts() + ccall() + ccall(timeout=1) + bytes([9 | 0xF0]) + cturn(2),
+    "too_big": copts(maxp=0) + ccall(b"x" * 100) + cturn(),
+}
+
+out_dir = os.path.join(here, "corpus", "rpc_client")
+os.makedirs(out_dir, exist_ok=True)
+for name, data in client_seeds.items():
     with open(os.path.join(out_dir, name), "wb") as f:
         f.write(data)
