@@ -344,13 +344,15 @@ static void run_script(in_t *in) {
     case 5: { /* PING or PONG from the server */
       uint8_t b[8] = {0};
       size_t len = take_u8(in) % 9;
-      memcpy(b, take_bytes(in, &len), len);
+      const uint8_t *p = take_bytes(in, &len); /* len shrinks to what is left */
+      memcpy(b, p, len);
       send_frame((op & 0x10) ? BRAID_FRAME_PONG : BRAID_FRAME_PING, 0, take_u8(in), b, len);
       break;
     }
     case 6: { /* raw bytes */
       size_t len = take_u8(in);
-      server_send(take_bytes(in, &len), len);
+      const uint8_t *p = take_bytes(in, &len);
+      server_send(p, len);
       break;
     }
     case 7:
