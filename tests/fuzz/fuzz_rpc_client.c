@@ -329,7 +329,8 @@ static void answer(in_t *in, unsigned op) {
 
 static void run_script(in_t *in) {
   unsigned steps = 0;
-  while (in->n && steps++ < 512) {
+  /* After the close callback the channel is freed: the script ends with it. */
+  while (in->n && !R.closed && steps++ < 512) {
     unsigned op = take_u8(in);
     switch (op % 10) {
     case 0:
