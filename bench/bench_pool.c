@@ -41,9 +41,9 @@ static void srv_connection(braid_server_t *s, braid_conn_t *conn, void *arg) {
   (void)arg;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = srv_request;
+  static const braid_rpc_callbacks_t cbs = {.on_request = srv_request};
   braid_rpc_t *rpc;
-  if (braid_rpc_server(&rpc, conn, &o))
+  if (braid_rpc_server(&rpc, conn, &o, &cbs, NULL))
     braid_conn_close(conn);
 }
 
@@ -99,11 +99,11 @@ static uint8_t payload[64];
 
 static void caller_next(run_t *r);
 
-static void on_pooled(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *arg) {
+static void on_pooled(braid_rpc_t *rpc, int status, const braid_rpc_result_t *res, void *arg) {
   (void)rpc;
   run_t *r = arg;
   uint64_t now = uv_hrtime();
-  if (res->status != 0)
+  if (status != 0)
     r->errors++;
   else if (now >= r->measure_from_ns && now < r->end_ns)
     r->done++;
@@ -144,24 +144,23 @@ static void cpr_closed(braid_rpc_t *rpc, int status, void *arg) {
   cpr_start(c);
 }
 
-static void cpr_answer(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *arg) {
+static void cpr_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *res, void *arg) {
   cpr_t *c = arg;
   uint64_t now = uv_hrtime();
-  if (res->status != 0)
+  if (status != 0)
     c->r->errors++;
   else if (now >= c->r->measure_from_ns && now < c->r->end_ns)
     c->r->done++;
   braid_rpc_close(rpc);
 }
 
-static void cpr_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void cpr_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   cpr_t *c = arg;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_close = cpr_closed;
-  o.arg = c;
-  if (status || braid_rpc_client(&c->rpc, conn, &o)) {
+  braid_rpc_callbacks_t cbs = {.on_close = cpr_closed};
+  if (status || braid_rpc_client(&c->rpc, conn, &o, &cbs, c)) {
     if (!status)
       braid_conn_close(conn);
     c->r->errors++;
@@ -176,15 +175,15 @@ static void cpr_connected(braid_connect_t *req, braid_conn_t *conn, int status, 
 }
 
 static void cpr_start(cpr_t *c) {
-  if (braid_connect(c->r->loop, "127.0.0.1", c->r->port, NULL, cpr_connected, c, NULL)) {
+  if (braid_connect(NULL, c->r->loop, "127.0.0.1", c->r->port, NULL, cpr_connected, c)) {
     c->r->errors++;
     c->r->live--;
     free(c);
   }
 }
 
-static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc_t *rpc,
-                        int status, void *arg) {
+static void on_acquired(braid_pool_t *pool, int status, braid_pool_lease_t *lease, braid_rpc_t *rpc,
+                        void *arg) {
   (void)pool;
   run_t *r = arg;
   r->acquired = status == 0 ? 1 : -1;
@@ -192,8 +191,9 @@ static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc
   r->rpc = rpc;
 }
 
-static void on_pool_closed(braid_pool_t *pool, void *arg) {
+static void on_pool_closed(braid_pool_t *pool, int status, void *arg) {
   (void)pool;
+  (void)status;
   ((run_t *)arg)->pool_closed = 1;
 }
 

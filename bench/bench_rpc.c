@@ -58,10 +58,9 @@ static void srv_on_connection(braid_server_t *s, braid_conn_t *conn, void *arg) 
   (void)arg;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = srv_on_request;
-  o.on_batch = srv_on_batch;
+  static const braid_rpc_callbacks_t cbs = {.on_request = srv_on_request, .on_batch = srv_on_batch};
   braid_rpc_t *rpc;
-  if (braid_rpc_server(&rpc, conn, &o) != 0)
+  if (braid_rpc_server(&rpc, conn, &o, &cbs, NULL) != 0)
     braid_conn_close(conn);
 }
 
@@ -221,15 +220,15 @@ static uint64_t server_cpu_ticks(void) {
 
 static void send_one(cconn_t *c);
 
-static void on_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   cconn_t *c = arg;
   bench_t *b = c->b;
   c->inflight--;
-  if (r->status != 0 || r->len != b->payload || memcmp(r->data, b->msg, r->len) != 0) {
+  if (status != 0 || r->len != b->payload || memcmp(r->data, b->msg, r->len) != 0) {
     if (!b->failed++)
       fprintf(stderr, "bench_rpc: %s: bad answer: %s, %zu bytes\n", mode_names[b->mode],
-              braid_err_name(r->status), r->len);
+              braid_err_name(status), r->len);
     return;
   }
   b->count++;
@@ -314,18 +313,17 @@ static void rpc_on_close(braid_rpc_t *rpc, int status, void *arg) {
   ((cconn_t *)arg)->b->closed++;
 }
 
-static void rpc_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void rpc_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   cconn_t *c = arg;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_close = rpc_on_close;
-  o.arg = c;
+  braid_rpc_callbacks_t cbs = {.on_close = rpc_on_close};
   braid_batcher_opts_t bo;
   braid_batcher_opts_init(&bo);
   bo.max_items = 64;
   bo.linger_us = 0;
-  if (status != 0 || braid_rpc_client(&c->rpc, conn, &o) != 0 ||
+  if (status != 0 || braid_rpc_client(&c->rpc, conn, &o, &cbs, c) != 0 ||
       braid_batcher_new(&c->batcher, c->rpc, &bo) != 0) {
     c->b->failed++;
     return;
@@ -402,7 +400,7 @@ static double run(bench_t *b, int ports[2], int mode, unsigned nconns, size_t pa
       uv_tcp_init(braid_loop_uv(b->loop), &c->tcp);
       c->tcp.data = c->creq.data = c;
       uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&addr, echo_connected);
-    } else if (braid_connect(b->loop, "127.0.0.1", ports[0], NULL, rpc_connected, c, NULL) != 0) {
+    } else if (braid_connect(NULL, b->loop, "127.0.0.1", ports[0], NULL, rpc_connected, c) != 0) {
       b->failed++;
     }
   }

@@ -16,12 +16,9 @@ static braid_loop_t *loop;
 static braid_server_t *server;
 static uv_signal_t sig_term, sig_int, sig_usr1;
 
-static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
+/* No on_eof: braid closes gracefully at the client's EOF. */
+static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t len, void *arg) {
   (void)arg;
-  if (status == BRAID_EOF) {
-    braid_conn_close(conn);
-    return;
-  }
   if (status < 0) return; /* the connection is closing; nothing to do */
   if (braid_conn_write(conn, data, len, NULL, NULL) != 0) braid_conn_close(conn);
 }

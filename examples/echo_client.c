@@ -25,7 +25,7 @@ typedef struct {
   uint64_t done;     /* responses fully received and checked */
   uint64_t rx_bytes; /* bytes received so far */
   uint64_t *sent_ns; /* send time of each request in flight, a ring of pipeline entries */
-  char *request;     /* scratch buffer for building one request */
+  uint8_t *request;  /* scratch buffer for building one request */
   int failed;        /* an error on this connection was reported */
 } client_t;
 
@@ -41,8 +41,8 @@ static struct {
 
 /* Byte i of request n on connection c. It varies with all three, so a byte echoed to the
  * wrong connection, out of order or shifted shows up as a mismatch. */
-static char pattern(int c, uint64_t n, size_t i) {
-  return (char)(n * 131u + i * 7u + (i >> 8) + (unsigned)c * 17u);
+static uint8_t pattern(int c, uint64_t n, size_t i) {
+  return (uint8_t)(n * 131u + i * 7u + (i >> 8) + (unsigned)c * 17u);
 }
 
 /* Reports the first error of a connection (later ones are usually its consequences). */
@@ -89,12 +89,8 @@ static void on_response(client_t *cl) {
 
 /* Echoed bytes arrive in chunks of any size: check each byte against the request it
  * belongs to, and count a response whenever a whole one has arrived. */
-static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
+static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t len, void *arg) {
   client_t *cl = arg;
-  if (status == BRAID_EOF) {
-    fail(cl, "server closed the connection early");
-    return;
-  }
   if (status < 0) {
     fail(cl, braid_strerror(status));
     return;
@@ -119,6 +115,15 @@ static void on_read(braid_conn_t *conn, int status, const char *data, size_t len
   }
 }
 
+/* The server closed its side: no more responses can come. */
+static void on_eof(braid_conn_t *conn, void *arg) {
+  client_t *cl = arg;
+  if (cl->done != cl->requests)
+    fail(cl, "server closed the connection early");
+  else
+    braid_conn_close(conn);
+}
+
 static void on_close(braid_conn_t *conn, int status, void *arg) {
   client_t *cl = arg;
   (void)conn;
@@ -131,7 +136,7 @@ static void on_close(braid_conn_t *conn, int status, void *arg) {
 /* ---- connecting ------------------------------------------------------------------------ */
 
 /* Connected (or not): set the callbacks, start reading, and fill the pipeline. */
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   client_t *cl = arg;
   (void)req;
   if (status != 0) {
@@ -140,8 +145,9 @@ static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, voi
     return;
   }
   cl->conn = conn;
-  braid_conn_callbacks_t cbs = {.on_read = on_read, .on_close = on_close, .arg = cl};
+  braid_conn_callbacks_t cbs = {.on_read = on_read, .on_eof = on_eof, .on_close = on_close};
   braid_conn_set_callbacks(conn, &cbs);
+  braid_conn_set_data(conn, cl); /* every callback of conn gets cl */
   int rc = braid_conn_read_start(conn);
   if (rc != 0) {
     fail(cl, braid_strerror(rc));
@@ -258,7 +264,7 @@ int main(int argc, char **argv) {
       run.failed = 1;
       break;
     }
-    rc = braid_connect(loop, args.host, (int)args.port, &opts, on_connect, cl, NULL);
+    rc = braid_connect(NULL, loop, args.host, (int)args.port, &opts, on_connect, cl);
     if (rc != 0) {
       fprintf(stderr, "echo_client: connect: %s\n", braid_strerror(rc));
       run.failed = 1;

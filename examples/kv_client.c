@@ -94,15 +94,16 @@ static void value_of(char *value, size_t cap, int mode, unsigned i) {
   snprintf(value, cap, "%s-value-%08u-padding-to-about-48-bytes", mode_names[mode], i);
 }
 
-static void fail(client_t *c, const char *what, unsigned i, const braid_rpc_result_t *r) {
+static void fail(client_t *c, const char *what, unsigned i, int status,
+                 const braid_rpc_result_t *r) {
   if (c->wrong++ >= 5)
     return;
-  if (r->status == BRAID_EREMOTE) /* the server's ERROR frame: a code and a message */
+  if (status == BRAID_EREMOTE) /* the server's ERROR frame: a code and a message */
     fprintf(stderr, "kv_client: %s %s #%u: server error %s: %.*s\n", mode_names[c->mode], what,
             i, braid_frame_code_name(r->remote_code), (int)r->len, (const char *)r->data);
   else /* BRAID_EGOAWAY, or BRAID_ECLOSED after one: the server is draining, not broken */
     fprintf(stderr, "kv_client: %s %s #%u: %s (%s)\n", mode_names[c->mode], what, i,
-            braid_err_name(r->status), braid_strerror(r->status));
+            braid_err_name(status), braid_strerror(status));
 }
 
 /* One client per process; the answer callbacks' arg is the key's index, so they find the
@@ -111,7 +112,7 @@ static client_t client;
 
 static void start_mode(client_t *c, int mode);
 static void start_tour(client_t *c);
-static void on_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg);
+static void on_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg);
 
 /* Puts the next request of the run on its way. */
 static void send_next(client_t *c) {
@@ -125,8 +126,8 @@ static void send_next(client_t *c) {
   int rc = c->mode == BATCHED ? braid_batcher_call(c->batcher, req, len, on_answer, arg)
                               : braid_rpc_call(c->rpc, req, len, 0, on_answer, arg);
   if (rc != 0) {
-    braid_rpc_result_t r = {rc, 0, 0, NULL, 0};
-    fail(c, "call", i, &r);
+    braid_rpc_result_t r = {0, 0, NULL, 0};
+    fail(c, "call", i, rc, &r);
     if (c->rpc)
       braid_rpc_close(c->rpc);
   }
@@ -141,27 +142,27 @@ static void start_half(client_t *c, int reading) {
 }
 
 /* Every answer of a run lands here: check it, send the next request, or end the half. */
-static void on_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   client_t *c = &client;
   unsigned i = (unsigned)(uintptr_t)arg;
-  if (r->status != 0) {
+  if (status != 0) {
     /* A failed request (timeout, lost connection) ends the program: close and report. */
-    fail(c, c->reading ? "GET" : "SET", i, r);
+    fail(c, c->reading ? "GET" : "SET", i, status, r);
     if (c->rpc)
       braid_rpc_close(c->rpc);
     return;
   }
   if (!c->reading) {
     if (r->len != 1 || r->data[0] != 0)
-      fail(c, "SET", i, r);
+      fail(c, "SET", i, status, r);
   } else {
     char value[96];
     value_of(value, sizeof(value), c->mode, i);
     size_t vlen = strlen(value);
     if (r->len != 5 + vlen || r->data[0] != 0 || get_u32(r->data + 1) != vlen ||
         memcmp(r->data + 5, value, vlen) != 0)
-      fail(c, "GET", i, r);
+      fail(c, "GET", i, status, r);
   }
   c->done++;
   if (c->sent < c->n) {
@@ -194,7 +195,7 @@ static void tour_done(client_t *c) {
 }
 
 /* MGET key:0 key:1 missing: the first two as the batched run stored them, the third absent. */
-static void on_mget(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_mget(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   (void)arg;
   client_t *c = &client;
@@ -209,18 +210,18 @@ static void on_mget(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
     p += strlen(value);
   }
   *p++ = 1; /* not found */
-  if (r->status != 0 || r->len != (size_t)(p - want) || memcmp(r->data, want, r->len) != 0)
-    fail(c, "MGET", 0, r);
+  if (status != 0 || r->len != (size_t)(p - want) || memcmp(r->data, want, r->len) != 0)
+    fail(c, "MGET", 0, status, r);
   tour_done(c);
 }
 
 /* DEL key:0 twice: deleted (0), then not found (1). arg is the answer expected. */
-static void on_del(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_del(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   client_t *c = &client;
   uint8_t want = (uint8_t)(uintptr_t)arg;
-  if (r->status != 0 || r->len != 1 || r->data[0] != want)
-    fail(c, "DEL", want, r);
+  if (status != 0 || r->len != 1 || r->data[0] != want)
+    fail(c, "DEL", want, status, r);
   tour_done(c);
 }
 
@@ -261,7 +262,7 @@ static void on_close(braid_rpc_t *rpc, int status, void *arg) {
   }
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   client_t *c = arg;
   if (status != 0) {
@@ -271,14 +272,13 @@ static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, voi
   }
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_close = on_close;
-  o.arg = c;
   o.timeout_ms = 10000; /* no answer within 10 s is a failure, not a hang */
   braid_batcher_opts_t bo;
   braid_batcher_opts_init(&bo);
   bo.max_items = 64;
   bo.linger_us = 0; /* flush at the end of each loop iteration */
-  if (braid_rpc_client(&c->rpc, conn, &o) != 0) {
+  braid_rpc_callbacks_t cbs = {.on_close = on_close};
+  if (braid_rpc_client(&c->rpc, conn, &o, &cbs, c) != 0) {
     braid_conn_close(conn);
     c->wrong++;
     return;
@@ -326,7 +326,7 @@ int main(int argc, char **argv) {
   c->n = (unsigned)requests;
   if (braid_loop_new(&c->loop, NULL) != 0)
     return 1;
-  if (braid_connect(c->loop, host, (int)port, NULL, on_connect, c, NULL) != 0)
+  if (braid_connect(NULL, c->loop, host, (int)port, NULL, on_connect, c) != 0)
     return 1;
   braid_loop_run(c->loop, UV_RUN_DEFAULT);
   if (braid_loop_close(c->loop) != 0)

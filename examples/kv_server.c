@@ -9,7 +9,13 @@
  * had taken, closes each connection as its last answer goes out (or at a 2 s deadline),
  * and exits 0.
  *
- * Read it top to bottom: the store, the wire format, the rpc callbacks, then main. */
+ * It is written to face clients it does not trust: keys are hashed with a key a client cannot
+ * know (no crafted collisions), every answer is checked against the client's maximum payload
+ * before it is built (no request makes it allocate more than one maximal answer), every
+ * failure to answer is handled, and connections get timeouts and an output bound.
+ *
+ * Read it top to bottom: the store, the wire format (with each answer's budget), answering,
+ * the rpc callbacks, then main. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +30,13 @@
  * next to a system call; the batch handler takes it once for a whole batch. (The other design,
  * one store per worker, would split the key space by connection, which a kv server cannot
  * do.) The table is bounded by entry count and bytes: a SET that would pass either limit is
- * refused with OVERLOADED and a message that says which limit, and nothing is stored. */
+ * refused with OVERLOADED and a message that says which limit, and nothing is stored.
+ * (braid's shared cache, braid/cache.h, is hashed as safely and striped, but a cache evicts
+ * to stay within its bounds, and a store must keep what it said it stored.) */
 
 typedef struct entry_s {
   struct entry_s *next;
-  uint32_t hash;
+  uint64_t hash;
   uint16_t klen;
   uint32_t vlen;
   uint8_t bytes[]; /* key, then value */
@@ -36,6 +44,7 @@ typedef struct entry_s {
 
 typedef struct store_s {
   uv_mutex_t lock;
+  braid_hash_key_t hash_key; /* drawn from the OS at start; see hash_key() */
   entry_t **buckets;
   size_t nbuckets; /* a power of two */
   size_t entries, bytes;
@@ -47,15 +56,20 @@ static size_t entry_cost(size_t klen, size_t vlen) {
   return sizeof(entry_t) + klen + vlen;
 }
 
-static uint32_t hash_key(const uint8_t *key, size_t len) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ key[i]) * 16777619u;
-  return h;
+/* Keys come from clients, so the hash must be one a client cannot predict. With a fixed hash
+ * (this server used FNV-1a) a client can compute thousands of keys that share one bucket, and
+ * then every SET and GET walks that whole chain while holding the lock: 32,768 such keys cost
+ * 3.5 s of server CPU against 0.1 s for random ones (hash flooding, CVE-2011-4885 and
+ * friends). SipHash-1-3 under a key drawn from the OS at start (braid/hash.h) leaves a client
+ * nothing to compute such keys from. */
+static uint64_t hash_key(const store_t *s, const uint8_t *key, size_t len) {
+  return braid_siphash13(&s->hash_key, key, len);
 }
 
 static int store_init(store_t *s, size_t max_entries, size_t max_bytes) {
   memset(s, 0, sizeof(*s));
+  if (braid_hash_key_random(&s->hash_key) != 0)
+    return -1;
   s->nbuckets = 1024;
   s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
   s->max_entries = max_entries;
@@ -81,7 +95,7 @@ static void store_free(store_t *s) {
 }
 
 /* Finds the link that points at key's entry (or the NULL at its chain's end). */
-static entry_t **store_find(store_t *s, const uint8_t *key, uint16_t klen, uint32_t h) {
+static entry_t **store_find(store_t *s, const uint8_t *key, uint16_t klen, uint64_t h) {
   entry_t **pp = &s->buckets[h & (s->nbuckets - 1)];
   for (; *pp; pp = &(*pp)->next)
     if ((*pp)->hash == h && (*pp)->klen == klen && memcmp((*pp)->bytes, key, klen) == 0)
@@ -117,7 +131,7 @@ enum { KV_NOT_FOUND = 1, KV_FULL_ENTRIES = -1, KV_FULL_BYTES = -2, KV_NOMEM = -3
 
 static int store_set(store_t *s, const uint8_t *key, uint16_t klen, const uint8_t *val,
                      uint32_t vlen) {
-  uint32_t h = hash_key(key, klen);
+  uint64_t h = hash_key(s, key, klen);
   entry_t **pp = store_find(s, key, klen, h);
   entry_t *old = *pp;
   size_t old_cost = old ? entry_cost(old->klen, old->vlen) : 0;
@@ -146,7 +160,7 @@ static int store_set(store_t *s, const uint8_t *key, uint16_t klen, const uint8_
 }
 
 static int store_del(store_t *s, const uint8_t *key, uint16_t klen) {
-  entry_t **pp = store_find(s, key, klen, hash_key(key, klen));
+  entry_t **pp = store_find(s, key, klen, hash_key(s, key, klen));
   entry_t *e = *pp;
   if (!e)
     return KV_NOT_FOUND;
@@ -158,13 +172,17 @@ static int store_del(store_t *s, const uint8_t *key, uint16_t klen) {
 }
 
 static const entry_t *store_get(store_t *s, const uint8_t *key, uint16_t klen) {
-  return *store_find(s, key, klen, hash_key(key, klen));
+  return *store_find(s, key, klen, hash_key(s, key, klen));
 }
 
 /* ---- the wire format (PROTOCOL.md section 9) ----------------------------------------------
  *
  * Answers are built in an output buffer that starts on the stack and moves to the heap only
- * for large values. */
+ * for large values. Every answer must fit the client's max_payload (PROTOCOL.md section 5:
+ * a sender MUST NOT pass it), and a few bytes of request can ask for far more than that (an
+ * MGET naming one large value a thousand times), so each request gets a budget, room, and
+ * what would not fit in it is refused with TOO_BIG before anything is built: no request
+ * makes the server allocate more than one answer's worth. */
 
 enum { OP_GET = 1, OP_SET = 2, OP_DEL = 3, OP_MGET = 4 };
 
@@ -172,12 +190,17 @@ typedef struct out_s {
   uint8_t *data;
   size_t len, cap;
   uint8_t *heap; /* data when it moved off the stack */
+  size_t max;    /* the most it will need: the answer's budget */
 } out_t;
 
 static int out_reserve(out_t *o, size_t more) {
   if (o->cap - o->len >= more)
     return 0;
+  /* Doubling saves copies, but need not overshoot the budget (the callers' checks keep
+   * len + more within it). */
   size_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more;
+  if (cap > o->max && o->max >= o->len + more)
+    cap = o->max;
   uint8_t *p = realloc(o->heap, cap);
   if (!p)
     return -1;
@@ -203,9 +226,13 @@ static int out_u16(out_t *o, uint16_t v) {
   return 0;
 }
 
-/* Appends "0 (found), u32 vlen, value". */
+/* What a found value adds to an answer: "0 (found), u32 vlen, value". */
+static size_t value_size(const entry_t *e) {
+  return 5 + (size_t)e->vlen;
+}
+
 static int out_value(out_t *o, const entry_t *e) {
-  if (out_reserve(o, 5 + (size_t)e->vlen))
+  if (out_reserve(o, value_size(e)))
     return -1;
   uint8_t *p = o->data + o->len;
   p[0] = 0;
@@ -214,7 +241,7 @@ static int out_value(out_t *o, const entry_t *e) {
   p[3] = (uint8_t)(e->vlen >> 8);
   p[4] = (uint8_t)e->vlen;
   memcpy(p + 5, e->bytes + e->klen, e->vlen);
-  o->len += 5 + (size_t)e->vlen;
+  o->len += value_size(e);
   return 0;
 }
 
@@ -248,21 +275,32 @@ static int in_key(in_t *in, const uint8_t **key, uint16_t *klen) {
   return 0;
 }
 
-/* Why a request failed: a wire code and a message for the ERROR frame (or batch item). */
+/* Why a request failed: a wire code and a message for the ERROR frame (or batch item). Every
+ * message is shorter than KV_MSG_MAX bytes, which the batch handler counts on. */
 typedef struct kv_error_s {
   uint16_t code;
   const char *msg;
 } kv_error_t;
 
+enum { KV_MSG_MAX = 64 };
+
+static const kv_error_t bad = {BRAID_WIRE_BAD_REQUEST, "malformed kv request"};
+static const kv_error_t unknown_op = {BRAID_WIRE_UNSUPPORTED, "unknown kv op"};
+static const kv_error_t nomem = {BRAID_WIRE_INTERNAL, "out of memory"};
+static const kv_error_t too_big = {BRAID_WIRE_TOO_BIG, "answer would exceed the max payload"};
+static const kv_error_t full_entries = {BRAID_WIRE_OVERLOADED, "store full: max entries reached"};
+static const kv_error_t full_bytes = {BRAID_WIRE_OVERLOADED, "store full: max bytes reached"};
+
 /* Runs one kv request against the store (locked by the caller) and appends its answer to
- * out. Returns 0, or -1 with *err set. */
-static int kv_execute(store_t *s, const uint8_t *req, size_t len, out_t *out, kv_error_t *err) {
-  static const kv_error_t bad = {BRAID_WIRE_BAD_REQUEST, "malformed kv request"};
-  static const kv_error_t nomem = {BRAID_WIRE_INTERNAL, "out of memory"};
+ * out, in at most room bytes (an answer that would not fit is refused before the request
+ * has any effect). Returns 0, or -1 with *err set. */
+static int kv_execute(store_t *s, const uint8_t *req, size_t len, size_t room, out_t *out,
+                      kv_error_t *err) {
   in_t in = {req + 1, req + len};
   const uint8_t *key;
   uint16_t klen, n;
   uint32_t vlen;
+  const entry_t *e;
   int rc;
   if (len == 0)
     return *err = bad, -1;
@@ -270,57 +308,106 @@ static int kv_execute(store_t *s, const uint8_t *req, size_t len, out_t *out, kv
   case OP_GET:
     if (in_key(&in, &key, &klen) || in.p != in.end)
       return *err = bad, -1;
-    {
-      const entry_t *e = store_get(s, key, klen);
-      rc = e ? out_value(out, e) : out_u8(out, KV_NOT_FOUND);
-    }
+    e = store_get(s, key, klen);
+    if ((e ? value_size(e) : 1) > room)
+      return *err = too_big, -1;
+    rc = e ? out_value(out, e) : out_u8(out, KV_NOT_FOUND);
     break;
   case OP_SET:
     if (in_key(&in, &key, &klen) || in_u32(&in, &vlen) || (size_t)(in.end - in.p) != vlen)
       return *err = bad, -1;
+    if (room < 1)
+      return *err = too_big, -1;
     rc = store_set(s, key, klen, in.p, vlen);
     if (rc == KV_FULL_ENTRIES)
-      return *err = (kv_error_t){BRAID_WIRE_OVERLOADED, "store full: max entries reached"}, -1;
+      return *err = full_entries, -1;
     if (rc == KV_FULL_BYTES)
-      return *err = (kv_error_t){BRAID_WIRE_OVERLOADED, "store full: max bytes reached"}, -1;
+      return *err = full_bytes, -1;
     rc = rc ? rc : out_u8(out, 0);
     break;
   case OP_DEL:
     if (in_key(&in, &key, &klen) || in.p != in.end)
       return *err = bad, -1;
+    if (room < 1)
+      return *err = too_big, -1;
     rc = out_u8(out, (uint8_t)store_del(s, key, klen));
     break;
   case OP_MGET:
     if (in_u16(&in, &n) || n == 0)
       return *err = bad, -1;
-    /* Validate every key before answering any, so a bad request leaves no partial answer. */
+    /* First pass: validate every key (a bad request leaves no partial answer) and add up
+     * the answer's size (in 64 bits: 65,535 values of up to 4 GiB each). */
     {
       in_t scan = in;
-      for (uint16_t i = 0; i < n; i++)
+      uint64_t need = 2;
+      for (uint16_t i = 0; i < n; i++) {
         if (in_key(&scan, &key, &klen))
           return *err = bad, -1;
+        e = store_get(s, key, klen);
+        need += e ? value_size(e) : 1;
+      }
       if (scan.p != scan.end)
         return *err = bad, -1;
+      if (need > room)
+        return *err = too_big, -1;
+      rc = out_reserve(out, (size_t)need); /* one allocation, of exactly the answer */
     }
-    rc = out_u16(out, n);
+    /* Second pass: the answer. The lock is held throughout, so it is the size just counted. */
+    rc = rc ? rc : out_u16(out, n);
     for (uint16_t i = 0; rc == 0 && i < n; i++) {
       in_key(&in, &key, &klen);
-      const entry_t *e = store_get(s, key, klen);
+      e = store_get(s, key, klen);
       rc = e ? out_value(out, e) : out_u8(out, KV_NOT_FOUND);
     }
     break;
   default:
-    return *err = (kv_error_t){BRAID_WIRE_UNSUPPORTED, "unknown kv op"}, -1;
+    return *err = unknown_op, -1;
   }
   if (rc)
     return *err = nomem, -1;
   return 0;
 }
 
+/* ---- answering ----------------------------------------------------------------------------
+ *
+ * braid_rpc_respond() can fail, and an example is what gets copied, so every outcome is
+ * handled here:
+ *   0              the answer is queued;
+ *   BRAID_ECLOSED  the client is gone, or it stopped reading until its connection reached
+ *                  its output bound and the channel closed it: the answer is dropped and req
+ *                  freed, nothing to do;
+ *   BRAID_ETOOBIG  over the client's max payload (the budgets above keep it from happening):
+ *                  the channel has answered ERROR TOO_BIG itself and freed req;
+ *   BRAID_ENOMEM   req is still unanswered: ERROR INTERNAL;
+ *   BRAID_EINVAL   req was answered already: a bug in this program (nothing was sent).
+ * An error that cannot be sent either would leave the client waiting for ever and the
+ * channel open for a request it never finishes: close the channel; an answer into a closed
+ * channel cannot fail, and frees req. */
+
+static void send_error(braid_rpc_t *rpc, braid_rpc_req_t *req, kv_error_t err) {
+  int rc = braid_rpc_respond_error(req, err.code, err.msg);
+  if (rc == 0 || rc == BRAID_ECLOSED)
+    return;
+  fprintf(stderr, "kv_server: cannot answer a request: %s\n", braid_strerror(rc));
+  if (rc == BRAID_ENOMEM) { /* req is still unanswered: see above */
+    braid_rpc_close(rpc);
+    braid_rpc_respond_error(req, err.code, err.msg);
+  }
+}
+
+static void send_answer(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data, size_t len) {
+  int rc = braid_rpc_respond(req, data, len);
+  if (rc == BRAID_ENOMEM)
+    send_error(rpc, req, nomem);
+  else if (rc == BRAID_ETOOBIG || rc == BRAID_EINVAL)
+    fprintf(stderr, "kv_server: cannot answer a request: %s\n", braid_strerror(rc));
+}
+
 /* ---- rpc callbacks ------------------------------------------------------------------------ */
 
 typedef struct server_s {
   store_t store;
+  size_t max_payload; /* the largest payload a client accepts (and this server, too) */
   braid_server_t *server;
   uv_signal_t sigint, sigterm;
 } server_t;
@@ -328,51 +415,66 @@ typedef struct server_s {
 /* One request: run it under the lock, answer after unlocking. */
 static void on_request(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data, size_t len,
                        void *arg) {
-  (void)rpc;
   server_t *sv = arg;
   uint8_t stack[4096];
-  out_t out = {stack, 0, sizeof(stack), NULL};
+  out_t out = {stack, 0, sizeof(stack), NULL, sv->max_payload};
   kv_error_t err;
   uv_mutex_lock(&sv->store.lock);
-  int rc = kv_execute(&sv->store, data, len, &out, &err);
+  int rc = kv_execute(&sv->store, data, len, sv->max_payload, &out, &err);
   uv_mutex_unlock(&sv->store.lock);
   if (rc == 0)
-    braid_rpc_respond(req, out.data, out.len);
+    send_answer(rpc, req, out.data, out.len);
   else
-    braid_rpc_respond_error(req, err.code, err.msg);
+    send_error(rpc, req, err);
   free(out.heap);
 }
 
+/* A batch answer is one payload: a u32 count, then for each item a u16 status, a u32 length
+ * and the item's answer (or error message). ITEM_MIN is what any item may need at least. */
+enum { ITEM_HEADER = 6, ITEM_MIN = ITEM_HEADER + KV_MSG_MAX };
+
 /* A whole batch: one lock for all of its items, every answer built into one buffer, then
- * handed out item by item (the channel sends one batch answer after the last). */
+ * handed out item by item (the channel sends one batch answer after the last).
+ * The whole batch answer must fit the client's max payload. Items take their room in order,
+ * each leaving ITEM_MIN for every item after it, so a large early answer cannot leave a later
+ * item without room for its error; an item that does not fit fails alone with TOO_BIG. (The
+ * channel refuses a batch of more than max_inflight items, 1024, before calling this, so the
+ * reserve is at most 70 KiB of the 16 MiB.) */
 static void on_batch(braid_rpc_t *rpc, braid_rpc_req_t **reqs, const braid_batch_item_t *items,
                      uint32_t count, void *arg) {
-  (void)rpc;
   server_t *sv = arg;
   uint8_t stack[16384];
-  out_t out = {stack, 0, sizeof(stack), NULL};
+  out_t out = {stack, 0, sizeof(stack), NULL, sv->max_payload};
   size_t *ends = malloc(count * sizeof(*ends));
   kv_error_t *errs = malloc(count * sizeof(*errs));
   if (!ends || !errs) {
     for (uint32_t i = 0; i < count; i++)
-      braid_rpc_respond_error(reqs[i], BRAID_WIRE_INTERNAL, "out of memory");
+      send_error(rpc, reqs[i], nomem);
     free(ends);
     free(errs);
     return;
   }
+  size_t used = 4; /* the count */
   uv_mutex_lock(&sv->store.lock);
   for (uint32_t i = 0; i < count; i++) {
-    if (kv_execute(&sv->store, items[i].data, items[i].len, &out, &errs[i]) == 0)
+    size_t keep = used + ITEM_HEADER + (size_t)(count - 1 - i) * ITEM_MIN;
+    size_t room = keep < sv->max_payload ? sv->max_payload - keep : 0;
+    size_t start = out.len;
+    if (kv_execute(&sv->store, items[i].data, items[i].len, room, &out, &errs[i]) == 0) {
       errs[i].code = 0; /* every error code is nonzero, so 0 marks success */
+      used += ITEM_HEADER + (out.len - start);
+    } else {
+      used += ITEM_HEADER + strlen(errs[i].msg);
+    }
     ends[i] = out.len;
   }
   uv_mutex_unlock(&sv->store.lock);
   size_t start = 0;
   for (uint32_t i = 0; i < count; i++) {
     if (errs[i].code)
-      braid_rpc_respond_error(reqs[i], errs[i].code, errs[i].msg);
+      send_error(rpc, reqs[i], errs[i]);
     else
-      braid_rpc_respond(reqs[i], out.data + start, ends[i] - start);
+      send_answer(rpc, reqs[i], out.data + start, ends[i] - start);
     start = ends[i];
   }
   free(out.heap);
@@ -384,13 +486,13 @@ static void on_batch(braid_rpc_t *rpc, braid_rpc_req_t **reqs, const braid_batch
  * threads; it touches nothing shared but the options it reads. */
 static void on_connection(braid_server_t *server, braid_conn_t *conn, void *arg) {
   (void)server;
+  server_t *sv = arg;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = on_request;
-  o.on_batch = on_batch;
-  o.arg = arg;
+  o.max_payload_bytes = sv->max_payload;
+  static const braid_rpc_callbacks_t cbs = {.on_request = on_request, .on_batch = on_batch};
   braid_rpc_t *rpc;
-  if (braid_rpc_server(&rpc, conn, &o) != 0)
+  if (braid_rpc_server(&rpc, conn, &o, &cbs, sv) != 0) /* the channel's data: the server's */
     braid_conn_close(conn);
 }
 
@@ -450,12 +552,26 @@ int main(int argc, char **argv) {
   static server_t sv;
   braid_loop_t *loop;
   if (store_init(&sv.store, max_entries, max_bytes) != 0 || braid_loop_new(&loop, NULL) != 0) {
-    fprintf(stderr, "kv_server: out of memory\n");
+    fprintf(stderr, "kv_server: cannot set up the store or the loop\n");
     return 1;
   }
+  /* PROTOCOL.md section 5: with no negotiation, peers are configured alike, so the largest
+   * answer a client takes is the max payload this server takes too (the default, 16 MiB). */
+  braid_rpc_opts_t ro;
+  braid_rpc_opts_init(&ro);
+  sv.max_payload = ro.max_payload_bytes;
+
   braid_server_opts_t so;
   braid_server_opts_init(&so);
   so.workers = (unsigned)workers;
+  /* A server facing the network holds no connection for ever and no answers without bound:
+   * a connection silent for 75 s closes (nginx's keep-alive), as does one whose client
+   * stopped reading for 60 s; and a client that asks for more than two maximal answers
+   * without reading them is cut off (Redis's client-output-buffer-limit), which bounds what
+   * one connection can make this server hold. */
+  so.conn.idle_timeout_ms = 75000;
+  so.conn.write_timeout_ms = 60000;
+  so.conn.max_queue_bytes = 2 * (sv.max_payload + BRAID_FRAME_HEADER_SIZE);
   int rc = braid_server_new(&sv.server, loop, &so, on_connection, &sv);
   if (rc == 0)
     rc = braid_server_listen(sv.server, host, (int)port);

@@ -8,6 +8,8 @@
  * loop's flush phase, so no callback ever runs inside braid_batcher_call/flush. */
 #include "internal.h"
 
+#include <inttypes.h>
+
 typedef struct item_s {
   braid_rpc_response_cb cb;
   void *arg;
@@ -46,6 +48,7 @@ struct braid_batcher_s {
   uint32_t n_failed, cap_failed;
 
   braid_batcher_stats_t stats;
+  void *data; /* the user's (braid_batcher_set_data) */
 };
 
 #define COUNT_SIZE 4
@@ -64,11 +67,19 @@ void braid_batcher_opts_init(braid_batcher_opts_t *o) {
   o->max_bytes = 65536;
 }
 
-static int opts_check(const braid_batcher_opts_t *o) {
-  if (o->max_items < 1 || o->max_items > 65536 || o->max_bytes < 1 ||
-      o->max_bytes > ((size_t)1 << 24) || o->linger_us > 10000000 ||
-      o->timeout_ms > BRAID__DEADLINE_MAX_MS)
-    return BRAID_EINVAL;
+int braid_batcher_opts_validate(const braid_batcher_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  if (o->max_items < 1 || o->max_items > 65536)
+    return braid__opts_fail(err, "max_items", "%u is outside 1..65536", o->max_items);
+  if (o->max_bytes < 1 || o->max_bytes > ((size_t)1 << 24))
+    return braid__opts_fail(err, "max_bytes", "%zu is outside 1..2^24", o->max_bytes);
+  if (o->linger_us > 10000000)
+    return braid__opts_fail(err, "linger_us", "%" PRIu64 " exceeds 10000000 (10 s)", o->linger_us);
+  if (o->timeout_ms > BRAID__DEADLINE_MAX_MS)
+    return braid__opts_fail(err, "timeout_ms", "%" PRIu64 " exceeds %" PRIu64, o->timeout_ms,
+                            (uint64_t)BRAID__DEADLINE_MAX_MS);
   return 0;
 }
 
@@ -80,9 +91,15 @@ int braid_batcher_new(braid_batcher_t **out, braid_rpc_t *rpc, const braid_batch
     braid_batcher_opts_init(&defaults);
     o = &defaults;
   }
-  if (!out || !rpc || opts_check(o))
+  if (!out || !rpc)
     return BRAID_EINVAL;
   braid_conn_t *conn = braid_rpc_conn(rpc);
+  braid_opts_error_t err;
+  if (braid_batcher_opts_validate(o, &err)) {
+    if (conn)
+      braid__opts_log(braid_conn_loop(conn), "braid_batcher_new", &err);
+    return BRAID_EINVAL;
+  }
   if (!conn)
     return BRAID_ECLOSED;
   braid_batcher_t *b = braid__calloc(1, sizeof(*b));
@@ -119,8 +136,8 @@ static void defer_failure(braid_batcher_t *b, const item_t *it, int status) {
     failed_t *n = braid__realloc(b->failed, cap * sizeof(*n));
     if (!n) {
       /* Out of memory even to report: report now, inline, rather than lose it. */
-      braid_rpc_result_t r = {status, 0, 0, NULL, 0};
-      it->cb(b->rpc, &r, it->arg);
+      braid_rpc_result_t r = {0, 0, NULL, 0};
+      it->cb(b->rpc, status, &r, it->arg);
       return;
     }
     b->failed = n;
@@ -138,38 +155,41 @@ static void deliver_failures(braid_batcher_t *b) {
     b->failed = NULL;
     b->n_failed = b->cap_failed = 0;
     for (uint32_t i = 0; i < n; i++) {
-      braid_rpc_result_t r = {list[i].status, 0, 0, NULL, 0};
-      list[i].item.cb(b->rpc, &r, list[i].item.arg);
+      braid_rpc_result_t r = {0, 0, NULL, 0};
+      list[i].item.cb(b->rpc, list[i].status, &r, list[i].item.arg);
     }
     braid__free(list);
   }
 }
 
 /* The answer to a flushed braid-protocol batch: one result per item, in order. */
-static void on_batch_answer(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *arg) {
+static void on_batch_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *res,
+                            void *arg) {
   sent_t *s = arg;
   braid_batch_reader_t rd;
   uint32_t count = 0;
   int bad = 0;
-  if (res->status == 0) {
+  if (status == 0) {
     if (!(res->flags & BRAID_FRAME_FLAG_BATCH) ||
         braid_batch_reader_init(&rd, res->data, res->len, 1, &count) || count != s->count)
       bad = BRAID_EPROTO;
   }
   for (uint32_t i = 0; i < s->count; i++) {
     braid_rpc_result_t r = *res;
-    if (res->status == 0 && !bad) {
+    int st = status;
+    if (status == 0 && !bad) {
       braid_batch_item_t it;
       braid_batch_reader_next(&rd, &it);
       r.flags = 0;
       r.data = it.data;
       r.len = it.len;
       r.remote_code = it.status;
-      r.status = it.status ? BRAID_EREMOTE : 0;
+      st = it.status ? BRAID_EREMOTE : 0;
     } else if (bad) {
-      r = (braid_rpc_result_t){bad, 0, 0, NULL, 0};
+      r = (braid_rpc_result_t){0, 0, NULL, 0};
+      st = bad;
     }
-    s->items[i].cb(rpc, &r, s->items[i].arg);
+    s->items[i].cb(rpc, st, &r, s->items[i].arg);
   }
   braid__free(s);
 }
@@ -320,9 +340,17 @@ static void on_timer_closed(uv_handle_t *h) {
   braid__free(h);
 }
 
-int braid_batcher_free(braid_batcher_t *b) {
+void braid_batcher_set_data(braid_batcher_t *b, void *data) {
+  b->data = data;
+}
+
+void *braid_batcher_get_data(const braid_batcher_t *b) {
+  return b->data;
+}
+
+void braid_batcher_free(braid_batcher_t *b) {
   if (!b)
-    return 0;
+    return;
   do_flush(b, BRAID_FLUSH_EXPLICIT);
   braid__loop_cancel_flush(&b->flush);
   deliver_failures(b);
@@ -335,7 +363,6 @@ int braid_batcher_free(braid_batcher_t *b) {
   braid__free(b->buf);
   braid__free(b->failed);
   braid__free(b);
-  return 0;
 }
 
 void braid_batcher_stats(const braid_batcher_t *b, braid_batcher_stats_t *out) {

@@ -22,6 +22,8 @@
  * and timers; braid_cache_shared_t is an array of cores behind mutexes. */
 #include "internal.h"
 
+#include <inttypes.h>
+
 #include "hash_impl.h"
 
 #if defined(__linux__)
@@ -732,31 +734,48 @@ void braid_cache_opts_init(braid_cache_opts_t *o) {
   o->hash = BRAID_CACHE_HASH_FAST;
 }
 
-static int opts_check(const braid_cache_opts_t *o) {
+int braid_cache_opts_validate(const braid_cache_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   if (o->max_entries < 1 || o->max_entries > (UINT64_C(1) << 30))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_entries", "%" PRIu64 " is outside 1..2^30", o->max_entries);
   if (o->max_bytes < 4096 || o->max_bytes > (UINT64_C(1) << 46))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_bytes", "%" PRIu64 " is outside 4096..2^46", o->max_bytes);
   if (o->max_value_bytes > o->max_bytes)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_value_bytes", "%" PRIu64 " exceeds max_bytes (%" PRIu64 ")",
+                            o->max_value_bytes, o->max_bytes);
   if (o->policy != BRAID_CACHE_LRU && o->policy != BRAID_CACHE_SIEVE)
-    return BRAID_EINVAL;
-  if (o->default_ttl_ms > BRAID_CACHE_TTL_MAX || o->sweep_interval_ms > DAY_MS)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "policy", "%d is not a BRAID_CACHE_* policy", (int)o->policy);
+  if (o->default_ttl_ms > BRAID_CACHE_TTL_MAX)
+    return braid__opts_fail(err, "default_ttl_ms", "%" PRIu64 " exceeds BRAID_CACHE_TTL_MAX",
+                            o->default_ttl_ms);
+  if (o->sweep_interval_ms > DAY_MS)
+    return braid__opts_fail(err, "sweep_interval_ms", "%" PRIu64 " exceeds one day (86400000)",
+                            o->sweep_interval_ms);
   if (o->sweep_max_entries < 1 || o->sweep_max_entries > (UINT32_C(1) << 20))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "sweep_max_entries", "%" PRIu32 " is outside 1..2^20",
+                            o->sweep_max_entries);
   if (o->max_waiters < 1 || o->max_waiters > (UINT32_C(1) << 20))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_waiters", "%" PRIu32 " is outside 1..2^20", o->max_waiters);
   if (o->max_loads < 1 || o->max_loads > (UINT32_C(1) << 20))
-    return BRAID_EINVAL;
-  if (o->load_timeout_ms > DAY_MS || o->negative_ttl_ms > DAY_MS || o->stale_ms > DAY_MS)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_loads", "%" PRIu32 " is outside 1..2^20", o->max_loads);
+  if (o->load_timeout_ms > DAY_MS)
+    return braid__opts_fail(err, "load_timeout_ms", "%" PRIu64 " exceeds one day (86400000)",
+                            o->load_timeout_ms);
+  if (o->negative_ttl_ms > DAY_MS)
+    return braid__opts_fail(err, "negative_ttl_ms", "%" PRIu64 " exceeds one day (86400000)",
+                            o->negative_ttl_ms);
+  if (o->stale_ms > DAY_MS)
+    return braid__opts_fail(err, "stale_ms", "%" PRIu64 " exceeds one day (86400000)", o->stale_ms);
   if (o->negative_max_percent < 1 || o->negative_max_percent > 100)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "negative_max_percent", "%" PRIu32 " is outside 1..100",
+                            o->negative_max_percent);
   if (o->stripes < 1 || o->stripes > 1024 || (o->stripes & (o->stripes - 1)) != 0)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "stripes", "%" PRIu32 " is not a power of two in 1..1024",
+                            o->stripes);
   if (o->hash != BRAID_CACHE_HASH_FAST && o->hash != BRAID_CACHE_HASH_SIPHASH)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "hash", "%d is not a BRAID_CACHE_HASH_* value", (int)o->hash);
   return 0;
 }
 
@@ -766,6 +785,14 @@ typedef struct {
   braid_cache_memo_cb cb;
   void *arg;
 } waiter_t;
+
+/* Where a load that completes inside the braid_cache_memo() call that started it leaves its
+ * result, so the call returns it instead of calling back (API.md rule 4). */
+typedef struct {
+  bool done;
+  int status;
+  braid_blob_t *value; /* a reference for the caller when status is 0 */
+} inline_result_t;
 
 struct braid_cache_load_s {
   braid_cache_t *cache;  /* NULL once orphaned (timed out, or the cache closed) */
@@ -781,6 +808,7 @@ struct braid_cache_load_s {
   bool pending; /* the loader has not completed yet */
   bool in_table;
   bool delivering; /* flight_abandon is telling the waiters: it frees the load after */
+  inline_result_t *inline_res; /* set while the memo call that started it runs the loader */
   braid_cache_load_mode_t mode;
   braid_cache_compute_fn compute;
   void *compute_arg;
@@ -805,6 +833,7 @@ struct braid_cache_s {
   bool closing;
   braid_cache_close_cb close_cb;
   void *close_arg;
+  void *data; /* the user's (braid_cache_set_data) */
 };
 
 /* A timed-out load whose loader has now finished stops counting against max_loads. */
@@ -900,6 +929,19 @@ static void deadline_arm(braid_cache_t *c) {
 static void load_complete(braid_cache_load_t *l, int status, braid_blob_t *value) {
   braid_cache_t *c = l->cache;
   l->pending = false;
+  if (l->inline_res) {
+    inline_result_t *res = l->inline_res;
+    l->inline_res = NULL;
+    res->done = true;
+    if (!c)
+      res->status = BRAID_ECANCELED;
+    else if (status == 0 && !value)
+      res->status = BRAID_EINVAL;
+    else
+      res->status = status;
+    if (res->status == 0)
+      res->value = braid_blob_ref(value);
+  }
   if (!c) { /* orphaned: timed out or the cache closed; the waiters have been told */
     braid_blob_unref(value);
     if (l->delivering)
@@ -1031,7 +1073,7 @@ static void sweep_fire(uv_timer_t *t) {
   core->sweep_cursor = i;
 }
 
-int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts, braid_cache_t **out) {
+int braid_cache_new(braid_cache_t **out, braid_loop_t *loop, const braid_cache_opts_t *opts) {
   braid_cache_opts_t def;
   if (!loop || !out)
     return BRAID_EINVAL;
@@ -1039,9 +1081,12 @@ int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts, braid_ca
     braid_cache_opts_init(&def);
     opts = &def;
   }
-  int rc = opts_check(opts);
-  if (rc)
+  braid_opts_error_t err;
+  int rc = braid_cache_opts_validate(opts, &err);
+  if (rc) {
+    braid__opts_log(loop, "braid_cache_new", &err);
     return rc;
+  }
   if (loop->closing)
     return BRAID_ECLOSED;
   hasher_t hs;
@@ -1091,8 +1136,16 @@ static void cache_handle_closed(uv_handle_t *h) {
   /* Unref first, so the callback may close the loop. */
   braid__loop_unref(loop);
   if (cb)
-    cb(c, arg);
+    cb(c, 0, arg);
   braid__free(c);
+}
+
+void braid_cache_set_data(braid_cache_t *c, void *data) {
+  c->data = data;
+}
+
+void *braid_cache_get_data(const braid_cache_t *c) {
+  return c->data;
 }
 
 int braid_cache_close(braid_cache_t *c, braid_cache_close_cb cb, void *arg) {
@@ -1194,10 +1247,11 @@ int braid_cache_stats(const braid_cache_t *c, braid_cache_stats_t *out) {
   return 0;
 }
 
-/* Starts a load for key with loader; cb/arg (may be NULL for a background revalidation)
- * becomes its first waiter. On error nothing is left behind and no callback runs. */
+/* Starts a load for key with loader, without waiters. A load that completes before this
+ * returns (a synchronous loader, an asynchronous one that answered at once) leaves its result
+ * in *res (may be NULL for a background revalidation). On error nothing is left behind. */
 static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t klen,
-                        const braid_cache_loader_t *ld, braid_cache_memo_cb cb, void *arg) {
+                        const braid_cache_loader_t *ld, inline_result_t *res) {
   /* h: flight_hash() of key. */
   if (c->flights.count + c->orphan_count >= c->opts.max_loads)
     return BRAID_ETOOMANYWAITERS;
@@ -1206,10 +1260,6 @@ static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t kl
   braid_cache_load_t *l = braid__calloc(1, sizeof(*l) + klen);
   if (!l)
     return BRAID_ENOMEM;
-  if (cb && waiter_add(l, cb, arg)) {
-    braid__free(l);
-    return BRAID_ENOMEM;
-  }
   l->cache = c;
   l->hash = h;
   l->klen = (uint32_t)klen;
@@ -1221,7 +1271,7 @@ static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t kl
   l->compute_arg = ld->arg;
   l->pending = true;
   if (ld->mode == BRAID_CACHE_LOAD_WORK) {
-    int rc = braid_work(c->loop, work_run, work_done, l, &l->work);
+    int rc = braid_work(&l->work, c->loop, work_run, work_done, l);
     if (rc) {
       load_free(l);
       return rc;
@@ -1236,6 +1286,7 @@ static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t kl
     if (c->deadlines.next == &l->deadline)
       deadline_arm(c);
   }
+  l->inline_res = res;
   if (ld->mode == BRAID_CACHE_LOAD_SYNC) {
     braid_blob_t *v = NULL;
     int rc = ld->compute(l->key, klen, &v, ld->arg);
@@ -1247,29 +1298,25 @@ static int flight_start(braid_cache_t *c, uint64_t h, const void *key, size_t kl
   } else if (ld->mode == BRAID_CACHE_LOAD_ASYNC) {
     ld->start(l, l->key, klen, ld->arg);
   }
+  /* Not completed inside: from now on its waiters hear through their callbacks. (l may be
+   * freed when res->done.) */
+  if (res && !res->done)
+    l->inline_res = NULL;
   return 0;
 }
 
-/* Delivers an entry's value (or cached error) to cb, holding a reference across the call so
- * the callback may delete the entry or close the cache. */
-static int deliver_entry(braid_cache_t *c, rec_t *e, braid_cache_memo_cb cb, void *arg) {
+/* Hands an entry's value (a new reference) or cached error back to the memo call. */
+static int take_entry(braid_cache_t *c, rec_t *e, braid_blob_t **value) {
   if (e->err) {
     c->core.st.negative_hits++;
-    cb(c, e->err, NULL, arg);
-    return 0;
+    return e->err;
   }
-  braid_blob_t *b;
-  int rc = rec_to_blob(e, &b);
-  if (rc)
-    return rc;
-  cb(c, 0, b, arg);
-  braid_blob_unref(b);
-  return 0;
+  return rec_to_blob(e, value);
 }
 
-int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
-                     const braid_cache_loader_t *ld, braid_cache_memo_cb cb, void *arg) {
-  if (!c || !ld || !cb || !key_ok(key, klen))
+int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen, const braid_cache_loader_t *ld,
+                     braid_blob_t **value, braid_cache_memo_cb cb, void *arg) {
+  if (!c || !ld || !value || !cb || !key_ok(key, klen))
     return BRAID_EINVAL;
   if (ld->mode == BRAID_CACHE_LOAD_ASYNC ? !ld->start
       : (ld->mode == BRAID_CACHE_LOAD_SYNC || ld->mode == BRAID_CACHE_LOAD_WORK)
@@ -1280,19 +1327,20 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
     return BRAID_EINVAL;
   if (c->closing)
     return BRAID_ECLOSED;
+  *value = NULL;
   core_t *core = &c->core;
   uint64_t h = hash_key(core, key, klen);
   rec_t *stale = NULL;
   rec_t *e = core_lookup(core, h, key, klen, c->opts.stale_ms, &stale);
   if (e) {
     core->st.hits++;
-    return deliver_entry(c, e, cb, arg);
+    return take_entry(c, e, value);
   }
   if (stale) {
     /* Serve the stale value now; refresh it in the background, once. */
     uint64_t hf = flight_hash(c, key, klen);
     if (!flight_find(c, hf, key, klen))
-      (void)flight_start(c, hf, key, klen, ld, NULL, NULL);
+      (void)flight_start(c, hf, key, klen, ld, NULL);
     if (c->closing)
       return BRAID_ECLOSED;
     stale = NULL;
@@ -1301,21 +1349,33 @@ int braid_cache_memo(braid_cache_t *c, const void *key, size_t klen,
     if (i != SIZE_MAX) { /* a synchronous revalidation may already have replaced it */
       core->st.stale_hits++;
       core->st.hits++;
-      return deliver_entry(c, &core->recs[i], cb, arg);
+      return take_entry(c, &core->recs[i], value);
     }
   }
   core->st.misses++;
   uint64_t hf = flight_hash(c, key, klen);
   braid_cache_load_t *l = flight_find(c, hf, key, klen);
-  if (l) {
-    if (l->nwaiters >= c->opts.max_waiters)
-      return BRAID_ETOOMANYWAITERS;
-    int rc = waiter_add(l, cb, arg);
-    if (rc == 0)
-      core->st.coalesced++;
-    return rc;
+  if (!l) {
+    inline_result_t res = {0};
+    int rc = flight_start(c, hf, key, klen, ld, &res);
+    if (rc)
+      return rc;
+    if (res.done) {
+      *value = res.value;
+      return res.status;
+    }
+    if (c->closing) /* closed from inside the loader's start */
+      return BRAID_ECANCELED;
+    l = flight_find(c, hf, key, klen);
+    if (!l) /* cannot happen: a pending load stays in the table until it completes */
+      return BRAID_ECANCELED;
+  } else if (l->nwaiters >= c->opts.max_waiters) {
+    return BRAID_ETOOMANYWAITERS;
+  } else {
+    core->st.coalesced++;
   }
-  return flight_start(c, hf, key, klen, ld, cb, arg);
+  int rc = waiter_add(l, cb, arg);
+  return rc ? rc : BRAID_PENDING;
 }
 
 /* ---- internal probes for tests --------------------------------------------------------- */
@@ -1364,7 +1424,7 @@ struct braid_cache_shared_s {
   stripe_t *stripes;
 };
 
-int braid_cache_shared_new(const braid_cache_opts_t *opts, braid_cache_shared_t **out) {
+int braid_cache_shared_new(braid_cache_shared_t **out, const braid_cache_opts_t *opts) {
   braid_cache_opts_t def;
   if (!out)
     return BRAID_EINVAL;
@@ -1372,12 +1432,15 @@ int braid_cache_shared_new(const braid_cache_opts_t *opts, braid_cache_shared_t 
     braid_cache_opts_init(&def);
     opts = &def;
   }
-  int rc = opts_check(opts);
+  int rc = braid_cache_opts_validate(opts, NULL);
   if (rc)
     return rc;
+  /* Each stripe is a whole cache with its own table, so each needs the byte budget a
+   * per-loop cache needs at least (4096, over its smallest table's 2064 bytes): a thinner
+   * split would be over its bound from the start and refuse every put. */
   uint64_t per_entries = opts->max_entries / opts->stripes;
   uint64_t per_bytes = opts->max_bytes / opts->stripes;
-  if (per_entries < 1 || per_bytes < 1024)
+  if (per_entries < 1 || per_bytes < BRAID_CACHE_STRIPE_MIN_BYTES)
     return BRAID_EINVAL;
   hasher_t hs;
   rc = hasher_init(&hs, opts);

@@ -15,6 +15,8 @@
 
 #include "internal.h"
 
+#include <inttypes.h>
+
 typedef enum { ST_START, ST_RESOLVING, ST_CONNECTING, ST_BACKOFF, ST_DONE } conn_state_t;
 
 struct braid_connect_s {
@@ -56,20 +58,38 @@ void braid_client_opts_init(braid_client_opts_t *o) {
   o->family = AF_UNSPEC;
 }
 
-int braid__client_opts_check(const braid_client_opts_t *o) {
-  if (braid_sockopts_validate(&o->sockopts) || braid_conn_opts_validate(&o->conn))
-    return BRAID_EINVAL;
-  if (o->connect_timeout_ms > BRAID__MS_MAX || o->retries > BRAID__RETRIES_MAX)
-    return BRAID_EINVAL;
-  if (o->backoff_initial_ms < 1 || o->backoff_initial_ms > BRAID__MS_MAX ||
-      o->backoff_max_ms < o->backoff_initial_ms)
-    return BRAID_EINVAL;
+int braid_client_opts_validate(const braid_client_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  int rc = braid__opts_nest(err, "sockopts", braid_sockopts_validate(&o->sockopts, err));
+  if (rc == 0)
+    rc = braid__opts_nest(err, "conn", braid_conn_opts_validate(&o->conn, err));
+  if (rc)
+    return rc;
+  if (o->connect_timeout_ms > BRAID__MS_MAX)
+    return braid__opts_fail(err, "connect_timeout_ms", "%" PRIu64 " exceeds 2^31",
+                            o->connect_timeout_ms);
+  if (o->retries > BRAID__RETRIES_MAX)
+    return braid__opts_fail(err, "retries", "%u exceeds %u", o->retries,
+                            (unsigned)BRAID__RETRIES_MAX);
+  if (o->backoff_initial_ms < 1 || o->backoff_initial_ms > BRAID__MS_MAX)
+    return braid__opts_fail(err, "backoff_initial_ms", "%" PRIu64 " is outside 1..2^31",
+                            o->backoff_initial_ms);
+  if (o->backoff_max_ms < o->backoff_initial_ms)
+    return braid__opts_fail(err, "backoff_max_ms",
+                            "%" PRIu64 " is below backoff_initial_ms (%" PRIu64 ")",
+                            o->backoff_max_ms, o->backoff_initial_ms);
   /* Written so that NaN fails too. */
   if (!(o->backoff_jitter >= 0.0 && o->backoff_jitter <= 1.0))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "backoff_jitter", "%g is outside 0.0..1.0", o->backoff_jitter);
   if (o->family != AF_UNSPEC && o->family != AF_INET && o->family != AF_INET6)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "family", "%d is not AF_UNSPEC, AF_INET or AF_INET6", o->family);
   return 0;
+}
+
+int braid__client_opts_check(const braid_client_opts_t *o, braid_opts_error_t *err) {
+  return braid_client_opts_validate(o, err);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -83,7 +103,7 @@ static void finish(braid_connect_t *r, braid_conn_t *conn, int status) {
   r->state = ST_DONE;
   uv_timer_stop(&r->timer);
   braid__loop_unref(r->loop);
-  r->cb(r, conn, status, r->arg);
+  r->cb(r, status, conn, r->arg);
   uv_close((uv_handle_t *)&r->timer, on_timer_closed);
 }
 
@@ -279,8 +299,8 @@ static int parse_literal(braid_connect_t *r, int port) {
   return 0;
 }
 
-int braid_connect(braid_loop_t *loop, const char *host, int port, const braid_client_opts_t *o,
-                  braid_connect_cb cb, void *arg, braid_connect_t **req) {
+int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host, int port,
+                  const braid_client_opts_t *o, braid_connect_cb cb, void *arg) {
   if (!loop || !host || !*host || port < 1 || port > 65535 || !cb)
     return BRAID_EINVAL;
   braid_client_opts_t opts;
@@ -288,8 +308,11 @@ int braid_connect(braid_loop_t *loop, const char *host, int port, const braid_cl
     opts = *o;
   else
     braid_client_opts_init(&opts);
-  if (braid__client_opts_check(&opts))
+  braid_opts_error_t err;
+  if (braid_client_opts_validate(&opts, &err)) {
+    braid__opts_log(loop, "braid_connect", &err);
     return BRAID_EINVAL;
+  }
   if (loop->closing)
     return BRAID_ECLOSED;
   braid_connect_t *r = braid__calloc(1, sizeof(*r));

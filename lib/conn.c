@@ -9,15 +9,20 @@
  * burst of small writes becomes one iovec. Completion is accounted in bytes from the head: the
  * kernel took n bytes, so the first segments covering n bytes are done, in order.
  *
- * Flushing tries uv_try_write() first; only what the kernel did not take goes to uv_write(),
- * and at most one uv_write is in flight. Errors are never reported from inside the flush:
- * the connection closes, and every segment still queued is completed from the final close
- * callback, after libuv cancelled its own requests, so each write callback runs once. */
+ * Flushing tries a direct write first (sendmsg with MSG_NOSIGNAL, so a reset peer can never
+ * raise SIGPIPE here; libuv's uv_try_write cannot pass that flag); only what the kernel did
+ * not take goes to uv_write(), and at most one uv_write is in flight. Errors are never
+ * reported from inside the flush: the connection closes, and every segment still queued is
+ * completed from the final close callback, after libuv cancelled its own requests, so each
+ * write callback runs once. */
+#include <errno.h>
 #include <limits.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "internal.h"
+
+#include <inttypes.h>
 
 #define MAX_IOVS 64 /* per writev; more segments are sent in further rounds */
 #define MAX_IOV_BYTES ((size_t)1 << 30)
@@ -65,10 +70,14 @@ struct braid_conn_s {
   braid__conn_owner_t *owner;
   braid__conn_drain_fn drain_fn; /* the protocol on it, told when its server drains */
   void *drain_arg;
+  braid__conn_wm_fn wm_fn; /* the protocol on it, told of watermark crossings at once */
+  void *wm_arg;
+  void *data;       /* the user's (braid_conn_set_data), passed to every callback */
   uv_write_t *wreq; /* made the first time the kernel pushes back */
 
   /* Options, as needed on the hot path. */
   uint64_t idle_timeout_ms, read_timeout_ms, write_timeout_ms, close_flush_timeout_ms;
+  uint64_t message_timeout_ms;
   size_t high_wm, low_wm, max_queue, copy_threshold;
   braid_ratelimit_t *send_rl, *recv_rl;       /* this connection's buckets, or NULL */
   braid_ratelimit_t *send_group, *recv_group; /* shared buckets, or NULL */
@@ -89,13 +98,18 @@ struct braid_conn_s {
   bool shutdown_requested, shutdown_sent;
   bool peer_eof;
   bool above_wm;
+  bool wm_reported; /* the last above_wm value given to on_watermark */
   bool timer_armed;
   bool discarded; /* never handed to the user: no callbacks at close */
+  bool drained;   /* its server's drain was announced */
   bool reset_on_close;
+  bool msg_pending; /* the protocol on it holds part of a message (message timeout) */
   int close_status;
   unsigned open_handles;
 
   uint64_t last_read_ms, last_activity_ms, last_progress_ms, close_started_ms, rate_wait_until;
+  uint64_t msg_started_ms; /* when the partial message began (shifted by reading pauses) */
+  uint64_t msg_elapsed_ms; /* its time so far, kept while reading is stopped */
   uint64_t timer_due;
   braid_conn_stats_t stats;
 };
@@ -115,29 +129,56 @@ void braid_conn_opts_init(braid_conn_opts_t *o) {
   o->copy_threshold_bytes = 4 << 10;
 }
 
-int braid_conn_opts_validate(const braid_conn_opts_t *o) {
+int braid_conn_opts_validate(const braid_conn_opts_t *o, braid_opts_error_t *err) {
   const uint64_t big = (uint64_t)1 << 40;
+  braid__opts_ok(err);
   if (!o)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   if (o->max_queue_bytes < 1 || (uint64_t)o->max_queue_bytes > big)
-    return BRAID_EINVAL;
-  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes ||
-      o->low_watermark_bytes >= o->high_watermark_bytes)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_queue_bytes", "%zu is outside 1..2^40", o->max_queue_bytes);
+  /* The watermarks are checked against the queue cap, so a lowered cap names the watermark
+   * that no longer fits (and says which cap), not a bare EINVAL. */
+  if (o->high_watermark_bytes < 1 || o->high_watermark_bytes > o->max_queue_bytes)
+    return braid__opts_fail(err, "high_watermark_bytes",
+                            "%zu must be 1..max_queue_bytes (%zu); lower it with max_queue_bytes",
+                            o->high_watermark_bytes, o->max_queue_bytes);
+  if (o->low_watermark_bytes >= o->high_watermark_bytes)
+    return braid__opts_fail(err, "low_watermark_bytes",
+                            "%zu must be below high_watermark_bytes (%zu)", o->low_watermark_bytes,
+                            o->high_watermark_bytes);
   if (o->copy_threshold_bytes < 64 || o->copy_threshold_bytes > (1 << 20))
-    return BRAID_EINVAL;
-  if (o->send_rate_bytes_per_s > big || o->recv_rate_bytes_per_s > big)
-    return BRAID_EINVAL;
-  if (o->idle_timeout_ms > big || o->read_timeout_ms > big || o->write_timeout_ms > big ||
-      o->close_flush_timeout_ms > big)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "copy_threshold_bytes", "%zu is outside 64..2^20",
+                            o->copy_threshold_bytes);
+  if (o->send_rate_bytes_per_s > big)
+    return braid__opts_fail(err, "send_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->send_rate_bytes_per_s);
+  if (o->recv_rate_bytes_per_s > big)
+    return braid__opts_fail(err, "recv_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->recv_rate_bytes_per_s);
+  if (o->idle_timeout_ms > big)
+    return braid__opts_fail(err, "idle_timeout_ms", "%" PRIu64 " exceeds 2^40", o->idle_timeout_ms);
+  if (o->read_timeout_ms > big)
+    return braid__opts_fail(err, "read_timeout_ms", "%" PRIu64 " exceeds 2^40", o->read_timeout_ms);
+  if (o->write_timeout_ms > big)
+    return braid__opts_fail(err, "write_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->write_timeout_ms);
+  if (o->close_flush_timeout_ms > big)
+    return braid__opts_fail(err, "close_flush_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->close_flush_timeout_ms);
+  if (o->message_timeout_ms > big)
+    return braid__opts_fail(err, "message_timeout_ms", "%" PRIu64 " exceeds 2^40",
+                            o->message_timeout_ms);
   return 0;
 }
 
 /* ---- life cycle ----------------------------------------------------------------------- */
 
+static void wm_notify(braid_conn_t *c);
+
 static void on_flush(braid__flush_t *f) {
-  do_flush(BRAID__CONTAINER_OF(f, braid_conn_t, flush));
+  braid_conn_t *c = BRAID__CONTAINER_OF(f, braid_conn_t, flush);
+  do_flush(c);
+  wm_notify(c);
 }
 
 int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_conn_t **out) {
@@ -174,6 +215,7 @@ int braid__conn_create(braid_loop_t *loop, const braid_conn_opts_t *opts, braid_
   c->read_timeout_ms = opts->read_timeout_ms;
   c->write_timeout_ms = opts->write_timeout_ms;
   c->close_flush_timeout_ms = opts->close_flush_timeout_ms;
+  c->message_timeout_ms = opts->message_timeout_ms;
   c->high_wm = opts->high_watermark_bytes;
   c->low_wm = opts->low_watermark_bytes;
   c->max_queue = opts->max_queue_bytes;
@@ -226,11 +268,34 @@ void braid__conn_set_drain_hook(braid_conn_t *c, braid__conn_drain_fn fn, void *
   c->drain_arg = arg;
 }
 
+void braid__conn_message_pending(braid_conn_t *c, bool pending, unsigned completed) {
+  if (c->state == ST_CLOSED || (pending == c->msg_pending && (!pending || completed == 0)))
+    return;
+  c->msg_pending = pending;
+  if (!pending)
+    return;
+  /* A new message is partly here: its first bytes came with the read being handled now. */
+  c->msg_started_ms = braid__now(c->loop);
+  c->msg_elapsed_ms = 0;
+  arm_timer(c);
+}
+
+void braid__conn_set_watermark_hook(braid_conn_t *c, braid__conn_wm_fn fn, void *arg) {
+  c->wm_fn = fn;
+  c->wm_arg = arg;
+}
+
 void braid__conn_notify_drain(braid_conn_t *c) {
   braid__conn_drain_fn fn = c->drain_fn;
   c->drain_fn = NULL; /* once: a drain is not undone */
+  if (c->drained)
+    return;
+  c->drained = true;
   if (fn && braid_conn_is_open(c))
     fn(c, c->drain_arg);
+  /* The user's notice, for raw connections (and anything else the user runs on it). */
+  if (c->cbs.on_drain && braid_conn_is_open(c))
+    c->cbs.on_drain(c, c->data);
 }
 
 braid__node_t *braid__conn_node(braid_conn_t *c) {
@@ -250,6 +315,14 @@ int braid_conn_set_callbacks(braid_conn_t *c, const braid_conn_callbacks_t *cbs)
 
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c) {
   return c->cbs;
+}
+
+void braid_conn_set_data(braid_conn_t *c, void *data) {
+  c->data = data;
+}
+
+void *braid_conn_get_data(const braid_conn_t *c) {
+  return c->data;
 }
 
 /* ---- the write queue ------------------------------------------------------------------ */
@@ -328,17 +401,33 @@ static void seg_complete_head(braid_conn_t *c, int status) {
     s.cb(c, status, s.arg);
 }
 
+/* Tells the user's on_watermark where the queue stands, if that changed since it was last
+ * told. Runs from the loop only (the flush pass, a write completion), never from inside a
+ * braid_conn_write*() call (docs/API.md rule 4): crossings are noted at once (state, stats,
+ * the protocol's hook) and reported here, so a crossing that is undone before the flush
+ * (queue up then down again) is not reported at all, and reports still alternate. */
+static void wm_notify(braid_conn_t *c) {
+  if (c->wm_reported == c->above_wm)
+    return;
+  c->wm_reported = c->above_wm;
+  if (c->cbs.on_watermark && c->state == ST_OPEN)
+    c->cbs.on_watermark(c, c->above_wm, c->data);
+}
+
 static void check_watermarks(braid_conn_t *c) {
   if (!c->above_wm && c->queued >= c->high_wm) {
     c->above_wm = true;
     c->stats.watermark_pauses++;
-    if (c->cbs.on_watermark)
-      c->cbs.on_watermark(c, 1, c->cbs.arg);
   } else if (c->above_wm && c->queued <= c->low_wm) {
     c->above_wm = false;
-    if (c->cbs.on_watermark)
-      c->cbs.on_watermark(c, 0, c->cbs.arg);
+  } else {
+    return;
   }
+  if (c->wm_fn)
+    c->wm_fn(c, c->above_wm, c->wm_arg);
+  /* Crossings are rare: the report waits for the flush pass, which a write has already
+   * asked for, or is asked for here. */
+  braid__loop_want_flush(c->loop, &c->flush);
 }
 
 /* The kernel took n bytes from the head of the queue: complete what they cover, plus any
@@ -656,34 +745,20 @@ static int queue_empty_write(braid_conn_t *c, braid_write_cb cb, void *arg) {
   return queue_write(c, SEG_BORROW, NULL, 0, NULL, cb, arg);
 }
 
-/* braid_conn_write() after write_check() passed for at least len bytes. */
-static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+/* Queues data[0..len) after some of the message already went to the kernel (or after the
+ * kernel refused it): the peer has the start of a message, so a write that cannot be
+ * completed must end the connection instead of leaving half a message on the wire, where the
+ * peer would read whatever comes next as the rest of it. Closes with a reset and the error,
+ * and returns BRAID_ECLOSED (nothing more is queued; cb is never called). */
+static int fail_started_write(braid_conn_t *c, int err) {
+  c->reset_on_close = true;
+  close_handles(c, err);
+  return BRAID_ECLOSED;
+}
+
+/* Queues a copy of data[0..len) (the part the kernel did not take). */
+static int queue_copy(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
                       void *arg) {
-  int rc;
-  if (!data && len)
-    return BRAID_EINVAL;
-  if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
-      !c->send_rl && !c->send_group) {
-    /* Nothing to coalesce with: offer it to the kernel from the caller's buffer, and copy
-     * only what it does not take. */
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > MAX_IOV_BYTES ? MAX_IOV_BYTES : len));
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    c->stats.write_syscalls++;
-    if (n > 0) {
-      c->stats.bytes_written += (uint64_t)n;
-      c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
-      data = (const char *)data + n;
-      len -= (size_t)n;
-    }
-    /* An error is met again, and reported, by the flush of what is queued next. */
-    if (len == 0) {
-      if (!cb) {
-        c->stats.writes++;
-        return 0;
-      }
-      return queue_empty_write(c, cb, arg);
-    }
-  }
   if (len == 0)
     return queue_empty_write(c, cb, arg);
   if (len < HEAP_COPY_MIN)
@@ -692,10 +767,50 @@ static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write
   if (!copy)
     return BRAID_ENOMEM;
   memcpy(copy, data, len);
-  rc = queue_write(c, SEG_HEAP, copy, len, copy, cb, arg);
+  int rc = queue_write(c, SEG_HEAP, copy, len, copy, cb, arg);
   if (rc)
     braid__free(copy);
   return rc;
+}
+
+static int sock_try_write(braid_conn_t *c, const uv_buf_t *iov, unsigned n_iov);
+
+/* braid_conn_write() after write_check() passed for at least len bytes. A write is queued
+ * whole or not at all; once part of it reached the kernel, a failure to queue the rest
+ * closes the connection (fail_started_write). */
+static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
+                      void *arg) {
+  if (!data && len)
+    return BRAID_EINVAL;
+  if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
+      !c->send_rl && !c->send_group) {
+    /* Nothing to coalesce with: offer it to the kernel from the caller's buffer, and copy
+     * only what it does not take. */
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > MAX_IOV_BYTES ? MAX_IOV_BYTES : len));
+    int n = sock_try_write(c, &b, 1);
+    c->stats.write_syscalls++;
+    if (n < 0 && n != UV_EAGAIN) {
+      /* The connection failed (a reset peer): end it now with the real error. Queueing
+       * the bytes instead would only meet EPIPE on the next write. */
+      close_handles(c, n);
+      return BRAID_ECLOSED;
+    }
+    if (n > 0) {
+      c->stats.bytes_written += (uint64_t)n;
+      c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+      data = (const char *)data + n;
+      len -= (size_t)n;
+      int rc;
+      if (len == 0 && !cb) {
+        c->stats.writes++;
+        rc = 0;
+      } else {
+        rc = queue_copy(c, data, len, cb, arg);
+      }
+      return rc ? fail_started_write(c, rc) : 0;
+    }
+  }
+  return queue_copy(c, data, len, cb, arg);
 }
 
 int braid_conn_write(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
@@ -711,17 +826,23 @@ int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
     len += parts[i].len;
   *partial = false;
   int rc = write_check(c, len);
-  if (rc == 0 && hlen) {
+  if (rc)
+    return rc;
+  bool started = false;
+  if (hlen) {
     rc = write_body(c, head, hlen, NULL, NULL);
-    *partial = rc == 0;
+    started = rc == 0;
   }
   for (unsigned i = 0; rc == 0 && i < nparts; i++) {
     rc = write_body(c, parts[i].base, parts[i].len, NULL, NULL);
-    *partial = *partial || (rc == 0 && parts[i].len);
+    started = started || (rc == 0 && parts[i].len);
   }
   if (rc == 0)
-    *partial = false;
-  return rc;
+    return 0;
+  *partial = started;
+  if (c->state == ST_CLOSED) /* write_body ended the connection */
+    return BRAID_ECLOSED;
+  return started ? fail_started_write(c, rc) : rc;
 }
 
 int braid_conn_write_borrow(braid_conn_t *c, const void *data, size_t len, braid_write_cb cb,
@@ -749,6 +870,43 @@ int braid_conn_write_blob(braid_conn_t *c, braid_blob_t *blob, size_t offset, si
 }
 
 /* ---- flushing ------------------------------------------------------------------------- */
+
+/* uv_try_write() with MSG_NOSIGNAL: writes what the kernel takes now, without blocking, and
+ * returns the bytes written, UV_EAGAIN when it took none, or the error (UV_ECONNRESET,
+ * UV_EPIPE, ...). A write to a socket whose peer reset raises SIGPIPE unless the flag is
+ * given, and libuv's writev() cannot give it; every write braid makes itself goes through
+ * here. (libuv's own uv_write, for what the kernel had no room for, still uses writev():
+ * braid_loop_new() covers that path, see loop.h.) */
+static int sock_try_write(braid_conn_t *c, const uv_buf_t *iov, unsigned n_iov) {
+#if defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
+                     offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
+                     offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
+                 "uv_buf_t is an iovec on unix");
+  /* As uv_try_write: never overtake bytes libuv still holds. */
+  if (c->write_inflight)
+    return UV_EAGAIN;
+  uv_os_fd_t fd;
+  int rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+  if (rc)
+    return rc;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = (struct iovec *)iov;
+  msg.msg_iovlen = n_iov;
+  ssize_t n;
+  do
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n >= 0)
+    return (int)n; /* the kernel writes at most INT_MAX & PAGE_MASK bytes per call */
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+    return UV_EAGAIN;
+  return -errno;
+#else
+  return uv_try_write((uv_stream_t *)&c->tcp, iov, n_iov);
+#endif
+}
 
 /* Grants up to want bytes from the send buckets; 0 means wait (the timer is armed). */
 static size_t send_allowance(braid_conn_t *c, size_t want) {
@@ -829,6 +987,7 @@ static void after_write(uv_write_t *req, int status) {
   c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
   consume(c, n);
   do_flush(c);
+  wm_notify(c);
 }
 
 static void do_flush(braid_conn_t *c) {
@@ -851,7 +1010,7 @@ static void do_flush(braid_conn_t *c) {
     uv_buf_t iov[MAX_IOVS];
     size_t total;
     unsigned n_iov = fill_iov(c, iov, MAX_IOVS, 0, allow, &total);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, iov, n_iov);
+    int n = sock_try_write(c, iov, n_iov);
     c->stats.write_syscalls++;
     if (n == UV_EAGAIN)
       n = 0;
@@ -954,7 +1113,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (c->recv_rl || c->recv_group)
       recv_account(c, (size_t)nread);
     if (c->state == ST_OPEN && c->cbs.on_read)
-      c->cbs.on_read(c, 0, buf->base, (size_t)nread, c->cbs.arg);
+      c->cbs.on_read(c, 0, (const uint8_t *)buf->base, (size_t)nread, c->data);
     braid__loop_read_release(c->loop, buf);
     return;
   }
@@ -966,14 +1125,21 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     /* libuv stopped reading; the connection stays open for writing. */
     uv_read_stop(stream);
     c->peer_eof = true;
-    if (c->state == ST_OPEN && c->cbs.on_read)
-      c->cbs.on_read(c, BRAID_EOF, NULL, 0, c->cbs.arg);
+    if (c->state != ST_OPEN)
+      return;
+    /* The end of the peer's stream is not a read error: it has its own callback, so the
+     * natural `if (status < 0) return;` in a read callback stays right. Without one, the
+     * connection closes gracefully (what nearly every protocol does at EOF). */
+    if (c->cbs.on_eof)
+      c->cbs.on_eof(c, c->data);
+    else
+      braid_conn_close(c);
     return;
   }
   int deliver = c->state == ST_OPEN;
   close_handles(c, (int)nread);
   if (deliver && c->cbs.on_read)
-    c->cbs.on_read(c, (int)nread, NULL, 0, c->cbs.arg);
+    c->cbs.on_read(c, (int)nread, NULL, 0, c->data);
 }
 
 static int start_reading(braid_conn_t *c) {
@@ -990,8 +1156,13 @@ int braid_conn_read_start(braid_conn_t *c) {
     return BRAID_EINVAL;
   if (c->state != ST_OPEN)
     return BRAID_ECLOSED;
-  if (!c->want_read)
-    c->last_read_ms = braid__now(c->loop);
+  if (!c->want_read) {
+    uint64_t now = braid__now(c->loop);
+    c->last_read_ms = now;
+    /* A partial message's clock ran only while we read: resume it where it stopped. */
+    if (c->msg_pending)
+      c->msg_started_ms = now - c->msg_elapsed_ms;
+  }
   c->want_read = true;
   int rc = start_reading(c);
   if (rc == 0)
@@ -1004,6 +1175,8 @@ int braid_conn_read_stop(braid_conn_t *c) {
     return BRAID_EINVAL;
   if (c->state != ST_OPEN && c->state != ST_CLOSING)
     return BRAID_ECLOSED;
+  if (c->want_read && c->msg_pending)
+    c->msg_elapsed_ms = braid__now(c->loop) - c->msg_started_ms;
   c->want_read = false;
   if (c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -1018,6 +1191,13 @@ static uint64_t min_u64(uint64_t a, uint64_t b) {
   return a < b ? a : b;
 }
 
+/* The message timeout counts while a partial message is held and we are reading: a
+ * connection that paused reading (its protocol at an in-flight cap) does not hold it
+ * against the peer. */
+static bool message_clock_runs(const braid_conn_t *c) {
+  return c->message_timeout_ms && c->msg_pending && c->want_read && !c->peer_eof;
+}
+
 static uint64_t next_deadline(const braid_conn_t *c) {
   uint64_t d = UINT64_MAX;
   if (c->state != ST_OPEN && c->state != ST_CLOSING)
@@ -1028,6 +1208,8 @@ static uint64_t next_deadline(const braid_conn_t *c) {
     d = min_u64(d, c->last_read_ms + c->read_timeout_ms);
   if (c->write_timeout_ms && c->queued > 0)
     d = min_u64(d, c->last_progress_ms + c->write_timeout_ms);
+  if (message_clock_runs(c))
+    d = min_u64(d, c->msg_started_ms + c->message_timeout_ms);
   if (c->state == ST_CLOSING && c->close_flush_timeout_ms)
     d = min_u64(d, c->close_started_ms + c->close_flush_timeout_ms);
   if (c->rate_paused)
@@ -1098,7 +1280,8 @@ static void on_timer(uv_timer_t *t) {
   }
   if ((c->idle_timeout_ms && now >= c->last_activity_ms + c->idle_timeout_ms) ||
       (c->read_timeout_ms && c->want_read && !c->peer_eof &&
-       now >= c->last_read_ms + c->read_timeout_ms)) {
+       now >= c->last_read_ms + c->read_timeout_ms) ||
+      (message_clock_runs(c) && now >= c->msg_started_ms + c->message_timeout_ms)) {
     close_handles(c, BRAID_ETIMEDOUT);
     return;
   }
@@ -1123,7 +1306,7 @@ static void finalize(braid_conn_t *c) {
     if (c->owner)
       c->owner->on_conn_closed(c->owner, c);
     if (c->cbs.on_close)
-      c->cbs.on_close(c, c->close_status, c->cbs.arg);
+      c->cbs.on_close(c, c->close_status, c->data);
   }
   if (c->segs)
     segs_release(c);
@@ -1233,4 +1416,8 @@ uv_tcp_t *braid_conn_uv(braid_conn_t *c) {
 
 int braid_conn_is_open(const braid_conn_t *c) {
   return c->state == ST_OPEN;
+}
+
+int braid_conn_is_writable(const braid_conn_t *c) {
+  return c->state == ST_OPEN && !c->above_wm;
 }

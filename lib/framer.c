@@ -35,22 +35,54 @@ int braid_framer_init_braid(braid_framer_t *f, size_t max_payload) {
   return 0;
 }
 
-int braid_framer_init_length_field(braid_framer_t *f, const braid_length_field_opts_t *o) {
-  if (!f || !o)
-    return BRAID_EINVAL;
+int braid_length_field_opts_validate(const braid_length_field_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   size_t max = o->max_frame_bytes;
   if (max < 1 || max > BRAID_FRAMER_MAX_CEILING)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_frame_bytes", "%zu is outside 1..2^30", max);
   if (o->length_size != 1 && o->length_size != 2 && o->length_size != 4 && o->length_size != 8)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "length_size", "%u is not 1, 2, 4 or 8", o->length_size);
   if (o->big_endian != 0 && o->big_endian != 1)
-    return BRAID_EINVAL;
-  if (o->length_offset > 65535 || o->length_offset + o->length_size > max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "big_endian", "%d is not 0 or 1", o->big_endian);
+  if (o->length_offset > 65535)
+    return braid__opts_fail(err, "length_offset", "%zu exceeds 65535", o->length_offset);
+  if (o->length_offset + o->length_size > max)
+    return braid__opts_fail(err, "length_offset",
+                            "%zu plus length_size (%u) exceeds max_frame_bytes (%zu)",
+                            o->length_offset, o->length_size, max);
   if (o->length_adjust > (int64_t)max || o->length_adjust < -(int64_t)max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "length_adjust",
+                            "%lld is outside -max_frame_bytes..max_frame_bytes (%zu)",
+                            (long long)o->length_adjust, max);
   if (o->strip_bytes > max)
+    return braid__opts_fail(err, "strip_bytes", "%zu exceeds max_frame_bytes (%zu)", o->strip_bytes,
+                            max);
+  return 0;
+}
+
+int braid_delimiter_opts_validate(const braid_delimiter_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  if (!o->delimiter)
+    return braid__opts_fail(err, "delimiter", "is NULL");
+  if (o->delimiter_len < 1 || o->delimiter_len > BRAID_DELIMITER_MAX_LEN)
+    return braid__opts_fail(err, "delimiter_len", "%zu is outside 1..%d", o->delimiter_len,
+                            BRAID_DELIMITER_MAX_LEN);
+  if (o->max_frame_bytes < o->delimiter_len || o->max_frame_bytes > BRAID_FRAMER_MAX_CEILING)
+    return braid__opts_fail(err, "max_frame_bytes", "%zu is outside delimiter_len (%zu)..2^30",
+                            o->max_frame_bytes, o->delimiter_len);
+  if (o->strip_delimiter != 0 && o->strip_delimiter != 1)
+    return braid__opts_fail(err, "strip_delimiter", "%d is not 0 or 1", o->strip_delimiter);
+  return 0;
+}
+
+int braid_framer_init_length_field(braid_framer_t *f, const braid_length_field_opts_t *o) {
+  if (!f || braid_length_field_opts_validate(o, NULL))
     return BRAID_EINVAL;
+  size_t max = o->max_frame_bytes;
   memset(f, 0, sizeof(*f));
   f->kind = BRAID_FRAMER_LENGTH_FIELD;
   f->u.lf = *o;
@@ -59,13 +91,7 @@ int braid_framer_init_length_field(braid_framer_t *f, const braid_length_field_o
 }
 
 int braid_framer_init_delimiter(braid_framer_t *f, const braid_delimiter_opts_t *o) {
-  if (!f || !o || !o->delimiter)
-    return BRAID_EINVAL;
-  if (o->delimiter_len < 1 || o->delimiter_len > BRAID_DELIMITER_MAX_LEN)
-    return BRAID_EINVAL;
-  if (o->max_frame_bytes < o->delimiter_len || o->max_frame_bytes > BRAID_FRAMER_MAX_CEILING)
-    return BRAID_EINVAL;
-  if (o->strip_delimiter != 0 && o->strip_delimiter != 1)
+  if (!f || braid_delimiter_opts_validate(o, NULL))
     return BRAID_EINVAL;
   memset(f, 0, sizeof(*f));
   f->kind = BRAID_FRAMER_DELIMITER;
@@ -285,38 +311,35 @@ static int fail(braid_framebuf_t *fb, int err) {
   return err;
 }
 
-/* Makes room for want bytes in total (want <= the framer's maximum), growing by doubling
- * but never past the maximum, nor past a large message's known length need (0 = unknown):
- * doubling toward 3 MiB must not allocate 4. */
-static int reserve(braid_framebuf_t *fb, size_t want, size_t need) {
-  if (want <= fb->cap)
+/* Makes room for have bytes of a message whose total length is need (0 = unknown), have <=
+ * the framer's maximum. Room follows the bytes that came, never what a header claims: with
+ * the length known, the whole message when it is small (BRAID_FRAMEBUF_EAGER_BYTES), else
+ * twice what arrived, capped at the length (so a message a little longer than one read still
+ * gets its buffer in one allocation, and doubling toward 3 MiB does not allocate 4); with it
+ * unknown, doubling. A 16-byte header declaring a megabyte thus commits 4 KiB, not the
+ * megabyte, until the peer sends it. */
+static int reserve(braid_framebuf_t *fb, size_t have, size_t need) {
+  if (have <= fb->cap)
     return 0;
   size_t max = braid_framer_max_frame(&fb->framer);
-  if (need > BRAID_FRAMEBUF_EAGER_BYTES && need < max)
+  bool known = need >= have; /* a stale hint (need < have) counts as unknown */
+  if (known && need < max)
     max = need;
-  size_t cap = fb->cap * 2;
-  if (cap < want)
-    cap = want;
+  size_t cap;
+  if (known)
+    cap = have > BRAID_FRAMEBUF_EAGER_BYTES / 2 ? 2 * have : BRAID_FRAMEBUF_EAGER_BYTES;
+  else
+    cap = fb->cap * 2 > have ? fb->cap * 2 : have;
   if (cap < 256)
     cap = 256;
   if (cap > max)
-    cap = max > want ? max : want;
+    cap = max > have ? max : have;
   uint8_t *p = braid__realloc(fb->buf, cap);
   if (!p)
     return BRAID_ENOMEM;
   fb->buf = p;
   fb->cap = cap;
   return 0;
-}
-
-/* How much room to make for have bytes of a message whose total length is need (0 =
- * unknown). Up to BRAID_FRAMEBUF_EAGER_BYTES the whole message is allocated at once; past
- * that, room only follows what arrived (doubling), so a 16-byte header declaring 16 MiB
- * does not commit 16 MiB before the peer sends it. */
-static size_t reserve_target(size_t have, size_t need) {
-  if (need > have && need <= BRAID_FRAMEBUF_EAGER_BYTES)
-    return need;
-  return have;
 }
 
 static int hand_out(braid_framebuf_msg_t *out, const uint8_t *base, const braid_framer_msg_t *m,
@@ -349,7 +372,7 @@ static int next_from_partial(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
       n = max - fb->len;
     if (n == 0) /* a framer undecided at its own maximum: a custom one, misbehaving */
       return fail(fb, BRAID_ETOOBIG);
-    int rc = reserve(fb, reserve_target(fb->len + n, fb->need_hint), fb->need_hint);
+    int rc = reserve(fb, fb->len + n, fb->need_hint);
     if (rc < 0)
       return fail(fb, rc);
     memcpy(fb->buf + fb->len, fb->in, n);
@@ -417,7 +440,7 @@ int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *out) {
   /* A partial message ends the pushed bytes: keep it, sized for the whole message at once
    * when the framer knows its length and it is not huge. The framer bounded both by its
    * maximum already. */
-  rc = reserve(fb, reserve_target(fb->in_len, m.need), m.need);
+  rc = reserve(fb, fb->in_len, m.need);
   if (rc < 0)
     return fail(fb, rc);
   memcpy(fb->buf, fb->in, fb->in_len);

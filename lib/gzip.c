@@ -37,10 +37,20 @@ void braid_gzip_opts_init(braid_gzip_opts_t *opts) {
   opts->offload_threshold_bytes = 64u << 10;
 }
 
-static int opts_check(const braid_gzip_opts_t *o) {
-  if ((unsigned)o->format > BRAID_GZIP_FORMAT_RAW || o->level < 0 || o->level > 9)
-    return BRAID_EINVAL;
+int braid_gzip_opts_validate(const braid_gzip_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  if ((unsigned)o->format > BRAID_GZIP_FORMAT_RAW)
+    return braid__opts_fail(err, "format", "%d is not a BRAID_GZIP_FORMAT_* value (0..2)",
+                            (int)o->format);
+  if (o->level < 0 || o->level > 9)
+    return braid__opts_fail(err, "level", "%d is outside 0..9", o->level);
   return 0;
+}
+
+static int opts_check(const braid_gzip_opts_t *o) {
+  return braid_gzip_opts_validate(o, NULL);
 }
 
 /* Resolves opts (NULL: defaults) into *dst, validated. */
@@ -1044,7 +1054,7 @@ static int submit(braid_loop_t *loop, const braid_gzip_opts_t *opts, const void 
   j->done = done;
   j->arg = arg;
   if (in_len > j->opts.offload_threshold_bytes || j->opts.offload_threshold_bytes == 0) {
-    rc = braid_work(loop, job_run, job_after_work, j, NULL);
+    rc = braid_work(NULL, loop, job_run, job_after_work, j);
   } else {
     /* Small: cheaper to do now than to hop threads, but the callback still comes from the
      * loop, so callers never see it re-enter them. */

@@ -46,6 +46,22 @@ static inline void braid__list_remove(braid__node_t *n) {
   n->next = n->prev = NULL;
 }
 
+/* ---- options errors (error.c) ------------------------------------------------------- */
+
+/* Fills err (may be NULL) with field and a printf-style reason; returns BRAID_EINVAL. */
+int braid__opts_fail(braid_opts_error_t *err, const char *field, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* When rc is an error from a nested struct's validator, prefixes err's field with
+ * "prefix."; returns rc. */
+int braid__opts_nest(braid_opts_error_t *err, const char *prefix, int rc);
+/* Clears err (may be NULL): no error. */
+void braid__opts_ok(braid_opts_error_t *err);
+/* Logs a refused option through loop's log hook: "call: option field: reason". */
+void braid__opts_log(braid_loop_t *loop, const char *call, const braid_opts_error_t *err);
+
 /* ---- loop (loop.c) ------------------------------------------------------------------ */
 
 /* Something with output to flush once per loop iteration (a connection's write queue, a
@@ -91,11 +107,21 @@ struct braid_loop_s {
   uint64_t chunks_window_end;             /* when this window ends (loop ms) */
   void *segs_pool; /* free write-segment rings, linked the same way */
   unsigned segs_pool_len;
+  unsigned segs_out;
   bool read_buf_busy;
+
+  /* Decay (braid__loop_trim): every decay_ms while a pool holds more than its idle floor,
+   * free what the last period's peak use does not need. Unreferenced. */
+  uv_timer_t trim_timer;
+  bool trim_active;
+  uint64_t decay_ms;
+  unsigned chunks_tick_peak, segs_tick_peak; /* most out at once since the last tick */
+  uint64_t trimmed_bytes;                    /* freed by decay so far (for tests, stats) */
 
   braid_log_fn log_fn;
   braid_log_level_t log_min;
   void *log_arg;
+  void *data; /* the user's (braid_loop_set_data) */
 };
 
 /* Counts a braid object as alive on loop (braid_loop_close refuses while any are). */
@@ -124,13 +150,32 @@ void braid__loop_read_release(braid_loop_t *loop, const uv_buf_t *buf);
  * (BRAID__CHUNK_WINDOW_MS windows): deep write queues (many connections whose peers read
  * slowly, filling and draining together) then recycle their chunks instead of going through
  * malloc and free, and the page faults of memory the C library gave back, for every 16 KiB.
- * What the pool keeps beyond the floor follows the recent peak down as writing goes on. */
+ * What the pool keeps beyond the floor follows the recent peak down as writing goes on, and
+ * the decay below frees it (down to a smaller idle floor) when writing stops. */
 #define BRAID__CHUNK_WINDOW_MS 1000
 #define BRAID__CHUNK_DATA (16 * 1024)                 /* bytes of data a chunk holds */
 #define BRAID__CHUNK_SIZE (BRAID__CHUNK_DATA + 64)      /* block size: data plus a header */
 #define BRAID__CHUNK_POOL_MAX 256
 void *braid__loop_chunk_get(braid_loop_t *loop);
 void braid__loop_chunk_put(braid_loop_t *loop, void *chunk);
+
+/* Decay: the pools keep a burst's worth of chunks for the next burst, but not for good.
+ * While the chunk or segment pool holds more than its idle floor, a timer on the loop
+ * (unreferenced: it keeps nothing alive) runs every BRAID__POOL_DECAY_MS and frees what the
+ * last period's peak use would not have needed, down to the floor; it stops once both pools
+ * are at their floors. After a tick that freed at least BRAID__TRIM_RETURN_BYTES, glibc's
+ * malloc_trim(0) gives the freed pages back to the system (free() alone keeps most of them
+ * in the heap, fragmented by the connections' own blocks). So a server returns to near its
+ * starting footprint within two periods of a burst's end, and a steady load keeps what it
+ * uses (its peak recurs every period). */
+#define BRAID__POOL_DECAY_MS 5000
+#define BRAID__CHUNK_IDLE_FLOOR 16
+#define BRAID__SEGS_IDLE_FLOOR 64
+#define BRAID__TRIM_RETURN_BYTES ((size_t)1 << 20)
+/* Tests: the decay period of loop (ms, >= 1), in place of BRAID__POOL_DECAY_MS. */
+void braid__loop_set_decay_ms(braid_loop_t *loop, uint64_t ms);
+/* One decay tick now (what the timer runs each period). */
+void braid__loop_trim(braid_loop_t *loop);
 
 /* Write-segment rings of BRAID__SEGS_SIZE bytes, recycled per loop the same way: a
  * connection takes one with its first queued write and gives it back when the queue drains,
@@ -139,6 +184,10 @@ void braid__loop_chunk_put(braid_loop_t *loop, void *chunk);
 #define BRAID__SEGS_POOL_MAX 4096
 void *braid__loop_segs_get(braid_loop_t *loop);
 void braid__loop_segs_put(braid_loop_t *loop, void *segs);
+
+/* Sets SIGPIPE to SIG_IGN if its disposition is SIG_DFL; leaves a handler or SIG_IGN alone.
+ * braid_loop_new() calls it once per process (see loop.h); tests call it directly. */
+void braid__sigpipe_ignore_if_default(void);
 
 /* Logs through the loop's hook, printf-style. */
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...)
@@ -177,8 +226,11 @@ static inline uint64_t braid__xorshift64(uint64_t *state) {
 
 /* The owners' own checks of their options structs, for modules that embed them (the pool).
  * Return 0 or BRAID_EINVAL. server: check o as a server channel's (on_request required). */
-int braid__client_opts_check(const braid_client_opts_t *o);
-int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server);
+int braid__client_opts_check(const braid_client_opts_t *o, braid_opts_error_t *err);
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, braid_opts_error_t *err);
+/* The owner of a channel (a pool) hears of its close through this hook, leaving on_close and
+ * the channel's user data to the user. */
+void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *arg);
 
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 
@@ -213,10 +265,30 @@ braid_conn_t *braid__conn_from_node(braid__node_t *node);
 
 /* Queues head[0..hlen) then parts[0..nparts) (copied) as one message: the room for all of
  * it is checked once, first, so a refusal (BRAID_ECLOSED, BRAID_EQUEUEFULL) queues nothing.
- * Only an allocation can then fail part way: BRAID_ENOMEM with *partial set when some of the
- * message is queued (the stream is then beyond repair). 0 when all of it is queued. */
+ * After that only an allocation (or the connection failing) can stop it part way. If
+ * nothing of the message had reached the queue or the kernel, the error is returned
+ * (BRAID_ENOMEM) and the connection goes on; otherwise the stream is beyond repair, so the
+ * connection is reset and closed with the error (its close callback gets it), and the call
+ * returns BRAID_ECLOSED, with *partial set when earlier pieces had been queued. 0 when all of
+ * it is queued. */
 int braid__conn_write_whole(braid_conn_t *c, const void *head, size_t hlen,
                             const uv_buf_t *parts, unsigned nparts, bool *partial);
+
+/* The message timeout (braid_conn_opts_t.message_timeout_ms), for the protocol layer on a
+ * connection, which alone knows where its messages begin and end. Call it at the end of
+ * every read callback that delivered data, with pending = whether a message is now partly
+ * received (for a framebuf: braid_framebuf_pending(&fb) > 0) and completed = how many whole
+ * messages this read delivered. The clock starts when a message becomes partly received
+ * (pending turns true, or stays true while completed > 0: the partial one is a new
+ * message), keeps running across reads that complete nothing however many bytes trickle in,
+ * and stops when pending turns false. If the partial message is not complete within
+ * message_timeout_ms of reading time (the clock stands still while reading is stopped), the
+ * connection closes with BRAID_ETIMEDOUT. A read timeout that every byte restarts cannot
+ * stop a peer sending one byte every few seconds; this can, while a pipelining peer whose
+ * reads nearly always end mid-message is never cut off, since each message restarts the
+ * clock. Cheap when nothing changes (a compare); a no-op when the option is 0 or the
+ * connection is closed. */
+void braid__conn_message_pending(braid_conn_t *conn, bool pending, unsigned completed);
 
 /* The callbacks conn has now (so a layer that fails to take conn over can put them back). */
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c);
@@ -266,7 +338,14 @@ int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
  * fn NULL unregisters (do it before arg goes away). */
 typedef void (*braid__conn_drain_fn)(braid_conn_t *conn, void *arg);
 void braid__conn_set_drain_hook(braid_conn_t *conn, braid__conn_drain_fn fn, void *arg);
-/* Called by the server for each of its connections when its drain starts. */
+/* The protocol on a connection (an rpc channel) is told of every watermark crossing at
+ * once, from inside the write that crossed it, so it can stop taking requests part way
+ * through a read; the user's on_watermark is told later, from the loop (conn.h). fn NULL
+ * unregisters. */
+typedef void (*braid__conn_wm_fn)(braid_conn_t *conn, int above, void *arg);
+void braid__conn_set_watermark_hook(braid_conn_t *conn, braid__conn_wm_fn fn, void *arg);
+/* Called by the server for each of its connections when its drain starts: the protocol's
+ * drain hook, then the user's on_drain; at most once per connection. */
 void braid__conn_notify_drain(braid_conn_t *conn);
 
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
@@ -279,6 +358,7 @@ struct braid_ratelimit_s {
   int64_t tokens;     /* may go negative: reads overdraw, and the debt delays the next read */
   uint64_t last_ms;
   unsigned users;
+  bool freed; /* braid_ratelimit_free() was called: the last user's detach frees it */
 };
 
 /* Sets up an embedded bucket (burst 0: the default), full. */
@@ -292,7 +372,8 @@ uint64_t braid__ratelimit_wait_ms(braid_ratelimit_t *rl, uint64_t now_ms, uint64
 void braid__ratelimit_consume(braid_ratelimit_t *rl, uint64_t now_ms, uint64_t n);
 /* Gives back tokens taken but not used (e.g. the other bucket of a pair said no). */
 void braid__ratelimit_refund(braid_ratelimit_t *rl, uint64_t tokens);
-/* Counts a connection using rl (braid_ratelimit_free refuses while any do). */
+/* Counts a connection using rl (braid_ratelimit_free() while any do defers the free to the
+ * last detach, which may free rl). */
 void braid__ratelimit_attach(braid_ratelimit_t *rl);
 void braid__ratelimit_detach(braid_ratelimit_t *rl);
 

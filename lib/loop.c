@@ -1,5 +1,9 @@
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "internal.h"
 
@@ -141,10 +145,73 @@ static void pool_put(void **pool, unsigned *len, unsigned max, void *p) {
   (*len)++;
 }
 
+/* Frees n blocks from the head of a pool; returns the bytes freed. */
+static size_t pool_free_n(void **pool, unsigned *len, unsigned n, size_t size) {
+  size_t freed = 0;
+  while (n-- > 0 && *pool) {
+    braid__free(pool_get(pool, len, size));
+    freed += size;
+  }
+  return freed;
+}
+
+static unsigned pool_excess(unsigned len, unsigned peak, unsigned out, unsigned floor) {
+  unsigned keep = peak > out ? peak - out : 0;
+  if (keep < floor)
+    keep = floor;
+  return len > keep ? len - keep : 0;
+}
+
+void braid__loop_trim(braid_loop_t *loop) {
+  size_t freed = pool_free_n(&loop->chunk_pool, &loop->chunk_pool_len,
+                             pool_excess(loop->chunk_pool_len, loop->chunks_tick_peak,
+                                         loop->chunks_out, BRAID__CHUNK_IDLE_FLOOR),
+                             BRAID__CHUNK_SIZE);
+  freed += pool_free_n(&loop->segs_pool, &loop->segs_pool_len,
+                       pool_excess(loop->segs_pool_len, loop->segs_tick_peak, loop->segs_out,
+                                   BRAID__SEGS_IDLE_FLOOR),
+                       BRAID__SEGS_SIZE);
+  loop->chunks_tick_peak = loop->chunks_out;
+  loop->segs_tick_peak = loop->segs_out;
+  loop->trimmed_bytes += freed;
+#if defined(__GLIBC__)
+  if (freed >= BRAID__TRIM_RETURN_BYTES)
+    malloc_trim(0);
+#endif
+  if (loop->trim_active && loop->chunk_pool_len <= BRAID__CHUNK_IDLE_FLOOR &&
+      loop->segs_pool_len <= BRAID__SEGS_IDLE_FLOOR) {
+    uv_timer_stop(&loop->trim_timer);
+    loop->trim_active = false;
+  }
+}
+
+static void on_trim(uv_timer_t *t) {
+  braid__loop_trim(t->data);
+}
+
+/* A pool grew past its idle floor: make sure the decay timer runs. */
+static void want_trim(braid_loop_t *loop) {
+  if (loop->trim_active || loop->closing)
+    return;
+  uv_timer_start(&loop->trim_timer, on_trim, loop->decay_ms, loop->decay_ms);
+  loop->trim_active = true;
+}
+
+void braid__loop_set_decay_ms(braid_loop_t *loop, uint64_t ms) {
+  loop->decay_ms = ms ? ms : 1;
+  if (loop->trim_active) {
+    uv_timer_stop(&loop->trim_timer);
+    loop->trim_active = false;
+    want_trim(loop);
+  }
+}
+
 void *braid__loop_chunk_get(braid_loop_t *loop) {
   void *p = pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE);
   if (p && ++loop->chunks_out > loop->chunks_peak)
     loop->chunks_peak = loop->chunks_out;
+  if (loop->chunks_out > loop->chunks_tick_peak)
+    loop->chunks_tick_peak = loop->chunks_out;
   return p;
 }
 
@@ -165,14 +232,22 @@ void braid__loop_chunk_put(braid_loop_t *loop, void *chunk) {
   if (loop->chunk_pool_len > keep)
     braid__free(pool_get(&loop->chunk_pool, &loop->chunk_pool_len, BRAID__CHUNK_SIZE));
   pool_put(&loop->chunk_pool, &loop->chunk_pool_len, keep, chunk);
+  if (loop->chunk_pool_len > BRAID__CHUNK_IDLE_FLOOR)
+    want_trim(loop);
 }
 
 void *braid__loop_segs_get(braid_loop_t *loop) {
-  return pool_get(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_SIZE);
+  void *p = pool_get(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_SIZE);
+  if (p && ++loop->segs_out > loop->segs_tick_peak)
+    loop->segs_tick_peak = loop->segs_out;
+  return p;
 }
 
 void braid__loop_segs_put(braid_loop_t *loop, void *segs) {
+  loop->segs_out--;
   pool_put(&loop->segs_pool, &loop->segs_pool_len, BRAID__SEGS_POOL_MAX, segs);
+  if (loop->segs_pool_len > BRAID__SEGS_IDLE_FLOOR)
+    want_trim(loop);
 }
 
 void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ...) {
@@ -186,9 +261,34 @@ void braid__log(braid_loop_t *loop, braid_log_level_t level, const char *fmt, ..
   loop->log_fn(loop, level, msg, loop->log_arg);
 }
 
+/* A peer that resets its connection makes the next write to it raise SIGPIPE, whose default
+ * action ends the process. braid's own writes pass MSG_NOSIGNAL (conn.c), but what the
+ * kernel had no room for is written later by libuv's uv_write, with writev(), which cannot
+ * pass it. So, once per process, the first braid loop ignores SIGPIPE, and only if its
+ * disposition is still the default: a program that installed a handler or ignores it
+ * already keeps what it chose; one that wants the default back restores it after its first
+ * braid_loop_new() (loop.h). nginx, Redis and libuv-based servers ignore SIGPIPE the same
+ * way; EPIPE then comes back as an error, which braid reports on the connection. */
+void braid__sigpipe_ignore_if_default(void) {
+#ifdef SIGPIPE
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0)
+    return;
+  if ((sa.sa_flags & SA_SIGINFO) || sa.sa_handler != SIG_DFL)
+    return;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+#endif
+}
+
+static uv_once_t sigpipe_once = UV_ONCE_INIT;
+
 int braid_loop_new(braid_loop_t **out, uv_loop_t *uv) {
   if (!out)
     return BRAID_EINVAL;
+  uv_once(&sigpipe_once, braid__sigpipe_ignore_if_default);
   braid_loop_t *loop = braid__calloc(1, sizeof(*loop));
   if (!loop)
     return BRAID_ENOMEM;
@@ -215,8 +315,11 @@ int braid_loop_new(braid_loop_t **out, uv_loop_t *uv) {
   uv_unref((uv_handle_t *)&loop->async);
   uv_idle_init(loop->uv, &loop->idle);
   uv_check_init(loop->uv, &loop->check);
-  loop->idle.data = loop->check.data = loop;
-  loop->internal_handles = 3;
+  uv_timer_init(loop->uv, &loop->trim_timer);
+  uv_unref((uv_handle_t *)&loop->trim_timer); /* decay never keeps the loop alive */
+  loop->idle.data = loop->check.data = loop->trim_timer.data = loop;
+  loop->decay_ms = BRAID__POOL_DECAY_MS;
+  loop->internal_handles = 4;
   braid__list_init(&loop->flush_list);
   loop->log_min = BRAID_LOG_INFO;
   *out = loop;
@@ -241,6 +344,14 @@ int braid_loop_run(braid_loop_t *loop, uv_run_mode mode) {
 
 uint64_t braid_loop_now_ms(const braid_loop_t *loop) {
   return uv_now(loop->uv);
+}
+
+void braid_loop_set_data(braid_loop_t *loop, void *data) {
+  loop->data = data;
+}
+
+void *braid_loop_get_data(const braid_loop_t *loop) {
+  return loop->data;
 }
 
 void braid_loop_set_log(braid_loop_t *loop, braid_log_fn fn, braid_log_level_t min_level,
@@ -291,8 +402,8 @@ static void work_after(uv_work_t *req, int status) {
   done(loop, status == UV_ECANCELED ? BRAID_ECANCELED : status, arg);
 }
 
-int braid_work(braid_loop_t *loop, braid_work_fn work, braid_work_done_cb done, void *arg,
-               braid_work_t **id) {
+int braid_work(braid_work_t **id, braid_loop_t *loop, braid_work_fn work, braid_work_done_cb done,
+               void *arg) {
   if (!loop || !work || !done)
     return BRAID_EINVAL;
   if (loop->closing)
@@ -345,6 +456,8 @@ int braid_loop_close(braid_loop_t *loop) {
   uv_close((uv_handle_t *)&loop->async, on_internal_closed);
   uv_close((uv_handle_t *)&loop->idle, on_internal_closed);
   uv_close((uv_handle_t *)&loop->check, on_internal_closed);
+  uv_close((uv_handle_t *)&loop->trim_timer, on_internal_closed);
+  loop->trim_active = false;
   if (!loop->owns_uv)
     return 0;
   /* An owned loop may still carry the caller's own handles (a signal watcher, a timer):

@@ -27,8 +27,11 @@
 
 #include "internal.h"
 
+#include <inttypes.h>
+
 #define CALL_INLINE 192        /* request bytes kept inside the call context */
 #define CALL_FREE_MAX 4096     /* call contexts kept for reuse */
+#define LEASE_QUARANTINE 64    /* released lease records held back before any is reused */
 
 /* PC_GONE: the channel closed while leased; the lease keeps the struct until released. */
 typedef enum { PC_CONNECTING, PC_OPEN, PC_CLOSING, PC_GONE } pc_state_t;
@@ -45,6 +48,7 @@ typedef struct pconn_s {
   pc_state_t state;
   bool retiring; /* not handed out any more; closes when its last request completes */
   bool leased;   /* the user has it exclusively (braid_pool_acquire) */
+  struct braid_pool_lease_s *lease; /* while leased: the record the user holds */
   close_why_t why;
   unsigned inflight;
   uint64_t uses;
@@ -65,6 +69,19 @@ struct endpoint_s {
   bool ejected, probing;
   uint64_t ejected_until;
   uint64_t calls, connect_failures, ejections;
+};
+
+/* What braid_pool_acquire() hands out. A lease record belongs to the pool, not to the
+ * connection, and lives as long as the pool, so releasing a lease a second time (after its
+ * channel closed, or after the pool closed the connection) reads valid memory and gets
+ * BRAID_EINVAL. Released records wait in a FIFO and are reused only once LEASE_QUARANTINE
+ * newer ones were released after them, so a stale handle does not, in practice, name a lease
+ * someone else holds now (it could only after 64 other leases were released in between). The
+ * records held are at most the peak of leases at once plus LEASE_QUARANTINE. */
+struct braid_pool_lease_s {
+  braid__node_t node; /* in pool->lease_free while released */
+  braid_pool_t *pool;
+  pconn_t *pc; /* the leased connection; NULL while released */
 };
 
 typedef struct pcall_s {
@@ -101,6 +118,8 @@ struct braid_pool_s {
   unsigned n_conns, n_connecting, n_open, n_idle;
   unsigned n_leased;        /* leases not released yet (also of channels that closed) */
   unsigned n_acq_waiting;   /* waiters that want a lease */
+  braid__node_t lease_free; /* released lease records, oldest first */
+  unsigned n_lease_free;
   braid__flush_t flush;     /* serves lease waiters at the end of the iteration */
   uint64_t inflight;
   uint64_t serial;
@@ -115,6 +134,7 @@ struct braid_pool_s {
   bool closing, finished;
   braid_pool_close_cb close_cb;
   void *close_arg;
+  void *data; /* the user's (braid_pool_set_data) */
 
   braid_pool_stats_t stats;
 };
@@ -146,35 +166,53 @@ void braid_pool_opts_init(braid_pool_opts_t *o) {
   o->wait_for_ready = 0;
 }
 
-static int opts_check(const braid_pool_opts_t *o) {
+int braid_pool_opts_validate(const braid_pool_opts_t *o, braid_opts_error_t *err) {
   const uint64_t ms_max = BRAID__MS_MAX;
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   /* The embedded options are checked by their owners, so the pool accepts exactly what
    * braid_connect() and braid_rpc_client() accept. */
-  if (braid__client_opts_check(&o->client) || braid__rpc_opts_check(&o->rpc, false))
-    return BRAID_EINVAL;
+  int rc = braid__opts_nest(err, "client", braid__client_opts_check(&o->client, err));
+  if (rc)
+    return rc;
+  rc = braid__opts_nest(err, "rpc", braid__rpc_opts_check(&o->rpc, err));
+  if (rc)
+    return rc;
   if (o->max_per_endpoint < 1 || o->max_per_endpoint > 65536)
-    return BRAID_EINVAL;
-  if (o->max_total < 1 || o->max_total > (1u << 20) || o->max_idle > (1u << 20))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_per_endpoint", "%u is outside 1..65536", o->max_per_endpoint);
+  if (o->max_total < 1 || o->max_total > (1u << 20))
+    return braid__opts_fail(err, "max_total", "%u is outside 1..2^20", o->max_total);
+  if (o->max_idle > (1u << 20))
+    return braid__opts_fail(err, "max_idle", "%u exceeds 2^20", o->max_idle);
   if (o->min_idle > o->max_per_endpoint)
-    return BRAID_EINVAL;
-  if (o->idle_timeout_ms > ms_max || o->max_lifetime_ms > ms_max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "min_idle", "%u exceeds max_per_endpoint (%u)", o->min_idle,
+                            o->max_per_endpoint);
+  if (o->idle_timeout_ms > ms_max)
+    return braid__opts_fail(err, "idle_timeout_ms", "%" PRIu64 " exceeds 2^31", o->idle_timeout_ms);
+  if (o->max_lifetime_ms > ms_max)
+    return braid__opts_fail(err, "max_lifetime_ms", "%" PRIu64 " exceeds 2^31", o->max_lifetime_ms);
   if (!(o->lifetime_jitter >= 0.0 && o->lifetime_jitter <= 1.0))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "lifetime_jitter", "%g is outside 0.0..1.0", o->lifetime_jitter);
   if (o->max_waiters > (1u << 24))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_waiters", "%u exceeds 2^24", o->max_waiters);
   if (o->acquire_timeout_ms < 1 || o->acquire_timeout_ms > ms_max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "acquire_timeout_ms", "%" PRIu64 " is outside 1..2^31",
+                            o->acquire_timeout_ms);
   if (o->balance != BRAID_POOL_ROUND_ROBIN && o->balance != BRAID_POOL_LEAST_OUTSTANDING)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "balance", "%d is not a BRAID_POOL_* balance", (int)o->balance);
   if (o->eject_after_failures < 1 || o->eject_after_failures > 1000)
-    return BRAID_EINVAL;
-  if (o->eject_base_ms < 1 || o->eject_base_ms > ms_max || o->eject_max_ms < o->eject_base_ms ||
-      o->eject_max_ms > ms_max)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "eject_after_failures", "%u is outside 1..1000",
+                            o->eject_after_failures);
+  if (o->eject_base_ms < 1 || o->eject_base_ms > ms_max)
+    return braid__opts_fail(err, "eject_base_ms", "%" PRIu64 " is outside 1..2^31",
+                            o->eject_base_ms);
+  if (o->eject_max_ms < o->eject_base_ms || o->eject_max_ms > ms_max)
+    return braid__opts_fail(err, "eject_max_ms",
+                            "%" PRIu64 " is outside eject_base_ms (%" PRIu64 ")..2^31",
+                            o->eject_max_ms, o->eject_base_ms);
   if (o->wait_for_ready != 0 && o->wait_for_ready != 1)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "wait_for_ready", "%d is not 0 or 1", o->wait_for_ready);
   return 0;
 }
 
@@ -274,15 +312,41 @@ static void call_put(braid_pool_t *p, pcall_t *c) {
 
 /* Completes a call that never reached a connection (or is given up) with status. */
 static void call_fail(braid_pool_t *p, pcall_t *c, braid_rpc_t *rpc, int status) {
-  braid_rpc_result_t r = {status, 0, 0, NULL, 0};
+  braid_rpc_result_t r = {0, 0, NULL, 0};
   braid_rpc_response_cb cb = c->cb;
   braid_pool_acquire_cb acb = c->acquire_cb;
   void *arg = c->arg;
   call_put(p, c);
   if (acb)
-    acb(p, NULL, NULL, status, arg);
+    acb(p, status, NULL, NULL, arg);
   else
-    cb(rpc, &r, arg);
+    cb(rpc, status, &r, arg);
+}
+
+/* ---- lease records -------------------------------------------------------------------- */
+
+/* A record for a new lease: the oldest released one once enough are held back, else a new
+ * one. Returns NULL when out of memory. */
+static braid_pool_lease_t *lease_get(braid_pool_t *p, pconn_t *pc) {
+  braid_pool_lease_t *l;
+  if (p->n_lease_free > LEASE_QUARANTINE) {
+    l = BRAID__CONTAINER_OF(p->lease_free.next, braid_pool_lease_t, node);
+    braid__list_remove(&l->node);
+    p->n_lease_free--;
+  } else {
+    l = braid__malloc(sizeof(*l));
+    if (!l)
+      return NULL;
+    l->pool = p;
+  }
+  l->pc = pc;
+  return l;
+}
+
+static void lease_put(braid_pool_t *p, braid_pool_lease_t *l) {
+  l->pc = NULL;
+  braid__list_push_back(&p->lease_free, &l->node);
+  p->n_lease_free++;
 }
 
 /* ---- the wait queue ------------------------------------------------------------------ */
@@ -323,6 +387,21 @@ static void dequeue(braid_pool_t *p, pcall_t *c) {
   p->n_waiting--;
   if (c->acquire_cb)
     p->n_acq_waiting--;
+}
+
+/* Calls the connects in progress will carry once they complete: each first serves a waiting
+ * lease, the others take up to max_inflight calls each. */
+static uint64_t promised(const braid_pool_t *p) {
+  uint64_t conns = p->n_connecting > p->n_acq_waiting ? p->n_connecting - p->n_acq_waiting : 0;
+  return conns * p->o.rpc.max_inflight;
+}
+
+/* The wait queue's bound (pool.h, max_waiters): waiters that a connection being opened will
+ * carry do not count against max_waiters, so a burst on a pool that may still grow waits for
+ * the connections it is opening instead of failing. The queue stays bounded by max_waiters +
+ * max_total * rpc.max_inflight. */
+static bool queue_over(const braid_pool_t *p) {
+  return p->n_waiting > p->o.max_waiters + promised(p);
 }
 
 static void on_wait_timer(uv_timer_t *t) {
@@ -454,7 +533,7 @@ static pconn_t *pick_conn(braid_pool_t *p, uint64_t fresh_after, bool exclusive)
   return best;
 }
 
-static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg);
+static void call_done(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg);
 
 /* Sends c on the best connection. Returns 0 (sent), 1 (no connection has room), or the
  * channel's error. */
@@ -464,6 +543,9 @@ static int dispatch(braid_pool_t *p, pcall_t *c) {
     if (!pc)
       return 1;
     if (c->acquire_cb) {
+      pc->lease = lease_get(p, pc);
+      if (!pc->lease)
+        return BRAID_ENOMEM;
       bool was = is_idle(pc);
       c->pc = pc;
       if (pc->uses++ > 0)
@@ -511,7 +593,7 @@ static void lease_granted(braid_pool_t *p, pcall_t *c) {
   braid_pool_acquire_cb cb = c->acquire_cb;
   void *arg = c->arg;
   call_put(p, c);
-  cb(p, (braid_pool_lease_t *)pc, pc->rpc, 0, arg);
+  cb(p, 0, pc->lease, pc->rpc, arg);
 }
 
 static void pc_close(pconn_t *pc, close_why_t why) {
@@ -601,7 +683,7 @@ static void eject(braid_pool_t *p, endpoint_t *ep) {
   maint_arm(p, ep->ejected_until);
 }
 
-static void on_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   pconn_t *pc = arg;
   braid_pool_t *p = pc->pool;
@@ -614,14 +696,13 @@ static void on_connected(braid_connect_t *req, braid_conn_t *conn, int status, v
     status = BRAID_ECANCELED;
   }
   if (status == 0) {
-    braid_rpc_opts_t o = p->o.rpc;
-    o.on_request = NULL;
-    o.on_batch = NULL;
-    o.on_close = on_rpc_close;
-    o.arg = pc;
-    status = braid_rpc_client(&pc->rpc, conn, &o);
+    /* No user callbacks: the pool hears of the close through the owner hook, and leaves the
+     * channel's user data and on_close alone (a leased channel is the user's to mark). */
+    status = braid_rpc_client(&pc->rpc, conn, &p->o.rpc, NULL, NULL);
     if (status)
       braid_conn_abort(conn);
+    else
+      braid__rpc_set_owner_close(pc->rpc, on_rpc_close, pc);
   }
   if (status == 0) {
     pc->state = PC_OPEN;
@@ -672,8 +753,7 @@ static int start_connect(braid_pool_t *p, endpoint_t *ep) {
   pc->pool = p;
   pc->ep = ep;
   pc->state = PC_CONNECTING;
-  int rc = braid_connect(p->loop, ep->host, ep->port, &p->o.client, on_connected, pc,
-                         &pc->creq);
+  int rc = braid_connect(&pc->creq, p->loop, ep->host, ep->port, &p->o.client, on_connected, pc);
   if (rc) {
     braid__free(pc);
     return rc;
@@ -797,7 +877,7 @@ static bool conn_error(int st) {
          st != BRAID_EGOAWAY;
 }
 
-static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void call_done(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   pcall_t *c = arg;
   pconn_t *pc = c->pc;
   braid_pool_t *p = c->pool;
@@ -808,7 +888,7 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
   pc->last_used_ms = now_ms(p);
   c->pc = NULL;
   idle_account(pc, was);
-  int st = r->status;
+  int st = status;
   /* Not taken by the server: refused by its goaway, or read after it sent one. */
   bool refused = st == BRAID_EGOAWAY ||
                  (st == BRAID_EREMOTE && r->remote_code == BRAID_WIRE_SHUTTING_DOWN);
@@ -827,7 +907,7 @@ static void call_done(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
     braid_rpc_response_cb cb = c->cb;
     void *cb_arg = c->arg;
     call_put(p, c);
-    cb(rpc, r, cb_arg);
+    cb(rpc, status, r, cb_arg);
   }
   if (p->closing)
     return;
@@ -913,8 +993,11 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
     braid_pool_opts_init(&defaults);
     o = &defaults;
   }
-  if (opts_check(o))
+  braid_opts_error_t err;
+  if (braid_pool_opts_validate(o, &err)) {
+    braid__opts_log(loop, "braid_pool_new", &err);
     return BRAID_EINVAL;
+  }
   if (loop->closing)
     return BRAID_ECLOSED;
   braid_pool_t *p = braid__calloc(1, sizeof(*p));
@@ -923,6 +1006,7 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
   p->loop = loop;
   p->o = *o;
   braid__list_init(&p->waiters);
+  braid__list_init(&p->lease_free);
   if (braid__random_bytes(&p->rng, sizeof(p->rng)) || p->rng == 0)
     p->rng = 0x9e3779b97f4a7c15ull ^ uv_hrtime();
   if (p->rng == 0)
@@ -935,6 +1019,14 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
   braid__loop_ref(loop);
   *out = p;
   return 0;
+}
+
+void braid_pool_set_data(braid_pool_t *p, void *data) {
+  p->data = data;
+}
+
+void *braid_pool_get_data(const braid_pool_t *p) {
+  return p->data;
 }
 
 int braid_pool_add_endpoint(braid_pool_t *p, const char *host, int port) {
@@ -985,10 +1077,6 @@ int braid_pool_call(braid_pool_t *p, const void *data, size_t len, unsigned flag
     return BRAID_EUNAVAILABLE;
   }
   bool must_wait = !braid__list_empty(&p->waiters); /* FIFO: nobody overtakes a waiter */
-  if (must_wait && p->n_waiting >= p->o.max_waiters) {
-    p->stats.rejected++;
-    return BRAID_EPOOLFULL;
-  }
   pcall_t *c = call_get(p, data, len);
   if (!c)
     return BRAID_ENOMEM;
@@ -1006,16 +1094,18 @@ int braid_pool_call(braid_pool_t *p, const void *data, size_t len, unsigned flag
       call_put(p, c);
       return rc;
     }
-    if (p->n_waiting >= p->o.max_waiters) {
-      call_put(p, c);
-      p->stats.rejected++;
-      return BRAID_EPOOLFULL;
-    }
+  }
+  enqueue(p, c);
+  grow(p); /* connects never complete inside braid_connect: no callback from this call */
+  if (queue_over(p)) {
+    /* A connect grow() started for it stays: the pool may grow, and the next call uses it. */
+    dequeue(p, c);
+    call_put(p, c);
+    p->stats.rejected++;
+    return BRAID_EPOOLFULL;
   }
   p->stats.calls++;
   p->stats.waits++;
-  enqueue(p, c);
-  grow(p); /* connects never complete inside braid_connect: no callback from this call */
   wait_arm(p);
   return 0;
 }
@@ -1035,7 +1125,7 @@ int braid_pool_acquire(braid_pool_t *p, braid_pool_acquire_cb cb, void *arg) {
     p->stats.unavailable++;
     return BRAID_EUNAVAILABLE;
   }
-  if (p->n_waiting >= p->o.max_waiters) {
+  if (p->n_waiting >= p->o.max_waiters + promised(p)) {
     p->stats.rejected++;
     return BRAID_EPOOLFULL;
   }
@@ -1053,12 +1143,12 @@ int braid_pool_acquire(braid_pool_t *p, braid_pool_acquire_cb cb, void *arg) {
 }
 
 int braid_pool_release(braid_pool_lease_t *lease) {
-  if (!lease)
-    return BRAID_EINVAL;
-  pconn_t *pc = (pconn_t *)lease;
-  braid_pool_t *p = pc->pool;
-  if (!pc->leased)
-    return BRAID_EINVAL;
+  if (!lease || !lease->pc)
+    return BRAID_EINVAL; /* NULL, or released already */
+  pconn_t *pc = lease->pc;
+  braid_pool_t *p = lease->pool;
+  lease_put(p, lease);
+  pc->lease = NULL;
   pc->leased = false;
   p->n_leased--;
   idle_account(pc, false); /* from here on it is an ordinary connection again */
@@ -1091,6 +1181,11 @@ int braid_pool_release(braid_pool_lease_t *lease) {
 
 static void pool_free(braid_pool_t *p) {
   braid_loop_t *loop = p->loop;
+  while (!braid__list_empty(&p->lease_free)) {
+    braid_pool_lease_t *l = BRAID__CONTAINER_OF(p->lease_free.next, braid_pool_lease_t, node);
+    braid__list_remove(&l->node);
+    braid__free(l);
+  }
   while (p->free_calls) {
     pcall_t *c = p->free_calls;
     p->free_calls = c->next_free;
@@ -1110,7 +1205,7 @@ static void maybe_finish(braid_pool_t *p) {
     return;
   p->finished = true;
   if (p->close_cb)
-    p->close_cb(p, p->close_arg);
+    p->close_cb(p, 0, p->close_arg);
   pool_free(p);
 }
 

@@ -47,14 +47,20 @@ int braid_ratelimit_set(braid_ratelimit_t *rl, uint64_t rate_bytes_per_s, uint64
   return 0;
 }
 
-int braid_ratelimit_free(braid_ratelimit_t *rl) {
-  if (!rl)
-    return 0;
-  if (rl->users)
-    return BRAID_EBUSY;
+static void ratelimit_destroy(braid_ratelimit_t *rl) {
   braid__loop_unref(rl->loop);
   braid__free(rl);
-  return 0;
+}
+
+void braid_ratelimit_free(braid_ratelimit_t *rl) {
+  if (!rl)
+    return;
+  /* Connections still drawing from it keep it; the last one to close frees it. */
+  if (rl->users) {
+    rl->freed = true;
+    return;
+  }
+  ratelimit_destroy(rl);
 }
 
 static void refill(braid_ratelimit_t *rl, uint64_t now) {
@@ -113,5 +119,6 @@ void braid__ratelimit_attach(braid_ratelimit_t *rl) {
 }
 
 void braid__ratelimit_detach(braid_ratelimit_t *rl) {
-  rl->users--;
+  if (--rl->users == 0 && rl->freed)
+    ratelimit_destroy(rl);
 }

@@ -7,7 +7,8 @@
  * mode: the late answer still arrives in its turn and is consumed and dropped). head_id
  * advances past holes. Requests past max_inflight wait in a FIFO with their bytes.
  *
- * Server. Each request gets a braid_rpc_req_t from a free list. Braid-protocol answers are
+ * Server. Each request gets a slot from a per-channel pool (handed out as a tagged handle,
+ * see req_t) that is never freed while the channel lives. Braid-protocol answers are
  * written as they are given; ordered-protocol answers are written in request order, the
  * early ones held until those before them are given. A batch frame becomes one request per
  * item plus a collector that writes the batch answer when the last item is answered.
@@ -17,7 +18,13 @@
  * consistent before each user callback, and loops re-read it afterwards. */
 #include "internal.h"
 
+#include <inttypes.h>
+
 #define RING_MAX ((uint32_t)1 << 22) /* largest id window: bounds a channel's memory */
+/* The decompression ratio cap of PROTOCOL.md section 4.2: braid_gzip's defaults, named here
+ * because the spec promises them. */
+#define RPC_GZIP_MAX_RATIO 200u
+#define RPC_GZIP_RATIO_GRACE ((uint64_t)1 << 20)
 #define LINGER_MS 1000 /* server: how long a goaway waits for the peer to close, after FIN */
 #define LINGER_FLUSH_MAX_MS 30000 /* ... and how long it waits for the answers to flush first */
 
@@ -50,6 +57,7 @@ typedef struct batch_s {
   uint32_t count, answered;
   uint32_t next;       /* the first item not yet in out */
   bool failed;         /* an answer could not be encoded: the batch gets an error instead */
+  size_t bytes;        /* the answer payload's size so far: count + the items taken */
   braid__wchain_t out;
   struct {
     uint16_t status;
@@ -59,21 +67,59 @@ typedef struct batch_s {
   } *items;
 } batch_t;
 
+/* A server request. The application holds a handle (braid_rpc_req_t *), not the slot: the
+ * handle is the address of tags[gen % REQ_TAGS] inside the slot, and each tag byte holds its
+ * own index, so the slot is found from the handle and the handle names one use of the slot.
+ * Slots come from a per-channel pool and go back to it (oldest first), never to malloc, while
+ * the channel lives: a handle used after its answer (a second respond, or one after the slot
+ * was handed to a newer request) still points at pool memory, and its tag no longer matches
+ * the slot's generation, or the slot is no longer live: BRAID_EINVAL, and the newer request
+ * is untouched. A stale handle aliases a newer request only when its slot was reused a
+ * multiple of REQ_TAGS times since (the pool is recycled oldest first, so that takes
+ * REQ_TAGS times the pool's size in requests). */
+#define REQ_TAGS 64
+
 struct braid_rpc_req_s {
+  uint8_t index; /* this tag's place in its slot's tags[] */
+};
+
+typedef struct req_s {
   braid_rpc_t *rpc;
-  braid_rpc_req_t *next; /* free list, or the ordered-answer FIFO */
+  struct req_s *next; /* free list, or the ordered-answer FIFO */
   uint32_t id;
   uint32_t index; /* within its batch */
   batch_t *batch;
+  uint32_t gen;  /* bumped each time the slot is handed out */
+  bool live;     /* handed out for a request that still holds it */
   bool answered;
   uint8_t *answer; /* ordered mode: an answer held until those before it are written */
   size_t answer_len;
-};
+  braid_rpc_req_t tags[REQ_TAGS];
+} req_t;
+
+static braid_rpc_req_t *req_handle(req_t *r) {
+  return &r->tags[r->gen % REQ_TAGS];
+}
+
+/* The slot a handle names, or NULL when the handle is stale (answered, or its slot reused). */
+static req_t *req_from(const braid_rpc_req_t *h) {
+  if (!h)
+    return NULL;
+  const braid_rpc_req_t *first = h - h->index;
+  req_t *r = (req_t *)((char *)first - offsetof(req_t, tags));
+  if (!r->live || r->gen % REQ_TAGS != h->index)
+    return NULL;
+  return r;
+}
 
 struct braid_rpc_s {
   braid_conn_t *conn;
   braid_loop_t *loop;
   braid_rpc_opts_t o;
+  braid_rpc_callbacks_t cbs;
+  void *data; /* the user's (braid_rpc_set_data), passed to every channel callback */
+  braid_rpc_close_cb owner_close; /* a pool's hook, beside the user's on_close */
+  void *owner_arg;
   bool server;
   bool closing;       /* braid_rpc_close() or a fatal error: no new work */
   bool goaway;        /* client: got one; server: sent one */
@@ -81,8 +127,18 @@ struct braid_rpc_s {
   unsigned deflating; /* server: answers being compressed on the threadpool */
   bool close_deferred; /* braid_rpc_close waits for those answers before closing conn */
   uint64_t linger_since; /* loop time lingering began */
+  uint64_t linger_due;   /* when the linger timer gives up next (0: not lingering) */
+  uint64_t above_since;  /* server: loop time its queued answers passed the high watermark */
+  uint64_t partial_since; /* server: loop time the frame now partly read began (0: none) */
   bool read_paused;
   bool above_wm;
+  /* Server: bytes read but not acted on, because the channel stopped taking requests part
+   * way through a read (queued answers over the high watermark, or max_inflight reached):
+   * whole frames and perhaps a partial one, from a frame boundary. Taken up again by
+   * backlog_flush once the channel may take requests again, before reading resumes. */
+  uint8_t *backlog;
+  size_t backlog_len;
+  braid__flush_t backlog_flush;
   bool peer_eof;
   int fail_status; /* why pending client requests fail when the connection ends */
   braid_framebuf_t fb;
@@ -102,11 +158,11 @@ struct braid_rpc_s {
   uint32_t q_len;
 
   /* server */
-  braid_rpc_req_t *free_reqs;
-  uint32_t free_count;
+  req_t *free_head, *free_tail; /* the slot pool, reused oldest first; freed with the channel */
   uint32_t outstanding;               /* requests not answered yet (including after close) */
-  uint32_t last_seen_id;              /* braid mode: newest request id read (for GOAWAY) */
-  braid_rpc_req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
+  uint32_t last_seen_id;              /* braid mode: newest request id taken (for GOAWAY) */
+  uint32_t last_read_id;              /* braid mode: newest request id read (ids increase) */
+  req_t *ord_head, *ord_tail; /* ordered mode: unanswered or held, in order */
 
   braid_gzip_t *gz; /* made on first use: compressing, or a gzip-flagged payload arrived */
 
@@ -126,26 +182,47 @@ void braid_rpc_opts_init(braid_rpc_opts_t *o) {
   o->max_inflight = 1024;
   o->max_queued = 65536;
   o->gzip_level = 1;
+  o->output_timeout_ms = 60000;
+  o->frame_timeout_ms = 30000;
 }
 
-int braid__rpc_opts_check(const braid_rpc_opts_t *o, bool server) {
+int braid_rpc_opts_validate(const braid_rpc_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
   if (o->mode != BRAID_RPC_BRAID && o->mode != BRAID_RPC_ORDERED)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "mode", "%d is not BRAID_RPC_BRAID or BRAID_RPC_ORDERED",
+                            (int)o->mode);
   if (o->mode == BRAID_RPC_BRAID && braid_frame_check_max(o->max_payload_bytes))
-    return BRAID_EINVAL;
-  if (o->mode == BRAID_RPC_ORDERED && !o->framer_set)
-    return BRAID_EINVAL;
-  if (o->max_inflight < 1 || o->max_inflight > BRAID__RPC_INFLIGHT_MAX ||
-      o->max_queued > BRAID__RPC_QUEUED_MAX)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "max_payload_bytes",
+                            "%zu is outside BRAID_FRAME_MIN_MAX_PAYLOAD..the ceiling",
+                            o->max_payload_bytes);
+  if (o->mode == BRAID_RPC_ORDERED && o->framer.kind == 0)
+    return braid__opts_fail(err, "framer",
+                            "ordered mode needs a framer: set it up with braid_framer_init_*()");
+  if (o->max_inflight < 1 || o->max_inflight > BRAID__RPC_INFLIGHT_MAX)
+    return braid__opts_fail(err, "max_inflight", "%u is outside 1..2^20", o->max_inflight);
+  if (o->max_queued > BRAID__RPC_QUEUED_MAX)
+    return braid__opts_fail(err, "max_queued", "%u exceeds 2^24", o->max_queued);
   if (o->timeout_ms > BRAID__DEADLINE_MAX_MS)
-    return BRAID_EINVAL;
-  if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING || o->gzip_level < 1 ||
-      o->gzip_level > 9)
-    return BRAID_EINVAL;
-  if (server && !o->on_request)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "timeout_ms", "%" PRIu64 " exceeds %" PRIu64, o->timeout_ms,
+                            (uint64_t)BRAID__DEADLINE_MAX_MS);
+  if (o->gzip_min_bytes > BRAID_FRAME_MAX_PAYLOAD_CEILING)
+    return braid__opts_fail(err, "gzip_min_bytes", "%zu exceeds the frame ceiling",
+                            o->gzip_min_bytes);
+  if (o->gzip_level < 1 || o->gzip_level > 9)
+    return braid__opts_fail(err, "gzip_level", "%d is outside 1..9", o->gzip_level);
+  if (o->output_timeout_ms > BRAID__MS_MAX)
+    return braid__opts_fail(err, "output_timeout_ms", "%" PRIu64 " exceeds 2^31",
+                            o->output_timeout_ms);
+  if (o->frame_timeout_ms > BRAID__MS_MAX)
+    return braid__opts_fail(err, "frame_timeout_ms", "%" PRIu64 " exceeds 2^31",
+                            o->frame_timeout_ms);
   return 0;
+}
+
+int braid__rpc_opts_check(const braid_rpc_opts_t *o, braid_opts_error_t *err) {
+  return braid_rpc_opts_validate(o, err);
 }
 
 /* ---- writing frames ------------------------------------------------------------------- */
@@ -158,6 +235,8 @@ static braid_gzip_t *channel_gzip(braid_rpc_t *rpc) {
     go.min_size_bytes = rpc->o.gzip_min_bytes;
     go.max_output_bytes = rpc->o.max_payload_bytes; /* a frame never decodes past its max */
     go.max_members = 1;                             /* PROTOCOL.md: one gzip member */
+    go.max_ratio = RPC_GZIP_MAX_RATIO;
+    go.ratio_grace_bytes = RPC_GZIP_RATIO_GRACE;
     braid_gzip_new(&rpc->gz, &go);
   }
   return rpc->gz;
@@ -250,6 +329,8 @@ static int send_error_frame(braid_rpc_t *rpc, uint32_t id, uint16_t code, const 
   size_t mlen = msg ? strlen(msg) : 0;
   if (mlen > 1024)
     mlen = 1024;
+  if (rpc->o.mode == BRAID_RPC_BRAID && mlen > rpc->o.max_payload_bytes - 2)
+    mlen = rpc->o.max_payload_bytes - 2; /* the peer's maximum holds for errors too */
   uint8_t buf[2 + 1024];
   int n = braid_frame_error_encode(buf, sizeof(buf), code, msg, mlen);
   if (n <= 0)
@@ -306,8 +387,8 @@ static void advance_head(braid_rpc_t *rpc) {
 
 static void complete(braid_rpc_t *rpc, braid_rpc_response_cb cb, void *arg, int status,
                      uint16_t code, uint8_t flags, const uint8_t *data, size_t len) {
-  braid_rpc_result_t r = {status, code, flags, data, len};
-  cb(rpc, &r, arg);
+  braid_rpc_result_t r = {code, flags, data, len};
+  cb(rpc, status, &r, arg);
 }
 
 static uint64_t deadline_for(braid_rpc_t *rpc, uint64_t timeout_ms) {
@@ -399,8 +480,8 @@ int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_buf_t *parts,
       return BRAID_EINVAL;
     len += parts[i].len;
   }
-  if (rpc->o.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
-    return BRAID_ETOOBIG;
+  if (rpc->o.mode == BRAID_RPC_BRAID && len > rpc->o.max_payload_bytes)
+    return BRAID_ETOOBIG; /* PROTOCOL.md section 5: the peer's maximum, taken to be ours */
   uint64_t deadline = deadline_for(rpc, timeout_ms);
   if (rpc->live < rpc->o.max_inflight && !rpc->q_head && ring_reserve(rpc) == 0) {
     int rc = send_request(rpc, flags, parts, nparts, deadline, cb, arg);
@@ -442,7 +523,7 @@ int braid__rpc_call_wchain(braid_rpc_t *rpc, uint8_t flags, braid__wchain_t *w,
                   !(flags & BRAID_FRAME_FLAG_GZIP);
   if (!compress && rpc->conn && !rpc->closing && !rpc->goaway && cb && !rpc->server &&
       !(flags & ~BRAID_FRAME_FLAGS_KNOWN) && timeout_ms <= ((uint64_t)1 << 40) &&
-      len <= BRAID_FRAME_MAX_PAYLOAD_CEILING && rpc->live < rpc->o.max_inflight &&
+      len <= rpc->o.max_payload_bytes && rpc->live < rpc->o.max_inflight &&
       !rpc->q_head && ring_reserve(rpc) == 0) {
     /* The common case: straight onto the wire, the chain's chunks queued as they are. */
     uint32_t id = rpc->next_id;
@@ -558,25 +639,75 @@ static void arm_timer(braid_rpc_t *rpc, uint64_t deadline) {
   rpc->timer_due = deadline;
 }
 
+
+/* The frame being read has had this long to arrive: its own time, plus what its size
+ * earns (FRAME_BYTES_PER_MS), so a large frame on a slow link is not cut off but a trickle
+ * of bytes is. */
+#define FRAME_BYTES_PER_MS 64 /* 64 KB/s */
+
+/* The server's timer: the output limit, the frame-completion limit, and the linger after a
+ * goaway, whichever is due first. */
+static void server_timer(braid_rpc_t *rpc) {
+  if (!rpc->conn || rpc->closing)
+    return;
+  uint64_t now = braid__now(rpc->loop);
+  uint64_t next = UINT64_MAX;
+  if (rpc->o.output_timeout_ms && rpc->above_wm && rpc->above_since) {
+    /* Redis's client-output-buffer-limit: a client that has not read its answers down to
+     * the low watermark for this long is not going to. Reset: no point flushing to it. */
+    uint64_t due = rpc->above_since + rpc->o.output_timeout_ms;
+    if (now >= due) {
+      rpc->stats.output_limit_closes++;
+      rpc->closing = true;
+      rpc->fail_status = BRAID_ETIMEDOUT;
+      braid_conn_abort(rpc->conn);
+      return;
+    }
+    next = due;
+  }
+  if (rpc->o.frame_timeout_ms && rpc->partial_since) {
+    size_t pending = braid_framebuf_pending(&rpc->fb);
+    if (pending == 0) {
+      rpc->partial_since = 0;
+    } else {
+      if (rpc->read_paused)
+        rpc->partial_since = now; /* not reading: the peer cannot be late */
+      uint64_t due = rpc->partial_since + rpc->o.frame_timeout_ms + pending / FRAME_BYTES_PER_MS;
+      if (now >= due) {
+        rpc->stats.frame_timeouts++;
+        protocol_error(rpc, BRAID_ETIMEDOUT, BRAID_WIRE_TIMEOUT, "frame not completed in time");
+        return;
+      }
+      next = due < next ? due : next;
+    }
+  }
+  if (rpc->lingering && rpc->linger_due) {
+    if (now >= rpc->linger_due) {
+      /* The linger ran out; the peer did not close. Answers still flushing to a slow
+       * reader: the FIN has not gone out, so the linger has not really begun; closing now
+       * would stop reading and reset the connection over the requests the peer sends
+       * meanwhile. Wait for the flush, within a bound. */
+      braid_conn_stats_t st;
+      braid_conn_stats(rpc->conn, &st);
+      if (st.queued_bytes && now - rpc->linger_since < LINGER_FLUSH_MAX_MS) {
+        rpc->linger_due = now + LINGER_MS;
+      } else {
+        rpc->closing = true;
+        braid_conn_close(rpc->conn);
+        return;
+      }
+    }
+    next = rpc->linger_due < next ? rpc->linger_due : next;
+  }
+  if (next != UINT64_MAX)
+    arm_timer(rpc, next);
+}
+
 static void on_timer(uv_timer_t *t) {
   braid_rpc_t *rpc = t->data;
   rpc->timer_armed = false;
   if (rpc->server) {
-    /* The only server timer: the linger after a goaway ran out; the peer did not close. */
-    if (rpc->lingering && rpc->conn && !rpc->closing) {
-      /* Answers still flushing to a slow reader: the FIN has not gone out, so the linger has
-       * not really begun; closing now would stop reading and reset the connection over the
-       * requests the peer sends meanwhile. Wait for the flush, within a bound. */
-      braid_conn_stats_t st;
-      braid_conn_stats(rpc->conn, &st);
-      uint64_t now = braid__now(rpc->loop);
-      if (st.queued_bytes && now - rpc->linger_since < LINGER_FLUSH_MAX_MS) {
-        arm_timer(rpc, now + LINGER_MS);
-        return;
-      }
-      rpc->closing = true;
-      braid_conn_close(rpc->conn);
-    }
+    server_timer(rpc);
     return;
   }
   uint64_t now = braid__now(rpc->loop);
@@ -638,28 +769,50 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- server --------------------------------------------------------------------------- */
 
-static braid_rpc_req_t *req_get(braid_rpc_t *rpc) {
-  braid_rpc_req_t *r = rpc->free_reqs;
+static req_t *req_get(braid_rpc_t *rpc) {
+  req_t *r = rpc->free_head;
   if (r) {
-    rpc->free_reqs = r->next;
-    rpc->free_count--;
+    rpc->free_head = r->next;
+    if (!rpc->free_head)
+      rpc->free_tail = NULL;
   } else {
     r = braid__malloc(sizeof(*r));
     if (!r)
       return NULL;
+    r->gen = 0;
+    for (unsigned i = 0; i < REQ_TAGS; i++)
+      r->tags[i].index = (uint8_t)i;
   }
-  memset(r, 0, sizeof(*r));
   r->rpc = rpc;
+  r->next = NULL;
+  r->id = r->index = 0;
+  r->batch = NULL;
+  r->gen++;
+  r->live = true;
+  r->answered = false;
+  r->answer = NULL;
+  r->answer_len = 0;
   rpc->outstanding++;
   rpc->stats.inflight = rpc->outstanding;
   return r;
 }
 
+/* Server: whether the channel must stop taking requests now: its answers queued on the
+ * connection are over the high watermark (a client that does not read must not make the
+ * server buffer without end), or it handles max_inflight requests already. */
+static bool server_full(const braid_rpc_t *rpc) {
+  return rpc->server && (rpc->above_wm || rpc->outstanding >= rpc->o.max_inflight);
+}
+
 static void read_resume_maybe(braid_rpc_t *rpc) {
-  if (rpc->read_paused && !rpc->above_wm && rpc->outstanding < rpc->o.max_inflight &&
-      !rpc->closing && rpc->conn) {
+  if (rpc->read_paused && !server_full(rpc) && !rpc->closing && rpc->conn) {
     rpc->read_paused = false;
-    braid_conn_read_start(rpc->conn);
+    /* Frames already read come first, and not from inside this call (it may be an answer
+     * given from a request handler): reading resumes once they are taken. */
+    if (rpc->backlog)
+      braid__loop_want_flush(rpc->loop, &rpc->backlog_flush);
+    else
+      braid_conn_read_start(rpc->conn);
   }
 }
 
@@ -674,13 +827,14 @@ static void linger_close(braid_rpc_t *rpc) {
     return;
   rpc->lingering = true;
   rpc->linger_since = braid__now(rpc->loop);
+  rpc->linger_due = rpc->linger_since + LINGER_MS;
   if (braid_conn_shutdown(rpc->conn) != 0) {
     rpc->closing = true;
     braid_conn_close(rpc->conn);
     return;
   }
   read_resume_maybe(rpc);
-  arm_timer(rpc, braid__now(rpc->loop) + LINGER_MS);
+  arm_timer(rpc, rpc->linger_due);
 }
 
 /* One request the server took is done with (answered, or a placeholder released). */
@@ -699,15 +853,18 @@ static void outstanding_done(braid_rpc_t *rpc) {
   }
 }
 
-static void req_put(braid_rpc_t *rpc, braid_rpc_req_t *r) {
+static void req_put(braid_rpc_t *rpc, req_t *r) {
   braid__free(r->answer);
-  if (rpc->free_count < rpc->o.max_inflight) {
-    r->next = rpc->free_reqs;
-    rpc->free_reqs = r;
-    rpc->free_count++;
-  } else {
-    braid__free(r);
-  }
+  r->answer = NULL;
+  r->live = false;
+  /* Back to the pool, at the end: reused oldest first, so a stale handle meets its slot
+   * reused as late as possible. */
+  r->next = NULL;
+  if (rpc->free_tail)
+    rpc->free_tail->next = r;
+  else
+    rpc->free_head = r;
+  rpc->free_tail = r;
   outstanding_done(rpc);
 }
 
@@ -742,6 +899,20 @@ static void batch_drain(braid_rpc_t *rpc, batch_t *b) {
     b->items[i].data = NULL;
     b->items[i].held = false;
   }
+}
+
+/* Whether an item answer of len bytes keeps the batch answer within max_payload, with
+ * room left for every item still unanswered to get at least an empty error status. Items are
+ * taken in the order they are answered: the first ones that would not fit are refused. When
+ * even empty answers cannot fit (many items and a small maximum), every answer is taken and
+ * the batch as a whole is answered TOO_BIG (batch_send). */
+static bool batch_fits(const braid_rpc_t *rpc, const batch_t *b, size_t len) {
+  size_t max = rpc->o.max_payload_bytes;
+  size_t reserve = (size_t)(b->count - b->answered - 1) * BRAID_BATCH_RESP_ITEM_HEADER;
+  size_t base = b->bytes + BRAID_BATCH_RESP_ITEM_HEADER + reserve;
+  if (base > max)
+    return len <= max; /* the batch is lost as a whole anyway */
+  return len <= max - base;
 }
 
 /* Takes the answer to item i: encoded now when it is its turn, else held. Returns 0 or
@@ -782,7 +953,7 @@ static int batch_send(braid_rpc_t *rpc, batch_t *b) {
   if (b->failed || b->next != b->count) {
     return answer_error(rpc, b->id, BRAID_WIRE_INTERNAL, "could not encode the batch answer");
   }
-  if (len > BRAID_FRAME_MAX_PAYLOAD_CEILING) {
+  if (len > rpc->o.max_payload_bytes) {
     return answer_error(rpc, b->id, BRAID_WIRE_TOO_BIG, "batch answer too big");
   }
   if (rpc->o.gzip_min_bytes && len >= rpc->o.gzip_min_bytes) {
@@ -812,7 +983,7 @@ static int batch_send(braid_rpc_t *rpc, batch_t *b) {
 /* Writes held ordered answers that are now at the front. */
 static void ordered_flush(braid_rpc_t *rpc) {
   while (rpc->ord_head && rpc->ord_head->answered) {
-    braid_rpc_req_t *r = rpc->ord_head;
+    req_t *r = rpc->ord_head;
     rpc->ord_head = r->next;
     if (!rpc->ord_head)
       rpc->ord_tail = NULL;
@@ -832,7 +1003,7 @@ static void ordered_flush(braid_rpc_t *rpc) {
 #define DEFLATE_OFFLOAD_IN ((size_t)64 << 10)
 
 typedef struct {
-  braid_rpc_req_t *req;
+  req_t *req;
   size_t len;
   uint8_t data[]; /* the answer, uncompressed */
 } deflate_t;
@@ -840,7 +1011,7 @@ typedef struct {
 static void on_deflated(braid_loop_t *loop, int status, void *out, size_t out_len, void *arg) {
   (void)loop;
   deflate_t *z = arg;
-  braid_rpc_req_t *req = z->req;
+  req_t *req = z->req;
   braid_rpc_t *rpc = req->rpc;
   if (rpc->conn && braid_conn_is_open(rpc->conn)) {
     /* As write_payload_frame: compressed when that made it smaller, plain otherwise. */
@@ -864,7 +1035,7 @@ static void on_deflated(braid_loop_t *loop, int status, void *out, size_t out_le
 
 /* Starts compressing req's answer on the threadpool; false when it should go the
  * synchronous way (too small, not compressing, or out of memory). */
-static bool deflate_offloaded(braid_rpc_req_t *req, const void *data, size_t len) {
+static bool deflate_offloaded(req_t *req, const void *data, size_t len) {
   braid_rpc_t *rpc = req->rpc;
   if (!rpc->server || rpc->o.mode != BRAID_RPC_BRAID || !rpc->o.gzip_min_bytes ||
       len < rpc->o.gzip_min_bytes || len < DEFLATE_OFFLOAD_IN)
@@ -889,20 +1060,28 @@ static bool deflate_offloaded(braid_rpc_req_t *req, const void *data, size_t len
   return true;
 }
 
-static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t len) {
+static int answer(req_t *req, uint16_t code, const void *data, size_t len) {
   if (!req || req->answered || (!data && len))
     return BRAID_EINVAL;
   braid_rpc_t *rpc = req->rpc;
   bool open = rpc->conn && braid_conn_is_open(rpc->conn);
-  if (rpc->o.mode == BRAID_RPC_BRAID && len > BRAID_FRAME_MAX_PAYLOAD_CEILING)
-    return BRAID_ETOOBIG;
+  /* PROTOCOL.md section 5: no frame over the peer's max_payload, which, with no
+   * negotiation, is taken to be this channel's own. An answer that does not fit is refused
+   * for its request alone: the request is answered TOO_BIG (a batch item gets that status)
+   * and the caller learns it from BRAID_ETOOBIG. */
+  int refused = 0;
   if (req->batch) {
     batch_t *b = req->batch;
-    if (len > UINT32_MAX)
-      return BRAID_ETOOBIG;
+    if (!batch_fits(rpc, b, len)) {
+      refused = BRAID_ETOOBIG;
+      code = BRAID_WIRE_TOO_BIG;
+      data = NULL;
+      len = 0;
+    }
     int rc = batch_take(rpc, b, req->index, code, data, len, open);
     if (rc)
       return rc;
+    b->bytes += BRAID_BATCH_RESP_ITEM_HEADER + len;
     req->answered = true;
     if (++b->answered == b->count) {
       if (batch_send(rpc, b))
@@ -911,9 +1090,15 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
     }
     req_put(rpc, req);
     rpc_maybe_finish(rpc); /* last: it may free the channel */
-    return open ? 0 : BRAID_ECLOSED;
+    return refused ? refused : open ? 0 : BRAID_ECLOSED;
   }
   if (rpc->o.mode == BRAID_RPC_BRAID) {
+    if (!code && len > rpc->o.max_payload_bytes) {
+      refused = BRAID_ETOOBIG;
+      code = BRAID_WIRE_TOO_BIG;
+      data = "answer exceeds the maximum payload";
+      len = 0;
+    }
     req->answered = true;
     if (open && !code && deflate_offloaded(req, data, len))
       return 0; /* on_deflated writes it and frees req */
@@ -929,7 +1114,7 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
     }
     req_put(rpc, req);
     rpc_maybe_finish(rpc); /* last: it may free the channel */
-    return open && !wrc ? 0 : BRAID_ECLOSED;
+    return refused ? refused : open && !wrc ? 0 : BRAID_ECLOSED;
   }
   /* Ordered: an answer goes out when every request before it has its answer; until then
    * a copy is held. After the connection is gone nothing is written, but the order of
@@ -958,11 +1143,12 @@ static int answer(braid_rpc_req_t *req, uint16_t code, const void *data, size_t 
   return open ? 0 : BRAID_ECLOSED;
 }
 
-int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len) {
-  return answer(req, 0, data, len);
+int braid_rpc_respond(braid_rpc_req_t *handle, const void *data, size_t len) {
+  return answer(req_from(handle), 0, data, len);
 }
 
-int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg) {
+int braid_rpc_respond_error(braid_rpc_req_t *handle, uint16_t code, const char *msg) {
+  req_t *req = req_from(handle);
   if (!req || code == 0)
     return BRAID_EINVAL;
   if (req->rpc->o.mode == BRAID_RPC_ORDERED || req->batch)
@@ -970,8 +1156,9 @@ int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg
   return answer(req, code, msg, 0);
 }
 
-braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req) {
-  return req->rpc;
+braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *handle) {
+  req_t *req = req_from(handle);
+  return req ? req->rpc : NULL;
 }
 
 static void pause_reading(braid_rpc_t *rpc) {
@@ -983,7 +1170,7 @@ static void pause_reading(braid_rpc_t *rpc) {
 }
 
 static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, size_t len) {
-  braid_rpc_req_t *r = req_get(rpc);
+  req_t *r = req_get(rpc);
   if (!r) {
     if (rpc->o.mode == BRAID_RPC_BRAID)
       answer_error(rpc, id, BRAID_WIRE_OVERLOADED, "out of memory");
@@ -1000,7 +1187,7 @@ static void server_request(braid_rpc_t *rpc, uint32_t id, const uint8_t *data, s
     rpc->ord_tail = r;
   }
   rpc->stats.requests++;
-  rpc->o.on_request(rpc, r, data, len, rpc->o.arg);
+  rpc->cbs.on_request(rpc, req_handle(r), data, len, rpc->data);
 }
 
 static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, size_t len) {
@@ -1035,6 +1222,7 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   }
   b->id = id;
   b->count = count;
+  b->bytes = BRAID_BATCH_COUNT_SIZE;
   /* Room for the frame header, written once the length is known, then the count. */
   uint8_t head[BRAID_FRAME_HEADER_SIZE + BRAID_BATCH_COUNT_SIZE] = {0};
   braid_batch_count_encode(head + BRAID_FRAME_HEADER_SIZE, count);
@@ -1048,12 +1236,13 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
   uint32_t made = 0;
   for (; made < count; made++) {
     braid_batch_reader_next(&rd, &items[made]);
-    reqs[made] = req_get(rpc);
-    if (!reqs[made])
+    req_t *r = req_get(rpc);
+    if (!r)
       break;
-    reqs[made]->id = id;
-    reqs[made]->batch = b;
-    reqs[made]->index = made;
+    r->id = id;
+    r->batch = b;
+    r->index = made;
+    reqs[made] = req_handle(r);
   }
   if (made < count) {
     /* Out of memory part way: answer what was made with the error, the rest directly. */
@@ -1068,15 +1257,15 @@ static void server_batch(braid_rpc_t *rpc, uint32_t id, const uint8_t *payload, 
       batch_free(rpc, b);
     }
     for (uint32_t i = 0; i < made; i++)
-      answer(reqs[i], BRAID_WIRE_OVERLOADED, NULL, 0);
+      answer(req_from(reqs[i]), BRAID_WIRE_OVERLOADED, NULL, 0);
   } else {
     rpc->stats.batches++;
     rpc->stats.requests += count;
-    if (rpc->o.on_batch) {
-      rpc->o.on_batch(rpc, reqs, items, count, rpc->o.arg);
+    if (rpc->cbs.on_batch) {
+      rpc->cbs.on_batch(rpc, reqs, items, count, rpc->data);
     } else {
       for (uint32_t i = 0; i < count; i++)
-        rpc->o.on_request(rpc, reqs[i], items[i].data, items[i].len, rpc->o.arg);
+        rpc->cbs.on_request(rpc, reqs[i], items[i].data, items[i].len, rpc->data);
     }
   }
   braid__free(items);
@@ -1147,6 +1336,8 @@ static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
   braid_gzip_opts_init(&go);
   go.max_output_bytes = rpc->o.max_payload_bytes; /* as channel_gzip() */
   go.max_members = 1;
+  go.max_ratio = RPC_GZIP_MAX_RATIO;
+  go.ratio_grace_bytes = RPC_GZIP_RATIO_GRACE;
   go.offload_threshold_bytes = 0;
   if (braid_gzip_decompress_async(rpc->loop, &go, z->data, len, on_inflated, z) != 0) {
     braid__free(z);
@@ -1162,6 +1353,89 @@ static bool inflate_offloaded(braid_rpc_t *rpc, const braid_frame_header_t *hdr,
   return true;
 }
 
+/* The gzip trailer's ISIZE: what the member claims to hold (the sender wrote it). */
+static uint32_t gzip_claim(const uint8_t *p, size_t len) {
+  if (len < 18) /* shorter than any gzip member: it fails to decode anyway */
+    return 0;
+  return (uint32_t)p[len - 4] | (uint32_t)p[len - 3] << 8 | (uint32_t)p[len - 2] << 16 |
+         (uint32_t)p[len - 1] << 24;
+}
+
+/* Decompresses a gzip-flagged payload on the loop into a buffer of what it claims to hold
+ * (its ISIZE), never more: a member that inflates past its claim is corrupt (ISIZE is the
+ * exact length for anything under 4 GiB), so it fails as soon as the output passes the
+ * claim, after work bounded by the claim, not by what the data would inflate to. The claim
+ * is also cut to max_payload and to the ratio cap (PROTOCOL.md section 4.2: more than 1 MiB
+ * at more than 200:1), which then name the error. On 0, *out (free with
+ * braid_gzip_buf_free) holds *out_len bytes. A server offloads claims of
+ * INFLATE_OFFLOAD_OUT or more before this (inflate_offloaded). */
+static int inflate_claimed(braid_rpc_t *rpc, const uint8_t *p, size_t len, void **out,
+                           size_t *out_len) {
+  *out = NULL;
+  *out_len = 0;
+  braid_gzip_t *gz = channel_gzip(rpc);
+  if (!gz)
+    return BRAID_ENOMEM;
+  uint64_t cap = gzip_claim(p, len);
+  int over = BRAID_EBADSIZE; /* output past a truthful claim cannot happen */
+  if (cap > rpc->o.max_payload_bytes) {
+    cap = rpc->o.max_payload_bytes;
+    over = BRAID_EOUTPUTCAP;
+  }
+  uint64_t ratio_cap = (uint64_t)len * RPC_GZIP_MAX_RATIO;
+  if (ratio_cap < RPC_GZIP_RATIO_GRACE)
+    ratio_cap = RPC_GZIP_RATIO_GRACE;
+  if (cap > ratio_cap) {
+    cap = ratio_cap;
+    over = BRAID_ERATIO;
+  }
+  uint8_t *buf = braid__malloc(cap ? (size_t)cap : 1);
+  if (!buf)
+    return BRAID_ENOMEM;
+  int rc = braid_gzip_decompress_into(gz, p, len, buf, (size_t)cap, out_len);
+  if (rc == BRAID_EOUTPUTCAP)
+    rc = over;
+  if (rc) {
+    braid__free(buf);
+    *out_len = 0;
+    return rc;
+  }
+  *out = buf;
+  return 0;
+}
+
+/* Server: the rules of PROTOCOL.md section 3.5 for what a client may send, checked before
+ * any work on the payload. A RESPONSE or GOAWAY (only servers send them), an ERROR naming a
+ * request (a client has no request of the server's to fail), or a REQUEST whose id is not
+ * above every id read before (a duplicate would get two answers the client cannot tell
+ * apart, and GOAWAY's last_id assumes increasing ids) are violations: ERROR (id 0)
+ * PROTOCOL, then close. Returns true when the frame may be acted on. */
+static bool server_frame_ok(braid_rpc_t *rpc, const braid_frame_header_t *h) {
+  const char *why = NULL;
+  switch (h->type) {
+  case BRAID_FRAME_REQUEST:
+    if (h->id <= rpc->last_read_id)
+      why = "request id not above the previous one";
+    else
+      rpc->last_read_id = h->id;
+    break;
+  case BRAID_FRAME_RESPONSE:
+  case BRAID_FRAME_GOAWAY:
+    why = "frame type only a server sends";
+    break;
+  case BRAID_FRAME_ERROR:
+    if (h->id != 0)
+      why = "ERROR with a request id from a client";
+    break;
+  default: /* PING (answered), PONG (ignored), ERROR id 0 (closes) */
+    break;
+  }
+  if (!why)
+    return true;
+  protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, why);
+  return false;
+}
+
 static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   braid_frame_t f;
   braid_frame_reject_t rej;
@@ -1170,6 +1444,8 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
     protocol_error(rpc, BRAID_EPROTO, rej.code, rej.message);
     return;
   }
+  if (rpc->server && !server_frame_ok(rpc, &f.hdr))
+    return;
   const uint8_t *p = f.payload;
   size_t len = f.hdr.payload_len;
   void *inflated = NULL; /* a gzip-flagged payload, decompressed; freed below */
@@ -1182,9 +1458,8 @@ static void on_braid_frame(braid_rpc_t *rpc, const braid_framebuf_msg_t *m) {
   }
   if ((f.hdr.flags & BRAID_FRAME_FLAG_GZIP) &&
       (f.hdr.type == BRAID_FRAME_REQUEST || f.hdr.type == BRAID_FRAME_RESPONSE)) {
-    braid_gzip_t *gz = channel_gzip(rpc);
     size_t out_len = 0;
-    gz_err = gz ? braid_gzip_decompress(gz, p, len, &inflated, &out_len) : BRAID_ENOMEM;
+    gz_err = inflate_claimed(rpc, p, len, &inflated, &out_len);
     if (gz_err == 0) {
       p = inflated;
       len = out_len;
@@ -1266,8 +1541,6 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
       braid_conn_close(rpc->conn);
       return;
     }
-    if (rpc->server)
-      return; /* a client may only send connection errors; ignore the rest */
     client_answer(rpc, f.hdr.id, BRAID_EREMOTE, code, 0, (const uint8_t *)msg, mlen);
     return;
   }
@@ -1321,39 +1594,48 @@ static void on_braid_payload(braid_rpc_t *rpc, braid_frame_header_t *hdr, const 
   protocol_error(rpc, BRAID_EPROTO, BRAID_WIRE_PROTOCOL, "unexpected frame type");
 }
 
-static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
-  braid_rpc_t *rpc = arg;
-  if (status == BRAID_EOF) {
-    rpc->peer_eof = true;
-    if (braid_framebuf_pending(&rpc->fb) || !rpc->server) {
-      /* Mid-message, or a client whose server stopped talking: nothing more can come. */
-      rpc->fail_status = braid_framebuf_pending(&rpc->fb) ? BRAID_ETRUNCATED : UV_EOF;
-      rpc->closing = true;
-      if (!rpc->server)
-        client_fail_all(rpc, rpc->fail_status);
-      braid_conn_close(conn);
-    } else if (rpc->outstanding == 0) {
-      rpc->closing = true;
-      braid_conn_close(conn);
-    }
-    return;
-  }
-  if (status < 0) {
-    rpc->fail_status = status;
-    return; /* the connection closes; on_conn_close fails what is pending */
-  }
+static void pause_reading(braid_rpc_t *rpc);
+
+/* Frames data[0..len) (a read, or the backlog) and acts on each frame. A server that must
+ * stop taking requests part way (server_full) keeps the rest in the backlog, from the frame
+ * boundary where it stopped, and stops reading: what a client pipelines in one read is
+ * bounded by the watermark like what it sends in many. */
+static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
+  size_t partial = braid_framebuf_pending(&rpc->fb); /* bytes of a frame begun earlier */
   int rc = braid_framebuf_push(&rpc->fb, data, len);
   braid_framebuf_msg_t m;
+  unsigned frames = 0;
   while (rc == 0 && (rc = braid_framebuf_next(&rpc->fb, &m)) == 1) {
     rc = 0;
+    frames++;
     if (rpc->closing)
       continue; /* drain the push without acting on it */
+    /* Where the frame ends in data: a view into it, or one reassembled from the partial
+     * frame held before this push plus the start of data. */
+    size_t used = m.copied ? m.frame_len - partial : (size_t)(m.frame + m.frame_len - data);
+    partial = 0;
     if (rpc->o.mode == BRAID_RPC_BRAID)
       on_braid_frame(rpc, &m);
     else if (rpc->server)
       server_request(rpc, 0, m.payload, m.payload_len);
     else
       client_answer_ordered(rpc, m.payload, m.payload_len);
+    if (used < len && server_full(rpc) && !rpc->closing && rpc->conn) {
+      uint8_t *rest = braid__malloc(len - used);
+      if (!rest) {
+        protocol_error(rpc, BRAID_ENOMEM, BRAID_WIRE_INTERNAL, "out of memory");
+        return;
+      }
+      memcpy(rest, data + used, len - used);
+      rpc->backlog = rest;
+      rpc->backlog_len = len - used;
+      /* The framebuf holds nothing of its own now (the frame it handed out is done with):
+       * forget the pushed view, the rest starts at a frame boundary. */
+      braid_framebuf_reset(&rpc->fb);
+      rpc->partial_since = 0; /* the frames wait for this server, not for the client */
+      pause_reading(rpc);
+      return;
+    }
   }
   if (rc < 0 && !rpc->closing) {
     braid_frame_reject_t rej; /* the spec's code for what was refused: VERSION, TOO_BIG... */
@@ -1361,13 +1643,76 @@ static void on_read(braid_conn_t *conn, int status, const char *data, size_t len
     protocol_error(rpc, rc, rej.code, rej.message);
     return;
   }
-  if (rpc->server && rpc->outstanding >= rpc->o.max_inflight)
+  if (server_full(rpc))
     pause_reading(rpc);
+  if (rpc->server && rpc->o.frame_timeout_ms && !rpc->closing) {
+    /* A frame must arrive whole in bounded time (server_timer): note when the frame now
+     * partly read began, which is now if this push finished the one before. */
+    if (!braid_framebuf_pending(&rpc->fb)) {
+      rpc->partial_since = 0;
+    } else if (!rpc->partial_since || frames) {
+      rpc->partial_since = braid__now(rpc->loop);
+      arm_timer(rpc, rpc->partial_since + rpc->o.frame_timeout_ms);
+    }
+  }
   if (!rpc->server)
     pump_queue(rpc); /* answers made room on the wire */
   /* An idle channel keeps no partial-message buffer. */
   if (rpc->server ? rpc->outstanding == 0 : rpc->live == 0)
     braid_framebuf_trim(&rpc->fb);
+}
+
+/* The channel may take requests again and frames wait in the backlog: take them, then
+ * resume reading unless they filled the channel again. */
+static void on_backlog(braid__flush_t *fl) {
+  braid_rpc_t *rpc = BRAID__CONTAINER_OF(fl, braid_rpc_t, backlog_flush);
+  if (!rpc->backlog || rpc->closing || !rpc->conn)
+    return; /* freed with the channel */
+  if (server_full(rpc)) {
+    pause_reading(rpc); /* full again meanwhile: read_resume_maybe comes back */
+    return;
+  }
+  uint8_t *buf = rpc->backlog;
+  size_t len = rpc->backlog_len;
+  rpc->backlog = NULL;
+  rpc->backlog_len = 0;
+  rpc->read_paused = true; /* reading is still stopped while the backlog is taken */
+  feed(rpc, buf, len);
+  braid__free(buf);
+  if (rpc->closing || !rpc->conn)
+    return;
+  if (!rpc->backlog && !server_full(rpc)) {
+    rpc->read_paused = false;
+    braid_conn_read_start(rpc->conn);
+  }
+}
+
+static void on_eof(braid_conn_t *conn, void *arg) {
+  braid_rpc_t *rpc = arg;
+  rpc->peer_eof = true;
+  if (braid_framebuf_pending(&rpc->fb)) {
+    /* The stream ended mid-frame: a violation (PROTOCOL.md section 6). The partial frame
+     * is dropped; the peer, which only half-closed, is told why. */
+    protocol_error(rpc, BRAID_ETRUNCATED, BRAID_WIRE_PROTOCOL, "stream ended mid-frame");
+  } else if (!rpc->server) {
+    /* A client whose server stopped talking: nothing more can come. */
+    rpc->fail_status = UV_EOF;
+    rpc->closing = true;
+    client_fail_all(rpc, rpc->fail_status);
+    braid_conn_close(conn);
+  } else if (rpc->outstanding == 0) {
+    rpc->closing = true;
+    braid_conn_close(conn);
+  }
+}
+
+static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t len, void *arg) {
+  braid_rpc_t *rpc = arg;
+  if (status < 0) {
+    rpc->fail_status = status;
+    return; /* the connection closes; on_conn_close fails what is pending */
+  }
+  feed(rpc, (const uint8_t *)data, len);
 }
 
 static void on_watermark(braid_conn_t *conn, int above, void *arg) {
@@ -1376,6 +1721,9 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
   rpc->above_wm = above;
   if (!rpc->server)
     return;
+  rpc->above_since = above ? braid__now(rpc->loop) : 0;
+  if (above && rpc->o.output_timeout_ms)
+    arm_timer(rpc, rpc->above_since + rpc->o.output_timeout_ms);
   /* A client that does not read its answers must not make the server buffer without end. */
   if (above)
     pause_reading(rpc);
@@ -1387,12 +1735,14 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
 
 static void rpc_free(braid_rpc_t *rpc) {
   braid_loop_t *loop = rpc->loop;
-  while (rpc->free_reqs) {
-    braid_rpc_req_t *r = rpc->free_reqs;
-    rpc->free_reqs = r->next;
+  while (rpc->free_head) {
+    req_t *r = rpc->free_head;
+    rpc->free_head = r->next;
     braid__free(r);
   }
   braid_framebuf_free(&rpc->fb);
+  braid__loop_cancel_flush(&rpc->backlog_flush);
+  braid__free(rpc->backlog);
   braid_gzip_free(rpc->gz);
   braid__free(rpc->ring);
   braid__free(rpc);
@@ -1406,8 +1756,10 @@ static void rpc_maybe_finish(braid_rpc_t *rpc) {
   /* on_close may free the last batcher on this channel, dropping the last reference: hold
    * one of our own across the call so the channel is freed exactly once, after it. */
   rpc->refs++;
-  if (rpc->o.on_close)
-    rpc->o.on_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->o.arg);
+  if (rpc->cbs.on_close)
+    rpc->cbs.on_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->data);
+  if (rpc->owner_close) /* the pool that owns it: its own hook, not the user's callbacks */
+    rpc->owner_close(rpc, rpc->fail_status == UV_EOF ? 0 : rpc->fail_status, rpc->owner_arg);
   braid__rpc_unref(rpc);
 }
 
@@ -1449,13 +1801,26 @@ static void on_conn_close(braid_conn_t *conn, int status, void *arg) {
 }
 
 static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
-                    bool server) {
-  if (!out || !conn || !o || braid__rpc_opts_check(o, server) || !braid_conn_is_open(conn))
+                    const braid_rpc_callbacks_t *cbs, void *data, bool server) {
+  if (!out || !conn || !braid_conn_is_open(conn) || (server && (!cbs || !cbs->on_request)))
     return BRAID_EINVAL;
+  braid_rpc_opts_t defaults;
+  if (!o) {
+    braid_rpc_opts_init(&defaults);
+    o = &defaults;
+  }
+  braid_opts_error_t err;
+  if (braid_rpc_opts_validate(o, &err)) {
+    braid__opts_log(braid_conn_loop(conn), server ? "braid_rpc_server" : "braid_rpc_client", &err);
+    return BRAID_EINVAL;
+  }
   braid_rpc_t *rpc = braid__calloc(1, sizeof(*rpc));
   if (!rpc)
     return BRAID_ENOMEM;
   rpc->o = *o;
+  if (cbs)
+    rpc->cbs = *cbs;
+  rpc->data = data;
   rpc->server = server;
   rpc->conn = conn;
   rpc->loop = braid_conn_loop(conn);
@@ -1471,11 +1836,18 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     return rc;
   }
   braid_conn_callbacks_t before = braid__conn_callbacks(conn);
-  braid_conn_callbacks_t cbs = {on_read, on_conn_close, on_watermark, rpc};
-  braid_conn_set_callbacks(conn, &cbs);
+  void *before_data = braid_conn_get_data(conn);
+  braid_conn_callbacks_t ccbs = {.on_read = on_read, .on_eof = on_eof, .on_close = on_conn_close};
+  braid_conn_set_callbacks(conn, &ccbs);
+  braid_conn_set_data(conn, rpc);
+  /* Told of crossings at once, from inside the write that made them, so a server stops
+   * taking requests part way through a read. */
+  braid__conn_set_watermark_hook(conn, on_watermark, rpc);
   rc = braid_conn_read_start(conn);
   if (rc) { /* nothing changed: conn keeps its callbacks, not ones aimed at freed memory */
     braid_conn_set_callbacks(conn, &before);
+    braid_conn_set_data(conn, before_data);
+    braid__conn_set_watermark_hook(conn, NULL, NULL);
     braid_framebuf_free(&rpc->fb);
     braid__free(rpc);
     return rc;
@@ -1484,17 +1856,33 @@ static int rpc_open(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_
     braid__conn_set_drain_hook(conn, on_server_drain, rpc);
   uv_timer_init(braid_loop_uv(rpc->loop), &rpc->timer);
   rpc->timer.data = rpc;
+  rpc->backlog_flush.fn = on_backlog;
   braid__loop_ref(rpc->loop);
   *out = rpc;
   return 0;
 }
 
-int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o) {
-  return rpc_open(out, conn, o, false);
+int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                     const braid_rpc_callbacks_t *cbs, void *data) {
+  return rpc_open(out, conn, o, cbs, data, false);
 }
 
-int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o) {
-  return rpc_open(out, conn, o, true);
+int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                     const braid_rpc_callbacks_t *cbs, void *data) {
+  return rpc_open(out, conn, o, cbs, data, true);
+}
+
+void braid_rpc_set_data(braid_rpc_t *rpc, void *data) {
+  rpc->data = data;
+}
+
+void *braid_rpc_get_data(const braid_rpc_t *rpc) {
+  return rpc->data;
+}
+
+void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *arg) {
+  rpc->owner_close = fn;
+  rpc->owner_arg = arg;
 }
 
 int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {
@@ -1506,6 +1894,8 @@ int braid_rpc_goaway(braid_rpc_t *rpc, uint16_t code, const char *reason) {
   size_t rlen = reason ? strlen(reason) : 0;
   if (rlen > 1024)
     rlen = 1024;
+  if (rlen > rpc->o.max_payload_bytes - 6)
+    rlen = rpc->o.max_payload_bytes - 6; /* as send_error_frame */
   uint8_t buf[6 + 1024];
   /* Every request read so far was handed to the handler: the newest id seen is the last. */
   int n = braid_frame_goaway_encode(buf, sizeof(buf), rpc->last_seen_id, code, reason, rlen);

@@ -20,6 +20,8 @@
 
 #include "internal.h"
 
+#include <inttypes.h>
+
 /* Accepts per poll callback: enough to empty a burst, few enough that one busy listener
  * does not starve the loop's connections. */
 #define ACCEPT_BATCH 64
@@ -89,23 +91,41 @@ void braid_server_opts_init(braid_server_opts_t *o) {
   memset(o, 0, sizeof(*o));
   braid_sockopts_init(&o->sockopts);
   braid_conn_opts_init(&o->conn);
+  /* Safe by default: no peer holds a connection forever (server.h explains each). */
+  o->conn.idle_timeout_ms = 75000;
+  o->conn.write_timeout_ms = 60000;
+  o->conn.message_timeout_ms = 60000;
   o->workers = 1;
   o->accept_backoff_ms = 100;
 }
 
-static int validate_opts(const braid_server_opts_t *o) {
-  if (braid_sockopts_validate(&o->sockopts) || braid_conn_opts_validate(&o->conn))
-    return BRAID_EINVAL;
-  if (o->max_connections > (1u << 24) || o->workers > 256)
-    return BRAID_EINVAL;
-  if (o->send_rate_bytes_per_s > (UINT64_C(1) << 40) ||
-      o->recv_rate_bytes_per_s > (UINT64_C(1) << 40))
-    return BRAID_EINVAL;
+int braid_server_opts_validate(const braid_server_opts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
+  if (!o)
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  int rc = braid__opts_nest(err, "sockopts", braid_sockopts_validate(&o->sockopts, err));
+  if (rc == 0)
+    rc = braid__opts_nest(err, "conn", braid_conn_opts_validate(&o->conn, err));
+  if (rc)
+    return rc;
+  if (o->max_connections > (1u << 24))
+    return braid__opts_fail(err, "max_connections", "%u exceeds 2^24", o->max_connections);
+  if (o->workers > 256)
+    return braid__opts_fail(err, "workers", "%u exceeds 256", o->workers);
+  if (o->send_rate_bytes_per_s > (UINT64_C(1) << 40))
+    return braid__opts_fail(err, "send_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->send_rate_bytes_per_s);
+  if (o->recv_rate_bytes_per_s > (UINT64_C(1) << 40))
+    return braid__opts_fail(err, "recv_rate_bytes_per_s", "%" PRIu64 " exceeds 2^40",
+                            o->recv_rate_bytes_per_s);
   if (o->accept_backoff_ms < 1 || o->accept_backoff_ms > 60000)
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, "accept_backoff_ms", "%" PRIu64 " is outside 1..60000",
+                            o->accept_backoff_ms);
   /* A group bucket belongs to one loop; worker threads run loops of their own. */
   if (o->workers != 1 && (o->conn.send_group || o->conn.recv_group))
-    return BRAID_EINVAL;
+    return braid__opts_fail(err, o->conn.send_group ? "conn.send_group" : "conn.recv_group",
+                            "a group bucket belongs to one loop: only with workers = 1 "
+                            "(use send_rate_bytes_per_s / recv_rate_bytes_per_s)");
   return 0;
 }
 
@@ -274,12 +294,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 static void free_buckets(worker_t *w) {
   braid_ratelimit_t *rls[2] = {w->send_rl, w->recv_rl};
-  for (int i = 0; i < 2; i++) {
-    int rc = rls[i] ? braid_ratelimit_free(rls[i]) : 0;
-    if (rc)
-      braid__log(w->loop, BRAID_LOG_ERROR, "server: rate limit still in use (%s)",
-                 braid_strerror(rc));
-  }
+  for (int i = 0; i < 2; i++)
+    braid_ratelimit_free(rls[i]);
   w->send_rl = w->recv_rl = NULL;
 }
 
@@ -514,8 +530,11 @@ int braid_server_new(braid_server_t **out, braid_loop_t *loop, const braid_serve
     opts = *o;
   else
     braid_server_opts_init(&opts);
-  if (validate_opts(&opts))
+  braid_opts_error_t err;
+  if (braid_server_opts_validate(&opts, &err)) {
+    braid__opts_log(loop, "braid_server_new", &err);
     return BRAID_EINVAL;
+  }
   if (loop->closing)
     return BRAID_ECLOSED;
   unsigned n = opts.workers;
@@ -764,4 +783,26 @@ void braid_server_stats(const braid_server_t *server, braid_server_stats_t *out)
 
 unsigned braid_server_workers(const braid_server_t *server) {
   return server->nworkers;
+}
+
+void braid_server_set_data(braid_server_t *s, void *data) {
+  s->arg = data;
+}
+
+void *braid_server_get_data(const braid_server_t *s) {
+  return s->arg;
+}
+
+int braid_server_post(braid_server_t *s, unsigned index, braid_post_fn fn, void *arg) {
+  if (!s || !fn || index >= s->nworkers)
+    return BRAID_EINVAL;
+  worker_t *w = &s->workers[index];
+  if (!w->is_thread) /* the server's own loop: it outlives the server */
+    return braid_loop_post(w->loop, fn, arg);
+  /* A worker's loop exists from listen until its thread closes it after the drain; the
+   * server's lock keeps it from closing while a post goes in (as resuming does). */
+  uv_mutex_lock(&s->mu);
+  int rc = w->loop_alive ? braid_loop_post(w->loop, fn, arg) : BRAID_ECLOSED;
+  uv_mutex_unlock(&s->mu);
+  return rc;
 }

@@ -35,19 +35,39 @@ static bool zero_or_range(int v, int lo, int hi) {
   return v == 0 || (v >= lo && v <= hi);
 }
 
-int braid_sockopts_validate(const braid_sockopts_t *o) {
+/* One rule per field: its name, whether the value is allowed, and the allowed range in words. */
+#define TRI(f)                                                                                     \
+  if (!tri_ok(o->f))                                                                               \
+    return braid__opts_fail(err, #f, "%d is not BRAID_OPT_DEFAULT, _OFF or _ON", (int)o->f);
+#define RANGE(f, ok, words)                                                                        \
+  if (!(ok))                                                                                       \
+    return braid__opts_fail(err, #f, "%d is outside " words, o->f);
+
+int braid_sockopts_validate(const braid_sockopts_t *o, braid_opts_error_t *err) {
+  braid__opts_ok(err);
   if (!o)
-    return BRAID_EINVAL;
-  bool ok = buf_ok(o->sndbuf_bytes) && buf_ok(o->rcvbuf_bytes) && tri_ok(o->nodelay) &&
-            tri_ok(o->keepalive) && zero_or_range(o->keepalive_idle_s, 1, 32767) &&
-            zero_or_range(o->keepalive_interval_s, 1, 32767) &&
-            zero_or_range(o->keepalive_count, 1, 127) && tri_ok(o->reuseaddr) &&
-            tri_ok(o->reuseport) && o->dscp >= -1 && o->dscp <= 63 && o->priority >= -1 &&
-            o->priority <= 6 && o->user_timeout_ms >= 0 && o->linger_s >= -1 &&
-            o->linger_s <= 3600 && o->notsent_lowat_bytes >= 0 && o->backlog >= 1 &&
-            o->backlog <= 65535 && tri_ok(o->ipv6_only);
-  return ok ? 0 : BRAID_EINVAL;
+    return braid__opts_fail(err, "", "the options pointer is NULL");
+  RANGE(sndbuf_bytes, buf_ok(o->sndbuf_bytes), "0 or 1024..2^30")
+  RANGE(rcvbuf_bytes, buf_ok(o->rcvbuf_bytes), "0 or 1024..2^30")
+  TRI(nodelay)
+  TRI(keepalive)
+  RANGE(keepalive_idle_s, zero_or_range(o->keepalive_idle_s, 1, 32767), "0 or 1..32767")
+  RANGE(keepalive_interval_s, zero_or_range(o->keepalive_interval_s, 1, 32767), "0 or 1..32767")
+  RANGE(keepalive_count, zero_or_range(o->keepalive_count, 1, 127), "0 or 1..127")
+  TRI(reuseaddr)
+  TRI(reuseport)
+  RANGE(dscp, o->dscp >= -1 && o->dscp <= 63, "-1..63")
+  RANGE(priority, o->priority >= -1 && o->priority <= 6, "-1..6")
+  RANGE(user_timeout_ms, o->user_timeout_ms >= 0, "0..INT32_MAX")
+  RANGE(linger_s, o->linger_s >= -1 && o->linger_s <= 3600, "-1..3600")
+  RANGE(notsent_lowat_bytes, o->notsent_lowat_bytes >= 0, "0..INT32_MAX")
+  RANGE(backlog, o->backlog >= 1 && o->backlog <= 65535, "1..65535")
+  TRI(ipv6_only)
+  return 0;
 }
+
+#undef TRI
+#undef RANGE
 
 static int set_int(uv_os_sock_t fd, int level, int name, int value) {
   if (setsockopt(fd, level, name, &value, sizeof(value)) != 0)
@@ -212,7 +232,7 @@ static int apply_connection(uv_os_sock_t fd, const braid_sockopts_t *o) {
 }
 
 int braid_sockopts_apply(uv_os_sock_t fd, const braid_sockopts_t *o, int is_listener) {
-  if (!o || fd < 0 || braid_sockopts_validate(o) != 0)
+  if (!o || fd < 0 || braid_sockopts_validate(o, NULL) != 0)
     return BRAID_EINVAL;
   int rc = check_supported(o, is_listener);
   if (rc)

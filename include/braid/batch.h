@@ -16,6 +16,7 @@
 #define BRAID_BATCH_H
 
 #include "common.h"
+#include "error.h"
 #include "rpc.h"
 #include "stats.h"
 
@@ -61,6 +62,11 @@ typedef struct braid_batcher_stats_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_batcher_opts_init(braid_batcher_opts_t *o);
 
+/* Checks every field against its documented bounds. Returns 0, or BRAID_EINVAL with the
+ * field and the reason in *err (err may be NULL). braid_batcher_new() runs this check. */
+BRAID_EXTERN int braid_batcher_opts_validate(const braid_batcher_opts_t *o,
+                                             braid_opts_error_t *err);
+
 /* Creates a batcher sending on rpc (a client channel; o copied, NULL = defaults). The
  * batcher keeps the channel's memory (not its connection) until braid_batcher_free(): if
  * the channel closes first, later requests fail with BRAID_ECLOSED. Returns 0, BRAID_EINVAL,
@@ -83,8 +89,13 @@ BRAID_EXTERN int braid_batcher_call(braid_batcher_t *b, const void *data, size_t
 BRAID_EXTERN int braid_batcher_flush(braid_batcher_t *b);
 
 /* Flushes what waits, then frees the batcher; requests already flushed still complete
- * through their callbacks. Returns 0. NULL is ignored. */
-BRAID_EXTERN int braid_batcher_free(braid_batcher_t *b);
+ * through their callbacks (requests the channel refused at this flush complete with its
+ * error before this returns). Cannot fail. NULL is ignored. */
+BRAID_EXTERN void braid_batcher_free(braid_batcher_t *b);
+
+/* The batcher's user data (docs/API.md rule 3): braid never reads it. NULL at first. */
+BRAID_EXTERN void braid_batcher_set_data(braid_batcher_t *b, void *data);
+BRAID_EXTERN void *braid_batcher_get_data(const braid_batcher_t *b);
 
 /* Copies the batcher's counters and histogram into out. */
 BRAID_EXTERN void braid_batcher_stats(const braid_batcher_t *b, braid_batcher_stats_t *out);

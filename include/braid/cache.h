@@ -39,8 +39,9 @@
 #ifndef BRAID_CACHE_H
 #define BRAID_CACHE_H
 
-#include "blob.h"
 #include "common.h"
+#include "blob.h"
+#include "error.h"
 #include "loop.h"
 
 #ifdef __cplusplus
@@ -80,6 +81,11 @@ typedef enum {
 #define BRAID_CACHE_INLINE_BYTES 80
 #define BRAID_CACHE_EXTERNAL_OVERHEAD 16
 #define BRAID_CACHE_BLOB_OVERHEAD 16
+
+/* The shared variant's least byte budget per stripe (max_bytes / stripes): each stripe is a
+ * cache with a table of its own, and needs what a per-loop cache needs at least (max_bytes
+ * 4096). braid_cache_shared_new() refuses a thinner split with BRAID_EINVAL. */
+#define BRAID_CACHE_STRIPE_MIN_BYTES 4096
 
 typedef struct braid_cache_opts_s {
   /* Most entries held. Default 65536; 1 .. 2^30. */
@@ -124,9 +130,10 @@ typedef struct braid_cache_opts_s {
    * returns it at once and starts one background reload. 0 (the default): off. At most
    * 86400000. */
   uint64_t stale_ms;
-  /* Shared variant only: the number of stripes (locks); a power of two, 1 .. 1024, and at
-   * most max_entries. Each stripe holds max_entries / stripes entries and
-   * max_bytes / stripes bytes. Default 16. */
+  /* Shared variant only: the number of stripes (locks); a power of two, 1 .. 1024, at most
+   * max_entries, and at most max_bytes / BRAID_CACHE_STRIPE_MIN_BYTES (so 1 MiB allows 256
+   * stripes). Each stripe holds max_entries / stripes entries and max_bytes / stripes bytes.
+   * Default 16. */
   uint32_t stripes;
   /* The hash keys start with. Default BRAID_CACHE_HASH_FAST. */
   braid_cache_hash_t hash;
@@ -156,15 +163,27 @@ typedef struct braid_cache_stats_s {
 /* Fills opts with the defaults documented above. */
 BRAID_EXTERN void braid_cache_opts_init(braid_cache_opts_t *opts);
 
-/* Called once when braid_cache_close() has finished; the cache is freed after it returns. */
-typedef void (*braid_cache_close_cb)(braid_cache_t *cache, void *arg);
+/* Checks every field against the bounds documented above. Returns 0, or BRAID_EINVAL with
+ * the field and the reason in *err (err may be NULL). braid_cache_new() and
+ * braid_cache_shared_new() run this check (the shared variant also needs max_bytes / stripes
+ * >= 1024 and stripes <= max_entries). */
+BRAID_EXTERN int braid_cache_opts_validate(const braid_cache_opts_t *opts, braid_opts_error_t *err);
+
+/* Called once when braid_cache_close() has finished, with status 0 (a cache closes only when
+ * asked); the cache is freed after it returns. */
+typedef void (*braid_cache_close_cb)(braid_cache_t *cache, int status, void *arg);
 
 /* Creates a cache on loop with opts (copied; NULL: defaults). The cache counts as a live
  * object on the loop until its close callback (braid_loop_close() refuses before).
  * Returns 0 and the cache in *out, BRAID_EINVAL (loop or out NULL, or an option out of
- * bounds), BRAID_ENOMEM, or an error from the OS's random source or libuv. */
-BRAID_EXTERN int braid_cache_new(braid_loop_t *loop, const braid_cache_opts_t *opts,
-                                 braid_cache_t **out);
+ * bounds: braid_cache_opts_validate() says which, and the loop's log hook is told),
+ * BRAID_ENOMEM, or an error from the OS's random source or libuv. */
+BRAID_EXTERN int braid_cache_new(braid_cache_t **out, braid_loop_t *loop,
+                                 const braid_cache_opts_t *opts);
+
+/* The cache's user data (docs/API.md rule 3): braid never reads it. NULL at first. */
+BRAID_EXTERN void braid_cache_set_data(braid_cache_t *cache, void *data);
+BRAID_EXTERN void *braid_cache_get_data(const braid_cache_t *cache);
 
 /* Closes the cache. Every memo waiter still waiting gets BRAID_ECANCELED exactly once,
  * before this returns; every entry is dropped (blob values are unreferenced: holders keep
@@ -218,9 +237,12 @@ BRAID_EXTERN int braid_cache_stats(const braid_cache_t *cache, braid_cache_stats
 
 /* ---- memoization ------------------------------------------------------------------- */
 
-/* The result of braid_cache_memo(): status 0 and the value, or a negative error (the
- * loader's own error, BRAID_ETIMEDOUT, BRAID_ECANCELED on close, BRAID_ENOMEM) and NULL.
- * value is borrowed for the duration of the call: braid_blob_ref() it to keep it. */
+/* The later result of a braid_cache_memo() that returned BRAID_PENDING: status 0 and the
+ * value, or a negative error (the loader's own error, BRAID_ETIMEDOUT, BRAID_ECANCELED on
+ * close, BRAID_ENOMEM) and NULL. value is borrowed for the duration of the call:
+ * braid_blob_ref() it to keep it. Never runs from inside the braid_cache_memo() call that
+ * returned BRAID_PENDING: it runs when the load completes (from the loop, or from inside
+ * braid_cache_load_done() or braid_cache_close()). */
 typedef void (*braid_cache_memo_cb)(braid_cache_t *cache, int status, braid_blob_t *value,
                                     void *arg);
 
@@ -251,21 +273,28 @@ typedef struct braid_cache_loader_s {
   uint64_t ttl_ms;                /* TTL of the loaded value (0: default_ttl_ms) */
 } braid_cache_loader_t;
 
-/* Get-or-compute. If key holds a live value, cb(cache, 0, value, arg) runs before this
- * returns (a hit costs no trip through the loop). Otherwise, if a load for key is in flight,
- * the call waits for it; if not, it starts one with loader (copied). When the load completes,
- * its value is cached (unless it exceeds max_value_bytes) and every waiter's cb runs once,
- * in arrival order, with the value or with the load's error; a synchronous loader completes
- * before this returns. A cached error (negative caching) is delivered before this returns,
- * as is a stale value (stale-while-revalidate, which also starts one background reload).
- * cb runs exactly once when this returns 0, never otherwise.
- * Returns 0, BRAID_EINVAL (a NULL argument, key_len > 2^31, or a loader without the
- * function its mode needs), BRAID_ETOOMANYWAITERS (max_waiters already wait on this key, or
- * a new load is needed and max_loads are in flight),
- * BRAID_ECLOSED, BRAID_ENOMEM, or braid_work()'s error (the load could not be queued). */
+/* Get-or-compute. What is known now is returned now; only a wait calls back:
+ * - 0: *value holds a reference to the value (braid_blob_unref() it when done), and cb is
+ *   not called. So it goes for a hit (a hit costs no trip through the loop), a stale value
+ *   (stale-while-revalidate: one background reload starts too), and a load that completed
+ *   inside this call: a BRAID_CACHE_LOAD_SYNC loader, or an asynchronous one whose start
+ *   called braid_cache_load_done() before returning. The loaded value is cached (unless it
+ *   exceeds max_value_bytes).
+ * - BRAID_PENDING (a positive result): a load for key is in flight (this call joined it, or
+ *   started it with loader, which is copied); cb runs exactly once, later, from the loop,
+ *   with the value or the load's error. Waiters are answered in arrival order.
+ * - a negative code, and cb is never called: the load's own error when it is known now (a
+ *   cached error under negative caching, a synchronous loader's failure, BRAID_ECANCELED if
+ *   the cache was closed from inside the loader), BRAID_EINVAL (a NULL argument, key_len >
+ *   2^31, or a loader without the function its mode needs), BRAID_ETOOMANYWAITERS
+ *   (max_waiters already wait on this key, or a new load is needed and max_loads are in
+ *   flight), BRAID_ECLOSED, BRAID_ENOMEM, or braid_work()'s error (the load could not be
+ *   queued).
+ * *value is NULL unless 0 is returned. No callback of any kind runs from inside this call
+ * (docs/API.md rule 4), though a synchronous loader, or an asynchronous loader's start, does. */
 BRAID_EXTERN int braid_cache_memo(braid_cache_t *cache, const void *key, size_t key_len,
-                                  const braid_cache_loader_t *loader, braid_cache_memo_cb cb,
-                                  void *arg);
+                                  const braid_cache_loader_t *loader, braid_blob_t **value,
+                                  braid_cache_memo_cb cb, void *arg);
 
 /* Completes an asynchronous load, on the loop's thread, exactly once: status 0 with value (a
  * blob whose reference passes to the cache), or a negative error with value NULL (a value
@@ -280,9 +309,9 @@ BRAID_EXTERN int braid_cache_load_done(braid_cache_load_t *load, int status,
 /* Creates a cache any thread may call, for a server's worker threads. Uses max_entries,
  * max_bytes, max_value_bytes, policy, default_ttl_ms and stripes from opts (NULL: defaults);
  * the memo, sweep and negative-caching options are ignored. TTLs run on the monotonic clock
- * (uv_hrtime). Returns 0, BRAID_EINVAL, BRAID_ENOMEM or an OS error. */
-BRAID_EXTERN int braid_cache_shared_new(const braid_cache_opts_t *opts,
-                                        braid_cache_shared_t **out);
+ * (uv_hrtime). Returns 0, BRAID_EINVAL (out NULL, an option out of bounds, fewer than one
+ * entry or BRAID_CACHE_STRIPE_MIN_BYTES bytes per stripe), BRAID_ENOMEM or an OS error. */
+BRAID_EXTERN int braid_cache_shared_new(braid_cache_shared_t **out, const braid_cache_opts_t *opts);
 
 /* Frees the cache and drops its references to blob values. No other thread may be using it.
  * NULL is ignored. */

@@ -7,10 +7,11 @@
 #ifndef BRAID_CLIENT_H
 #define BRAID_CLIENT_H
 
+#include "common.h" /* first: its feature check must come before <uv.h> */
 #include <uv.h>
 
-#include "common.h"
 #include "conn.h"
+#include "error.h"
 #include "loop.h"
 #include "sockopts.h"
 
@@ -23,7 +24,7 @@ typedef struct braid_connect_s braid_connect_t;
 /* The connect finished: status 0 and conn set (set its callbacks and start reading), or a
  * negative code and conn NULL: the last attempt's error (UV_ECONNREFUSED, BRAID_ETIMEDOUT,
  * UV_EAI_NONAME, ...), or BRAID_ECANCELED after braid_connect_cancel(). Exactly once. */
-typedef void (*braid_connect_cb)(braid_connect_t *req, braid_conn_t *conn, int status, void *arg);
+typedef void (*braid_connect_cb)(braid_connect_t *req, int status, braid_conn_t *conn, void *arg);
 
 typedef struct braid_client_opts_s {
   braid_sockopts_t sockopts;  /* applied before connecting (buffers) and after (the rest) */
@@ -48,16 +49,21 @@ typedef struct braid_client_opts_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_client_opts_init(braid_client_opts_t *o);
 
+/* Checks every field against its documented bounds (sockopts and conn with their own
+ * validators, reported as "sockopts.<field>" and "conn.<field>"). Returns 0, or BRAID_EINVAL
+ * with the field and the reason in *err (err may be NULL). braid_connect() runs this check. */
+BRAID_EXTERN int braid_client_opts_validate(const braid_client_opts_t *o, braid_opts_error_t *err);
+
 /* Starts connecting to host (a name or an IP literal) and port (1..65535). o is copied (NULL
  * = defaults). A name is resolved again before each retry round; a literal is not resolved.
  * The request counts as a live object on loop (braid_loop_close() refuses) until cb runs.
  * Returns 0 (cb will be called exactly once, never from inside this call),
- * BRAID_EINVAL (bad argument or option), BRAID_ECLOSED or BRAID_ENOMEM (cb will not be
- * called). If req is not NULL it receives a handle for braid_connect_cancel(), valid until cb
- * returns. */
-BRAID_EXTERN int braid_connect(braid_loop_t *loop, const char *host, int port,
-                               const braid_client_opts_t *o, braid_connect_cb cb, void *arg,
-                               braid_connect_t **req);
+ * BRAID_EINVAL (bad argument or option: braid_client_opts_validate() says which, and the
+ * loop's log hook is told), BRAID_ECLOSED or BRAID_ENOMEM (cb will not be called). If req
+ * is not NULL it receives a handle for braid_connect_cancel(), valid until cb returns. */
+BRAID_EXTERN int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host,
+                               int port, const braid_client_opts_t *o, braid_connect_cb cb,
+                               void *arg);
 
 /* Cancels a pending connect: cb runs once with BRAID_ECANCELED (from inside this call when
  * the request was waiting on a timer; otherwise once the pending lookup or connect attempt

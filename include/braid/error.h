@@ -8,9 +8,9 @@
 #ifndef BRAID_ERROR_H
 #define BRAID_ERROR_H
 
-#include <uv.h>
-
 #include "common.h"
+
+#include <uv.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,12 +55,38 @@ typedef enum {
 #undef BRAID_ERR_ENUM_
 } braid_errno_t;
 
-/* Returns a human-readable message for any code: braid's own, libuv's, or 0 ("success").
- * Unknown codes give "unknown error". The string is static; never NULL. */
+/* Positive results: a few calls return a documented positive value that is neither success
+ * nor an error. XX(name, value, message); each has its own value, so braid_err_name() and
+ * braid_strerror() name it. */
+#define BRAID_RESULT_MAP(XX)                                                                       \
+  XX(GZIP_SKIPPED, 1, "input shorter than min_size_bytes: nothing compressed, send it as is")      \
+  XX(GZIP_DONE, 2, "the stream is complete")                                                       \
+  XX(PENDING, 3, "the result will be delivered to the callback")
+
+typedef enum {
+#define BRAID_RESULT_ENUM_(name, value, msg) BRAID_##name = (value),
+  BRAID_RESULT_MAP(BRAID_RESULT_ENUM_)
+#undef BRAID_RESULT_ENUM_
+} braid_result_t;
+
+/* Why an options struct was refused (docs/API.md rule 2): filled by every
+ * braid_*_opts_validate() that returns BRAID_EINVAL. */
+typedef struct braid_opts_error_s {
+  /* The offending field as a path from the struct validated, e.g.
+   * "conn.high_watermark_bytes"; "" when there is no error. */
+  char field[64];
+  /* Why, in words, with the values involved, e.g. "1048576 exceeds conn.max_queue_bytes
+   * (65536); lower it too". */
+  char reason[192];
+} braid_opts_error_t;
+
+/* Returns a human-readable message for any code: braid's own, libuv's, a positive result
+ * (BRAID_RESULT_MAP), or 0 ("success"). Unknown codes give "unknown error". The string is
+ * static; never NULL. */
 BRAID_EXTERN const char *braid_strerror(int code);
 
-/* Returns the code's symbolic name ("BRAID_ETOOBIG", "ECONNRESET", "OK"). Static; never NULL;
- * unknown codes give "UNKNOWN". */
+/* Returns the code's symbolic name ("BRAID_ETOOBIG", "ECONNRESET", "BRAID_GZIP_DONE", "OK").
+ * Static; never NULL; unknown codes give "UNKNOWN". */
 BRAID_EXTERN const char *braid_err_name(int code);
 
 #ifdef __cplusplus

@@ -17,6 +17,7 @@
 #define BRAID_FRAMER_H
 
 #include "common.h"
+#include "error.h"
 #include "frame.h"
 
 #ifdef __cplusplus
@@ -124,6 +125,13 @@ typedef struct braid_framer_s {
 BRAID_EXTERN void braid_length_field_opts_init(braid_length_field_opts_t *o);
 BRAID_EXTERN void braid_delimiter_opts_init(braid_delimiter_opts_t *o);
 
+/* Check every field against its documented bounds. Return 0, or BRAID_EINVAL with the field
+ * and the reason in *err (err may be NULL). The framer set-up calls run the same check. */
+BRAID_EXTERN int braid_length_field_opts_validate(const braid_length_field_opts_t *o,
+                                                  braid_opts_error_t *err);
+BRAID_EXTERN int braid_delimiter_opts_validate(const braid_delimiter_opts_t *o,
+                                               braid_opts_error_t *err);
+
 /* Sets f up as a braid protocol framer accepting payloads up to max_payload bytes
  * (BRAID_FRAME_MIN_MAX_PAYLOAD..BRAID_FRAME_MAX_PAYLOAD_CEILING; e.g.
  * BRAID_FRAME_DEFAULT_MAX_PAYLOAD). Messages are whole frames: payload_off 16. Header
@@ -175,9 +183,10 @@ BRAID_EXTERN size_t braid_framer_max_frame(const braid_framer_t *f);
  * than one read reuses one buffer. */
 #define BRAID_FRAMEBUF_KEEP_BYTES 4096
 /* A partial message whose length is known and at most this is given its whole buffer in one
- * allocation; a longer one gets room as its bytes arrive (doubling), so a peer cannot make a
- * connection commit more than about twice what it actually sent. */
-#define BRAID_FRAMEBUF_EAGER_BYTES ((size_t)1 << 20)
+ * allocation; a longer one gets room as its bytes arrive (at most twice what arrived,
+ * doubling, never past its declared length), so a peer cannot make a connection commit more
+ * than about twice what it actually sent: a header alone commits at most this. */
+#define BRAID_FRAMEBUF_EAGER_BYTES ((size_t)4096)
 
 /* A message handed out by braid_framebuf_next(). The views are valid until the next call
  * on the framebuf (next, push, trim, reset, free) and, when copied is 0, only as long as the
@@ -216,7 +225,8 @@ BRAID_EXTERN int braid_framebuf_push(braid_framebuf_t *fb, const void *data, siz
 /* Returns the next whole message. Returns 1 with *msg filled; 0 when the pushed bytes are
  * used up (any partial message at their end has been copied into fb: in one allocation when
  * the framer knows the length and it is at most BRAID_FRAMEBUF_EAGER_BYTES, else growing
- * with the bytes received; never beyond the framer's maximum); or a
+ * with the bytes received, to at most twice them; never beyond the message's declared
+ * length or the framer's maximum); or a
  * negative code: the framer's error (BRAID_ETOOBIG, BRAID_EPROTO, ...) or BRAID_ENOMEM.
  * Errors are sticky: every later call returns the same code. */
 BRAID_EXTERN int braid_framebuf_next(braid_framebuf_t *fb, braid_framebuf_msg_t *msg);

@@ -37,6 +37,7 @@
 #define BRAID_GZIP_H
 
 #include "common.h"
+#include "error.h"
 #include "loop.h"
 
 #ifdef __cplusplus
@@ -50,14 +51,12 @@ typedef enum {
   BRAID_GZIP_FORMAT_RAW = 2,  /* RFC 1951: bare deflate, no header, no check value */
 } braid_gzip_format_t;
 
-/* Positive result of a one-shot compression: the input was shorter than min_size_bytes, so
- * braid wrote nothing; send the original bytes uncompressed. */
-#define BRAID_GZIP_SKIPPED 1
+/* Positive results (braid/error.h, BRAID_RESULT_MAP): BRAID_GZIP_SKIPPED (1), from a one-shot
+ * compression whose input was shorter than min_size_bytes (braid wrote nothing: send the
+ * original bytes uncompressed), and BRAID_GZIP_DONE (2), from braid_gzip_stream_process()
+ * once the stream is complete. */
 
-/* Positive result of braid_gzip_stream_process(): the stream is complete. */
-#define BRAID_GZIP_DONE 1
-
-typedef struct {
+typedef struct braid_gzip_opts_s {
   /* Container format. Default BRAID_GZIP_FORMAT_GZIP. */
   braid_gzip_format_t format;
   /* Compression level, 0 (stored, no compression) to 9 (smallest). Default 6. */
@@ -87,6 +86,11 @@ typedef struct {
 /* Fills opts with the defaults documented above. NULL is ignored. */
 BRAID_EXTERN void braid_gzip_opts_init(braid_gzip_opts_t *opts);
 
+/* Checks opts: format one of BRAID_GZIP_FORMAT_*, level 0..9 (the other fields take any
+ * value). Returns 0, or BRAID_EINVAL with the field and the reason in *err (err may be
+ * NULL). Every call that takes a braid_gzip_opts_t runs this check. */
+BRAID_EXTERN int braid_gzip_opts_validate(const braid_gzip_opts_t *opts, braid_opts_error_t *err);
+
 /* ---- one-shot, on the calling thread ------------------------------------------------ */
 
 typedef struct braid_gzip_s braid_gzip_t;
@@ -107,7 +111,7 @@ BRAID_EXTERN size_t braid_gzip_compress_bound(const braid_gzip_t *gz, size_t in_
 /* Compresses in[0..in_len) into the caller's out[0..out_cap) in the context's format and
  * level. Returns:
  * - 0: *out_len holds the compressed length;
- * - BRAID_GZIP_SKIPPED (1): in_len < min_size_bytes; nothing written, *out_len = 0;
+ * - BRAID_GZIP_SKIPPED (a positive result): in_len < min_size_bytes; nothing written, *out_len = 0;
  * - BRAID_ETOOBIG: the result did not fit in out_cap (never when out_cap >=
  *   braid_gzip_compress_bound(gz, in_len)); out's contents are unspecified;
  * - BRAID_EINVAL (gz or out_len NULL, in NULL with in_len > 0, out NULL with out_cap > 0),
@@ -199,9 +203,9 @@ BRAID_EXTERN int braid_gzip_stream_new(braid_gzip_stream_t **out, braid_gzip_mod
  * consumed. flags: BRAID_GZIP_FINISH with the last input (repeat it on every call from then
  * on), BRAID_GZIP_FLUSH (compression) to flush. Returns:
  * - 0: progress, or none possible without more input (or more room);
- * - BRAID_GZIP_DONE (1): compression wrote its last byte; decompression verified the last
- *   trailer, FINISH was given, and all input was consumed. Later calls return DONE again,
- *   or BRAID_ETRAILING (decompression) if given more input;
+ * - BRAID_GZIP_DONE (a positive result, 2): compression wrote its last byte; decompression verified
+ * the last trailer, FINISH was given, and all input was consumed. Later calls return DONE again, or
+ * BRAID_ETRAILING (decompression) if given more input;
  * - a negative code: decompression errors listed at the top, or BRAID_EINVAL (s, in_used or
  *   out_used NULL, in NULL with in_len > 0, out NULL with out_cap > 0, unknown flags), or
  *   BRAID_ENOMEM. Decompression errors are sticky: every later call returns the same code

@@ -13,9 +13,9 @@
 #ifndef BRAID_LOOP_H
 #define BRAID_LOOP_H
 
-#include <uv.h>
-
 #include "common.h"
+
+#include <uv.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,7 +45,18 @@ typedef void (*braid_log_fn)(braid_loop_t *loop, braid_log_level_t level, const 
 /* Creates a braid loop. With uv == NULL braid creates a libuv loop and owns it (closed by
  * braid_loop_close()); otherwise braid borrows uv, which must outlive the braid loop.
  * Returns 0 and the loop in *out, or BRAID_EINVAL (out is NULL), BRAID_ENOMEM, or a libuv
- * error; on error *out is untouched. */
+ * error; on error *out is untouched.
+ *
+ * SIGPIPE: the first call in a process sets SIGPIPE to SIG_IGN if, and only if, its
+ * disposition is still SIG_DFL (a handler or SIG_IGN the program set is left alone), so a
+ * peer that resets a connection cannot kill the process: the failed write returns EPIPE,
+ * which ends that connection only. braid's own writes pass MSG_NOSIGNAL anyway, but data the
+ * kernel had no room for is written later by libuv's uv_write(), whose writev() cannot pass
+ * it. nginx, Redis and libuv-based servers ignore SIGPIPE the same way. A program that needs
+ * the default action (a filter that should die when its output pipe closes) restores it
+ * after its first braid_loop_new() (braid does not set it again); it then relies on
+ * MSG_NOSIGNAL and on libuv meeting ECONNRESET before EPIPE, which covers every case known
+ * to us but is not guaranteed by the kernel's interface. */
 BRAID_EXTERN int braid_loop_new(braid_loop_t **out, uv_loop_t *uv);
 
 /* Returns the libuv loop under loop (borrowed or owned). Never NULL for a valid loop. */
@@ -63,12 +74,13 @@ BRAID_EXTERN int braid_loop_run(braid_loop_t *loop, uv_run_mode mode);
 BRAID_EXTERN int braid_loop_post(braid_loop_t *loop, braid_post_fn fn, void *arg);
 
 /* Runs work(arg) on the libuv threadpool, then done(loop, status, arg) on the loop's thread.
- * Returns 0 (done will be called exactly once), BRAID_EINVAL, BRAID_ECLOSED or BRAID_ENOMEM
- * (done will not be called). If id is not NULL it receives a handle for braid_work_cancel(),
- * valid until done runs. */
+ * Returns 0 (done will be called exactly once, never from inside this call), BRAID_EINVAL,
+ * BRAID_ECLOSED or BRAID_ENOMEM (done will not be called). If id is not NULL it receives a
+ * handle for braid_work_cancel(), valid until done runs (the optional out-pointer comes
+ * first, as in every call that hands back a handle). */
 typedef struct braid_work_s braid_work_t;
-BRAID_EXTERN int braid_work(braid_loop_t *loop, braid_work_fn work, braid_work_done_cb done,
-                            void *arg, braid_work_t **id);
+BRAID_EXTERN int braid_work(braid_work_t **id, braid_loop_t *loop, braid_work_fn work,
+                            braid_work_done_cb done, void *arg);
 
 /* Tries to cancel work that has not started. Returns 0 (done will get BRAID_ECANCELED) or
  * BRAID_EBUSY (the work already runs or ran; done will get 0). */
@@ -77,6 +89,11 @@ BRAID_EXTERN int braid_work_cancel(braid_work_t *work);
 /* Sets the loop's log hook (NULL: discard, the default). min_level filters lower levels. */
 BRAID_EXTERN void braid_loop_set_log(braid_loop_t *loop, braid_log_fn fn, braid_log_level_t min_level,
                                      void *arg);
+
+/* The loop's user data (docs/API.md rule 3): braid never reads it. NULL at first. Like every
+ * braid_loop_* call but braid_loop_post(), from the loop's thread only. */
+BRAID_EXTERN void braid_loop_set_data(braid_loop_t *loop, void *data);
+BRAID_EXTERN void *braid_loop_get_data(const braid_loop_t *loop);
 
 /* Returns the loop's cached time in milliseconds (uv_now). */
 BRAID_EXTERN uint64_t braid_loop_now_ms(const braid_loop_t *loop);

@@ -28,8 +28,9 @@
 #ifndef BRAID_POOL_H
 #define BRAID_POOL_H
 
-#include "client.h"
 #include "common.h"
+#include "client.h"
+#include "error.h"
 #include "loop.h"
 #include "rpc.h"
 #include "stats.h"
@@ -43,14 +44,16 @@ typedef struct braid_pool_lease_s braid_pool_lease_t;
 
 /* braid_pool_acquire() finished: status 0 and a channel for your exclusive use (rpc) until
  * braid_pool_release(lease); or BRAID_ETIMEDOUT (no channel free within acquire_timeout_ms),
- * BRAID_EUNAVAILABLE (every endpoint got ejected while it waited; see wait_for_ready) or
- * BRAID_ECANCELED (the pool closed first), with lease and rpc NULL. Exactly once. */
-typedef void (*braid_pool_acquire_cb)(braid_pool_t *pool, braid_pool_lease_t *lease,
-                                      braid_rpc_t *rpc, int status, void *arg);
+ * BRAID_EUNAVAILABLE (every endpoint got ejected while it waited; see wait_for_ready),
+ * BRAID_ECANCELED (the pool closed first) or BRAID_ENOMEM, with lease and rpc NULL. Exactly
+ * once. */
+typedef void (*braid_pool_acquire_cb)(braid_pool_t *pool, int status, braid_pool_lease_t *lease,
+                                      braid_rpc_t *rpc, void *arg);
 
-/* The pool is closed: every call has completed and every connection is closed. The pool is
- * freed when this returns. Exactly once per accepted braid_pool_close(). */
-typedef void (*braid_pool_close_cb)(braid_pool_t *pool, void *arg);
+/* The pool is closed: every call has completed and every connection is closed. status is 0
+ * (a pool closes only when asked). The pool is freed when this returns. Exactly once per
+ * accepted braid_pool_close(). */
+typedef void (*braid_pool_close_cb)(braid_pool_t *pool, int status, void *arg);
 
 typedef enum {
   BRAID_POOL_ROUND_ROBIN = 0,      /* endpoints in turn */
@@ -72,9 +75,11 @@ typedef struct braid_pool_opts_s {
   braid_client_opts_t client;
   /* The channel on each connection: mode, framer, max payload, default request timeout;
    * max_inflight is the per-connection pipelining cap (set it to 1 for one request per
-   * connection at a time). on_close and arg are the pool's own: the pool overrides them.
-   * Bounds: exactly what braid_rpc_client() accepts (braid/rpc.h), checked by the same code,
-   * so a bad value fails braid_pool_new(), not every connect. */
+   * connection at a time). The pool's channels have no user callbacks (the pool follows
+   * their closes through a hook of its own) and their user data is left to you (e.g. on a
+   * leased channel). Bounds: exactly what braid_rpc_client() accepts (braid/rpc.h), checked
+   * by braid_rpc_opts_validate(), so a bad value fails braid_pool_new(), not every
+   * connect. */
   braid_rpc_opts_t rpc;
   /* Connections per endpoint (open, connecting and closing ones all count). Default 8;
    * bounds 1..65536. */
@@ -97,8 +102,18 @@ typedef struct braid_pool_opts_s {
    * 0.1; bounds 0.0..1.0. */
   uint64_t max_lifetime_ms;
   double lifetime_jitter;
-  /* Calls waiting for room; one more fails with BRAID_EPOOLFULL. Default 1024; bounds
-   * 0..(1 << 24). */
+  /* Calls and lease requests waiting for room beyond what the connections being opened will
+   * carry; one more fails with BRAID_EPOOLFULL (synchronously: the callback is not called).
+   * How waiting works: a call goes to a connection with room (fewer than rpc.max_inflight
+   * in flight); when none has room it waits, in FIFO order, and the pool opens connections
+   * for the waiters, as many as they need (one per rpc.max_inflight waiting calls, one per
+   * waiting lease) within max_per_endpoint and max_total. Waiters a connection being opened
+   * will carry do not count against max_waiters. So a burst of 3000 calls on a pool with one
+   * connection open, max_per_endpoint 4 and max_inflight 1024 puts 1024 in flight, waits
+   * with 1976 while three more connections open, and refuses none; only calls beyond
+   * max_waiters + (connections being opened) x max_inflight are refused. The queue holds at
+   * most max_waiters + max_total x rpc.max_inflight calls. Default 1024; bounds
+   * 0..(1 << 24) (0: a call waits only for a connection being opened for it). */
   unsigned max_waiters;
   /* A call that waited this long for room fails with BRAID_ETIMEDOUT. Default 5000;
    * bounds 1..(1 << 31). */
@@ -171,11 +186,22 @@ typedef struct braid_pool_stats_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_pool_opts_init(braid_pool_opts_t *o);
 
+/* Checks every field against its documented bounds (client with braid_client_opts_validate,
+ * reported as "client.<field>"; rpc with braid_rpc_opts_validate, as "rpc.<field>").
+ * Returns 0, or BRAID_EINVAL with the field and the reason in *err (err may be NULL).
+ * braid_pool_new() runs this check. */
+BRAID_EXTERN int braid_pool_opts_validate(const braid_pool_opts_t *o, braid_opts_error_t *err);
+
 /* Creates an empty pool on loop (o copied; NULL = defaults). The pool counts as a live
  * object on the loop (braid_loop_close() refuses) until its close callback ran. Returns 0,
- * BRAID_EINVAL (bad argument or option: nothing made), BRAID_ECLOSED or BRAID_ENOMEM. */
+ * BRAID_EINVAL (bad argument or option: nothing made; braid_pool_opts_validate() says which,
+ * and the loop's log hook is told), BRAID_ECLOSED or BRAID_ENOMEM. */
 BRAID_EXTERN int braid_pool_new(braid_pool_t **out, braid_loop_t *loop,
                                 const braid_pool_opts_t *o);
+
+/* The pool's user data (docs/API.md rule 3): braid never reads it. NULL at first. */
+BRAID_EXTERN void braid_pool_set_data(braid_pool_t *pool, void *data);
+BRAID_EXTERN void *braid_pool_get_data(const braid_pool_t *pool);
 
 /* Adds the endpoint host (a name or an IP literal; copied) : port (1..65535). Connections
  * to it open on demand, or now for min_idle. Returns 0, BRAID_EINVAL, BRAID_ECLOSED
@@ -201,7 +227,8 @@ BRAID_EXTERN int braid_pool_add_endpoint(braid_pool_t *pool, const char *host, i
  * flags: 0 or BRAID_POOL_IDEMPOTENT. Returns 0, BRAID_EINVAL (bad argument, or no endpoint
  * added), BRAID_ETOOBIG (braid mode: over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EPOOLFULL
  * (the wait queue is full), BRAID_EUNAVAILABLE (every endpoint is ejected now and
- * wait_for_ready is 0), BRAID_ECLOSED (closing) or BRAID_ENOMEM; then cb is never called. */
+ * wait_for_ready is 0), BRAID_ECLOSED (closing) or BRAID_ENOMEM; then cb is never called.
+ * See max_waiters for when a call waits and when it is refused. */
 BRAID_EXTERN int braid_pool_call(braid_pool_t *pool, const void *data, size_t len,
                                  unsigned flags, uint64_t timeout_ms, braid_rpc_response_cb cb,
                                  void *arg);
@@ -218,8 +245,14 @@ BRAID_EXTERN int braid_pool_call(braid_pool_t *pool, const void *data, size_t le
 BRAID_EXTERN int braid_pool_acquire(braid_pool_t *pool, braid_pool_acquire_cb cb, void *arg);
 
 /* Gives a leased channel back to the pool (exactly once per lease; free any batcher on it
- * first). Requests you left in flight on it make the pool close it: they complete with
- * BRAID_ECANCELED, from inside this call. Returns 0, or BRAID_EINVAL (NULL, or not leased). */
+ * first), also when the channel has closed meanwhile. Requests you left in flight on it make
+ * the pool close it: they complete with BRAID_ECANCELED, from inside this call. Returns 0, or
+ * BRAID_EINVAL (NULL, or released already: nothing changes).
+ * A lease handle stays readable memory until the pool's close callback, so a second release
+ * is caught safely, whether the channel closed or not; and the pool reuses a released handle
+ * for a new lease only after 64 other leases were released after it, so a stale handle does
+ * not release someone else's lease unless that many releases came in between. After the
+ * pool's close callback (which waits for every lease's release) a handle must not be used. */
 BRAID_EXTERN int braid_pool_release(braid_pool_lease_t *lease);
 
 /* Closes the pool: waiters and requests in flight complete with BRAID_ECANCELED (some from

@@ -27,9 +27,10 @@ BRAID_EXTERN int braid_ratelimit_new(braid_ratelimit_t **out, braid_loop_t *loop
 BRAID_EXTERN int braid_ratelimit_set(braid_ratelimit_t *rl, uint64_t rate_bytes_per_s,
                                      uint64_t burst_bytes);
 
-/* Frees the bucket. Every connection using it must be closed first (their close callbacks
- * run); returns BRAID_EBUSY otherwise, and 0 on success. */
-BRAID_EXTERN int braid_ratelimit_free(braid_ratelimit_t *rl);
+/* Drops the caller's bucket. Connections still drawing from it keep it until the last of
+ * them closes, and then it is freed (with them, it keeps the loop busy until then); otherwise
+ * it is freed now. Do not use rl after this call. Cannot fail; NULL is ignored. */
+BRAID_EXTERN void braid_ratelimit_free(braid_ratelimit_t *rl);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,9 @@
  *
  * An rpc channel takes over a braid_conn_t and carries many requests at once over it:
  * - BRAID_RPC_BRAID speaks the braid protocol (docs/PROTOCOL.md): every request has an id,
- *   the server may answer out of order, and a client matches answers by id.
+ *   the server may answer out of order, and a client matches answers by id. What goes in a
+ *   payload is the application's; docs/PROTOCOL.md section 9 specifies one, the key-value
+ *   operations of examples/kv_server.c and kv_client.c.
  * - BRAID_RPC_ORDERED speaks a pipelined protocol whose answers come back in request order
  *   (HTTP/1.1, Redis, memcached, ...): requests go out as the caller encoded them, and a
  *   framer (braid/framer.h) cuts the answers apart; the first answer completes the oldest
@@ -19,12 +21,21 @@
  * request (the BATCH flag) can be seen whole by a batch callback, for vectorised work such
  * as a multi-get, or is split into ordinary requests.
  *
+ * A server channel bounds what one client can make it hold or do: it stops taking frames
+ * (even ones already read) while its answers are queued over the connection's high
+ * watermark or it handles max_inflight requests; it disconnects a client that leaves its
+ * answers unread (output_timeout_ms) or leaves a frame unfinished (frame_timeout_ms); it
+ * sends nothing over max_payload_bytes (such an answer becomes ERROR TOO_BIG); and it
+ * refuses, as protocol violations, frames a client may not send and request ids that do not
+ * increase (docs/PROTOCOL.md sections 3.1 and 3.5).
+ *
  * All of it runs on the connection's loop thread, like the connection. */
 #ifndef BRAID_RPC_H
 #define BRAID_RPC_H
 
 #include "common.h"
 #include "conn.h"
+#include "error.h"
 #include "frame.h"
 #include "framer.h"
 #include "gzip.h"
@@ -41,27 +52,36 @@ typedef enum {
   BRAID_RPC_ORDERED = 1, /* a pipelined protocol answered in order, framed by opts.framer */
 } braid_rpc_mode_t;
 
-/* How a client request ended. */
+/* What came back for a client request, beside its status (braid_rpc_response_cb): with
+ * status 0, data[0..len) is the answer; with BRAID_EREMOTE, remote_code is the server's wire
+ * code (braid/frame.h) and data its message; otherwise nothing. */
 typedef struct braid_rpc_result_s {
-  /* 0: data[0..len) is the answer. BRAID_EREMOTE: the server answered with an error:
-   * remote_code is its wire code (braid/frame.h) and data the message. BRAID_ETIMEDOUT: the
-   * request's deadline passed. BRAID_EGOAWAY: the server is shutting down and did not take
-   * the request (safe to retry elsewhere). BRAID_ECANCELED: the channel was closed. Any other
-   * negative code: the connection failed (UV_ECONNRESET, BRAID_EPROTO, ...). */
-  int status;
   uint16_t remote_code;
   uint8_t flags;       /* braid protocol: the answer frame's flags (BRAID_FRAME_FLAG_*) */
   const uint8_t *data; /* valid during the callback only */
   size_t len;
 } braid_rpc_result_t;
 
-/* A client request completed; exactly once per accepted braid_rpc_call(). */
-typedef void (*braid_rpc_response_cb)(braid_rpc_t *rpc, const braid_rpc_result_t *result,
-                                      void *arg);
+/* A client request completed; exactly once per accepted braid_rpc_call(), with the arg
+ * given to that call. status 0: result->data is the answer. BRAID_EREMOTE: the server
+ * answered with an error (result->remote_code, result->data). BRAID_ETIMEDOUT: the request's
+ * deadline passed. BRAID_EGOAWAY: the server is shutting down and did not take the request
+ * (safe to retry elsewhere). BRAID_ECANCELED: the channel was closed. Any other negative
+ * code: the connection failed (UV_ECONNRESET, BRAID_EPROTO, ...). */
+typedef void (*braid_rpc_response_cb)(braid_rpc_t *rpc, int status,
+                                      const braid_rpc_result_t *result, void *arg);
 
 /* A server got a request: data[0..len) is valid during the call only (copy what you keep).
  * Answer it exactly once, now or later, with braid_rpc_respond() or
- * braid_rpc_respond_error(). */
+ * braid_rpc_respond_error().
+ *
+ * req is a handle, not memory of yours: it names this one request. It comes from a pool the
+ * channel keeps until it is freed (after on_close returns), and a request's handle differs
+ * from the handles of later requests that reuse its memory, so a second answer with the
+ * same handle, or one after the request was answered and its memory reused, is refused with
+ * BRAID_EINVAL and touches no other request (such a misuse could go unnoticed only after
+ * 64 reuses of the same memory, which the pool spreads over all its slots). Using a handle
+ * after the channel's on_close returned is undefined behaviour, as with any freed handle. */
 typedef void (*braid_rpc_request_cb)(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *data,
                                      size_t len, void *arg);
 
@@ -80,17 +100,24 @@ typedef void (*braid_rpc_close_cb)(braid_rpc_t *rpc, int status, void *arg);
 
 typedef struct braid_rpc_opts_s {
   braid_rpc_mode_t mode;
-  /* Braid mode: largest payload accepted from the peer. Default
+  /* Braid mode: largest payload accepted from the peer, and, since the protocol has no
+   * negotiation (PROTOCOL.md section 5), the largest this channel sends: a call over it
+   * fails with BRAID_ETOOBIG, an answer over it is replaced by ERROR TOO_BIG. Default
    * BRAID_FRAME_DEFAULT_MAX_PAYLOAD; bounds BRAID_FRAME_MIN_MAX_PAYLOAD..ceiling. */
   size_t max_payload_bytes;
   /* Ordered mode: cuts the peer's stream into messages (answers on a client, requests on a
-   * server). Required in ordered mode (set it up with a braid_framer_init_*() call). */
+   * server). Required in ordered mode: set it up with a braid_framer_init_*() call (a
+   * framer left as braid_rpc_opts_init() made it, all zero, is "not set"). */
   braid_framer_t framer;
-  int framer_set; /* nonzero once framer is set up */
   /* Client: requests on the wire at once; more wait in a queue. Server: requests being
-   * handled at once; past it the server stops reading until answers go out, and a batch
-   * frame holding more items than this is answered OVERLOADED as a whole (each item counts
-   * as a request). Default 1024; bounds 1..(1 << 20). */
+   * handled at once; a batch frame holding more items than this is answered OVERLOADED as a
+   * whole (each item counts as a request). A server stops taking frames when it handles this
+   * many, or when its answers queued on the connection pass the connection's high watermark
+   * (a client that does not read): it stops reading, and frames it had already read but not
+   * taken (many pipelined requests arrive in one read) wait, copied, until the requests taken
+   * are answered or the queue falls to the low watermark. So what one client makes a server
+   * buffer is bounded by the high watermark plus the answers to the requests it has taken,
+   * however it pipelines. Default 1024; bounds 1..(1 << 20). */
   unsigned max_inflight;
   /* Client: requests waiting beyond max_inflight; one more fails with BRAID_EQUEUEFULL.
    * Default 65536; bounds 0..(1 << 24). */
@@ -100,12 +127,16 @@ typedef struct braid_rpc_opts_s {
   /* Braid mode: payloads this channel sends (requests on a client, answers on a server) of
    * at least this many bytes go out gzip-compressed (the GZIP flag) when that makes them
    * smaller. 0 = never (the default). Whatever this says, gzip-flagged payloads from the
-   * peer are always accepted, decompressed with output capped at max_payload_bytes (a bomb
-   * fails that one request: BRAID_WIRE_TOO_BIG). A server decompresses a request of 16 KiB
-   * or more compressed, or whose gzip trailer announces 256 KiB or more, on the libuv
-   * threadpool (the request reaches the handler when that is done, possibly after later
-   * ones, and counts as taken meanwhile); smaller ones, and a client's answers, inflate on
-   * the loop. A server compresses an answer of 64 KiB or more on the threadpool too (it goes
+   * peer are always accepted, decompressed with output capped at max_payload_bytes and at
+   * the ratio cap (more than 1 MiB at more than 200:1; either fails that one request:
+   * BRAID_WIRE_TOO_BIG). A server decompresses a request of 16 KiB or more compressed, or
+   * whose gzip trailer announces 256 KiB or more, on the libuv threadpool (the request
+   * reaches the handler when that is done, possibly after later ones, and counts as taken
+   * meanwhile); smaller ones, and a client's answers, inflate on the loop into a buffer of
+   * the size their trailer announces and never further: a member that holds more than it
+   * announces is corrupt and fails (BRAID_WIRE_BAD_REQUEST) after that much work, so the
+   * loop's work is bounded by what is known (the compressed size, the claim, the caps), not
+   * by what the data would inflate to. A server compresses an answer of 64 KiB or more on the threadpool too (it goes
    * out when that is done, possibly after later answers); smaller answers, and a client's
    * requests, are compressed on the loop, so keep what a client sends modest where it is on.
    * Bounds 0..BRAID_FRAME_MAX_PAYLOAD_CEILING. */
@@ -113,11 +144,31 @@ typedef struct braid_rpc_opts_s {
   /* Compression level for gzip_min_bytes, 1 (fastest) to 9 (smallest). Default 1: on a
    * network path the speed usually matters more than the last few percent. */
   int gzip_level;
+  /* Server: a client whose answers stay queued over the connection's high watermark (it
+   * has not read them down to the low watermark) for this long is disconnected (reset, the
+   * queue dropped; on_close gets BRAID_ETIMEDOUT): Redis's client-output-buffer-limit. With
+   * the server's backpressure (max_inflight) what such a client holds is about the high
+   * watermark (conn opts, default 1 MiB) plus one answer and one read (64 KiB); this bounds
+   * how long. The connection's hard cap (max_queue_bytes) still applies at any time, and its
+   * write timeout, if set, to a client that reads nothing at all. Default 60000; 0 = off;
+   * bounds 0..(1 << 31). Clients ignore it. */
+  uint64_t output_timeout_ms;
+  /* Server: a frame must arrive whole within this long of its first byte, plus 1 ms for
+   * every 64 bytes of it received so far (a large frame on a slow link is not cut off, a
+   * trickle of bytes or a header declaring a large payload and then silence is). Time does
+   * not run while the server itself stopped reading (backpressure). On expiry the server
+   * sends ERROR (id 0) TIMEOUT and closes; on_close gets BRAID_ETIMEDOUT. Default 30000;
+   * 0 = off; bounds 0..(1 << 31). Clients ignore it. */
+  uint64_t frame_timeout_ms;
+} braid_rpc_opts_t;
+
+/* A channel's callbacks, given when it is made (a channel can close on its own: docs/API.md
+ * rule 5). Each gets the channel's user data (braid_rpc_set_data()) as its last argument. */
+typedef struct braid_rpc_callbacks_s {
   braid_rpc_request_cb on_request; /* server: required */
   braid_rpc_batch_cb on_batch;     /* server, braid mode: optional */
   braid_rpc_close_cb on_close;     /* optional */
-  void *arg;                       /* passed to every callback */
-} braid_rpc_opts_t;
+} braid_rpc_callbacks_t;
 
 /* Counters for one channel. */
 typedef struct braid_rpc_stats_s {
@@ -129,7 +180,8 @@ typedef struct braid_rpc_stats_s {
   uint64_t inflight;    /* client: on the wire now; server: being handled now */
   uint64_t requests;    /* server: requests received (batch items counted one by one) */
   uint64_t batches;     /* server: batch frames received */
-  uint64_t read_pauses; /* server: times reading paused at max_inflight or the watermark */
+  uint64_t read_pauses; /* server: times it stopped taking frames (reading paused) at
+                           max_inflight or the watermark */
   uint64_t write_errors; /* frames that could not be queued whole: a server closes the
                             connection then (its client stopped reading), a client's call
                             fails with the error */
@@ -139,26 +191,44 @@ typedef struct braid_rpc_stats_s {
                                   (16 KiB or more compressed, or announcing 256 KiB or more) */
   uint64_t deflated_offloaded; /* server: answers compressed on the threadpool (64 KiB or more,
                                   with gzip_min_bytes on) */
+  uint64_t output_limit_closes; /* server: connections reset by output_timeout_ms */
+  uint64_t frame_timeouts;      /* server: connections closed by frame_timeout_ms */
 } braid_rpc_stats_t;
 
 /* Fills o with the defaults documented on each field (braid mode). */
 BRAID_EXTERN void braid_rpc_opts_init(braid_rpc_opts_t *o);
 
-/* Makes conn a client channel: the channel sets conn's callbacks and starts reading; from
- * now on use conn only through the channel (its stats and addresses remain readable). o is
- * copied. Returns 0; BRAID_EINVAL (bad option, ordered mode without a framer, conn not
- * open: nothing changed); BRAID_ENOMEM; or braid_conn_read_start()'s error (nothing changed:
- * conn keeps its callbacks). */
-BRAID_EXTERN int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
+/* Checks every field against its documented bounds (ordered mode: a framer is set). Returns
+ * 0, or BRAID_EINVAL with the field and the reason in *err (err may be NULL).
+ * braid_rpc_client()/braid_rpc_server() and braid_pool_new() run this check. */
+BRAID_EXTERN int braid_rpc_opts_validate(const braid_rpc_opts_t *o, braid_opts_error_t *err);
 
-/* Makes conn a server channel (see braid_rpc_client; on_request is required). */
-BRAID_EXTERN int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o);
+/* Makes conn a client channel: the channel sets conn's callbacks and user data and starts
+ * reading; from now on use conn only through the channel (its stats and addresses remain
+ * readable). o is copied (NULL = defaults), and so is cbs (NULL: none; a client needs only
+ * on_close, if anything). data becomes the channel's user data, passed to its callbacks.
+ * Returns 0; BRAID_EINVAL (bad option: braid_rpc_opts_validate() says which, and the loop's
+ * log hook is told; ordered mode without a framer; conn not open: nothing changed);
+ * BRAID_ENOMEM; or braid_conn_read_start()'s error (nothing changed: conn keeps its
+ * callbacks). */
+BRAID_EXTERN int braid_rpc_client(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                                  const braid_rpc_callbacks_t *cbs, void *data);
+
+/* Makes conn a server channel (see braid_rpc_client; cbs->on_request is required). */
+BRAID_EXTERN int braid_rpc_server(braid_rpc_t **out, braid_conn_t *conn, const braid_rpc_opts_t *o,
+                                  const braid_rpc_callbacks_t *cbs, void *data);
+
+/* The channel's user data (docs/API.md rule 3), passed to its callbacks: braid never reads
+ * it. A pool's channels keep theirs to the pool's user; the pool does not use it. */
+BRAID_EXTERN void braid_rpc_set_data(braid_rpc_t *rpc, void *data);
+BRAID_EXTERN void *braid_rpc_get_data(const braid_rpc_t *rpc);
 
 /* Client: sends a request (data[0..len) is copied) and calls cb once with the result.
  * Braid mode wraps it in a REQUEST frame; ordered mode sends the bytes as they are (encode
  * the protocol's request yourself). timeout_ms 0 takes opts.timeout_ms. Returns 0 (cb will
  * run exactly once, never from inside this call), BRAID_EINVAL, BRAID_ETOOBIG (braid mode:
- * over BRAID_FRAME_MAX_PAYLOAD_CEILING), BRAID_EQUEUEFULL, BRAID_ECLOSED (closing, or after
+ * over max_payload_bytes, the peer's maximum as PROTOCOL.md section 5 assumes it equal to
+ * this channel's), BRAID_EQUEUEFULL, BRAID_ECLOSED (closing, or after
  * a goaway), or BRAID_ENOMEM; then cb is never called. */
 BRAID_EXTERN int braid_rpc_call(braid_rpc_t *rpc, const void *data, size_t len,
                                 uint64_t timeout_ms, braid_rpc_response_cb cb, void *arg);
@@ -177,8 +247,14 @@ BRAID_EXTERN int braid_rpc_call_parts(braid_rpc_t *rpc, uint8_t flags, const uv_
  * wait for the answer forever; an answer compressed on the threadpool, see gzip_min_bytes,
  * returns 0 and meets that check when it is done, and goes out if the connection is still
  * open then: braid_rpc_close() waits for it, an immediate braid_server_close() does not); BRAID_ETOOBIG
- * (braid mode: over the frame ceiling; req stays unanswered); BRAID_EINVAL (req NULL, or
- * already answered); BRAID_ENOMEM (req stays unanswered). */
+ * (braid mode: the answer is longer than max_payload_bytes, which PROTOCOL.md section 5 forbids
+ * sending, the peer's maximum being taken equal to this channel's; for a batch item: the
+ * answer would take the batch answer past it, with room kept for an empty status per item
+ * not answered yet, so the items answered first win): the request is answered for you with
+ * ERROR TOO_BIG (a batch item with status TOO_BIG) and freed, the rest of the batch goes on;
+ * BRAID_EINVAL (req NULL, already
+ * answered, or its memory already reused for a later request: nothing is sent, no other
+ * request is affected; see braid_rpc_request_cb); BRAID_ENOMEM (req stays unanswered). */
 BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_t len);
 
 /* Server: answers req with an error: braid mode sends an ERROR frame (a batch item gets the
@@ -187,7 +263,7 @@ BRAID_EXTERN int braid_rpc_respond(braid_rpc_req_t *req, const void *data, size_
  * protocol's own error there. Same returns as braid_rpc_respond(). */
 BRAID_EXTERN int braid_rpc_respond_error(braid_rpc_req_t *req, uint16_t code, const char *msg);
 
-/* Server: the channel a request arrived on (valid until the request is answered). */
+/* Server: the channel a request arrived on, or NULL once the request is answered. */
 BRAID_EXTERN braid_rpc_t *braid_rpc_req_channel(const braid_rpc_req_t *req);
 
 /* Server, braid mode: sends GOAWAY (last id taken, code, reason; the reason is cut at 1024

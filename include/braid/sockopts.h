@@ -9,9 +9,11 @@
 #ifndef BRAID_SOCKOPTS_H
 #define BRAID_SOCKOPTS_H
 
+#include "common.h"
+
 #include <uv.h>
 
-#include "common.h"
+#include "error.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -81,8 +83,9 @@ typedef struct braid_sockopts_effective_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_sockopts_init(braid_sockopts_t *o);
 
-/* Checks every field against its documented bounds. Returns 0 or BRAID_EINVAL. */
-BRAID_EXTERN int braid_sockopts_validate(const braid_sockopts_t *o);
+/* Checks every field against its documented bounds. Returns 0, or BRAID_EINVAL with the
+ * field and the reason in *err (err may be NULL). */
+BRAID_EXTERN int braid_sockopts_validate(const braid_sockopts_t *o, braid_opts_error_t *err);
 
 /* Applies o to an open TCP socket (connected, or a listener before bind: SO_REUSEADDR and
  * SO_REUSEPORT only have effect then). is_listener selects the listener options (reuseaddr,

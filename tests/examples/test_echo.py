@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -248,6 +249,35 @@ def case_client_refused():
         host = "127.0.0.1"
     Nobody.port = port
     client(Nobody, "--requests", "1", expect=1, timeout=30)
+
+
+def case_idle_timeout():
+    # A client that goes quiet is closed by the idle timeout (--idle-timeout-ms; servers
+    # start with 75 s), after what it sent was echoed; the server goes on.
+    def body(s):
+        with connect(s) as sock:
+            sock.sendall(b"then silence")
+            assert sock.recv(100) == b"then silence"
+            t0 = time.monotonic()
+            assert recv_all(sock) == b"", "expected the server to close the quiet connection"
+            assert time.monotonic() - t0 >= 0.4, "closed before the idle timeout"
+        client(s, "--requests", "10")
+    with_server(body, "--idle-timeout-ms", "500")
+
+
+def case_reset_storm():
+    # Issue 9's reproduction: 4,096 bytes then a reset (SO_LINGER 0), over and over. A write
+    # to a reset connection raised SIGPIPE and killed the server (exit 141).
+    def body(s):
+        for _ in range(50):
+            sock = connect(s)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"x" * 4096)
+            sock.close()
+        time.sleep(0.2)
+        assert s.proc.poll() is None, f"echo_server died: exit {s.proc.returncode}"
+        client(s, "--requests", "10")
+    with_server(body)
 
 
 def case_bad_arguments():

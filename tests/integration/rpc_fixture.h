@@ -27,6 +27,8 @@ typedef struct fix_s {
   braid_server_t *server;
   braid_rpc_opts_t sopts; /* server channel options */
   braid_rpc_opts_t copts; /* client channel options */
+  braid_rpc_callbacks_t scbs; /* server channel callbacks (their data: this fixture) */
+  braid_rpc_callbacks_t ccbs; /* client channel callbacks */
   braid_rpc_t *client;
   braid_rpc_t *srv_rpc;
   int connected;
@@ -96,7 +98,7 @@ static void srv_on_close(braid_rpc_t *rpc, int status, void *arg) {
 static void on_connection(braid_server_t *s, braid_conn_t *conn, void *arg) {
   (void)s;
   fix_t *f = arg;
-  assert_int_equal(braid_rpc_server(&f->srv_rpc, conn, &f->sopts), 0);
+  assert_int_equal(braid_rpc_server(&f->srv_rpc, conn, &f->sopts, &f->scbs, f), 0);
 }
 
 static void cli_on_close(braid_rpc_t *rpc, int status, void *arg) {
@@ -107,11 +109,11 @@ static void cli_on_close(braid_rpc_t *rpc, int status, void *arg) {
   f->client = NULL;
 }
 
-static void on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   fix_t *f = arg;
   assert_int_equal(status, 0);
-  assert_int_equal(braid_rpc_client(&f->client, conn, &f->copts), 0);
+  assert_int_equal(braid_rpc_client(&f->client, conn, &f->copts, &f->ccbs, f), 0);
   f->connected = 1;
 }
 
@@ -124,17 +126,15 @@ static void srv_closed_cb(braid_server_t *s, int status, void *arg) {
 /* Starts a server and connects a client channel. Fill f->sopts/copts first (fix_opts). */
 static void fix_start(fix_t *f) {
   bt_loop_init(&f->t);
-  if (!f->sopts.on_request) /* a test may bring its own handler */
-    f->sopts.on_request = srv_on_request;
-  f->sopts.on_close = srv_on_close;
-  f->sopts.arg = f;
-  if (!f->copts.on_close) /* a test may wrap cli_on_close */
-    f->copts.on_close = cli_on_close;
-  f->copts.arg = f;
+  if (!f->scbs.on_request) /* a test may bring its own handler */
+    f->scbs.on_request = srv_on_request;
+  f->scbs.on_close = srv_on_close;
+  if (!f->ccbs.on_close) /* a test may wrap cli_on_close */
+    f->ccbs.on_close = cli_on_close;
   assert_int_equal(braid_server_new(&f->server, f->t.loop, NULL, on_connection, f), 0);
   assert_int_equal(braid_server_listen(f->server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(f->t.loop, "127.0.0.1", braid_server_port(f->server), NULL,
-                                 on_connect, f, NULL),
+  assert_int_equal(braid_connect(NULL, f->t.loop, "127.0.0.1", braid_server_port(f->server), NULL,
+                                 on_connect, f),
                    0);
   bt_run_until(&f->t, &f->connected, 5000);
 }
@@ -167,11 +167,11 @@ typedef struct res_s {
 
 static int done_count;
 
-static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_result(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   res_t *res = arg;
   res->calls++;
-  res->status = r->status;
+  res->status = status;
   res->code = r->remote_code;
   res->flags = r->flags;
   res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);

@@ -101,11 +101,9 @@ static void srv_on_connection(braid_server_t *server, braid_conn_t *conn, void *
   sc->accepted_ms = uv_now(&s->t->uv);
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = srv_on_request;
-  o.on_close = srv_on_close;
-  o.arg = sc;
+  braid_rpc_callbacks_t cbs = {.on_request = srv_on_request, .on_close = srv_on_close};
   braid_rpc_t *rpc;
-  assert_int_equal(braid_rpc_server(&rpc, conn, &o), 0);
+  assert_int_equal(braid_rpc_server(&rpc, conn, &o, &cbs, sc), 0);
   s->accepted++;
   if (++s->active > s->max_active)
     s->max_active = s->active;
@@ -164,10 +162,10 @@ typedef struct res_s {
 static int done_count;
 static int order_next;
 
-static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_result(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   res_t *res = arg;
   res->calls++;
-  res->status = r->status;
+  res->status = status;
   res->had_rpc = rpc != NULL;
   res->len = r->len < sizeof(res->data) ? r->len : sizeof(res->data);
   if (res->len)
@@ -178,8 +176,9 @@ static void on_result(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) 
 
 static int pool_closed;
 
-static void on_pool_closed(braid_pool_t *pool, void *arg) {
+static void on_pool_closed(braid_pool_t *pool, int status, void *arg) {
   (void)pool;
+  assert_int_equal(status, 0);
   (void)arg;
   pool_closed++;
 }
@@ -342,6 +341,77 @@ static void test_limits_never_exceeded(void **state) {
   assert_int_equal(count_fds(), fds_before);
 }
 
+/* Issue 10: a burst of 3000 calls on a warm pool (one connection open, max_per_endpoint 4,
+ * max_inflight 1024) got 952 synchronous BRAID_EPOOLFULL: the pool opened one connection per
+ * 1024 waiters and capped the queue at max_waiters (1024), so 1024 in flight + 1024 waiting
+ * was all it took, though 4 x 1024 could be in flight. Waiters a connection being opened will
+ * carry no longer count against max_waiters: the burst waits for the connections it opens. */
+static void test_burst_waits_for_growth(void **state) {
+  (void)state;
+  enum { BURST = 3000 };
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_per_endpoint = 4;
+  o.rpc.max_inflight = 1024;
+  o.max_waiters = 1024;
+  o.acquire_timeout_ms = 20000;
+  srv_t *list[] = {&s};
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  static res_t res[BURST];
+  reset_results(res, 1);
+  call_n(pool, res, 1, 0); /* warm: one connection open */
+  run_until_done(&t, 1, 5000);
+  reset_results(res, BURST);
+  int refused = 0;
+  for (int i = 0; i < BURST; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "req-%d", i);
+    int rc = braid_pool_call(pool, msg, (size_t)len, 0, 0, on_result, &res[i]);
+    if (rc == BRAID_EPOOLFULL)
+      refused++;
+    else
+      assert_int_equal(rc, 0);
+  }
+  assert_int_equal(refused, 0);
+  run_until_done(&t, BURST, 20000);
+  check_echoed(res, BURST);
+  braid_pool_stats_t st;
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.rejected, 0);
+  assert_true(st.open <= 4);
+  /* User data (API.md rule 3). */
+  assert_null(braid_pool_get_data(pool));
+  braid_pool_set_data(pool, &s);
+  assert_ptr_equal(braid_pool_get_data(pool), &s);
+  pool_stop(&t, pool);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
+/* braid_pool_opts_validate() names the field, nested ones with their path. */
+static void test_opts_validate_names_field(void **state) {
+  (void)state;
+  braid_pool_opts_t o;
+  braid_opts_error_t err;
+  braid_pool_opts_init(&o);
+  assert_int_equal(braid_pool_opts_validate(&o, &err), 0);
+  o.min_idle = o.max_per_endpoint + 1;
+  assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "min_idle");
+  braid_pool_opts_init(&o);
+  o.client.conn.max_queue_bytes = 64 * 1024;
+  assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "client.conn.high_watermark_bytes");
+  braid_pool_opts_init(&o);
+  o.rpc.max_inflight = 0;
+  assert_int_equal(braid_pool_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "rpc.max_inflight");
+}
+
 static void test_wait_queue_fifo_timeout_full(void **state) {
   (void)state;
   static bt_loop_t t;
@@ -352,7 +422,9 @@ static void test_wait_queue_fifo_timeout_full(void **state) {
   braid_pool_opts_init(&o);
   o.max_total = 1;
   o.rpc.max_inflight = 1;
-  o.max_waiters = 20;
+  /* 19 waiting, plus the one call the connection being opened will carry (API 0.2.0: those
+   * do not count against max_waiters). */
+  o.max_waiters = 19;
   o.acquire_timeout_ms = 150;
   srv_t *list[] = {&s};
   braid_pool_t *pool = pool_make(&t, &o, list, 1);
@@ -490,9 +562,9 @@ typedef struct follow_s {
   res_t first, second;
 } follow_t;
 
-static void on_first(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_first(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   follow_t *f = arg;
-  on_result(rpc, r, &f->first);
+  on_result(rpc, status, r, &f->first);
   assert_int_equal(braid_pool_call(f->pool, "req-0", 5, f->flags, 0, on_result, &f->second), 0);
 }
 
@@ -603,7 +675,7 @@ typedef struct load_s {
   res_t *res;
 } load_t;
 
-static void on_load(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg);
+static void on_load(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg);
 
 static void load_issue(load_t *l) {
   int i = l->issued++;
@@ -612,14 +684,14 @@ static void load_issue(load_t *l) {
   assert_int_equal(braid_pool_call(l->pool, msg, (size_t)len, l->flags, 0, on_load, l), 0);
 }
 
-static void on_load(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void on_load(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
   load_t *l = arg;
-  if (r->status == 0)
+  if (status == 0)
     l->ok++;
   else {
     l->failed++;
-    l->last_fail = r->status;
+    l->last_fail = status;
   }
   done_count++;
   if (l->issued < l->total)
@@ -857,8 +929,9 @@ static void test_least_outstanding_prefers_fast(void **state) {
 static braid_pool_t *reentrant_pool;
 static int reentrant_refused;
 
-static void on_cancelled_call_again(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
-  on_result(rpc, r, arg);
+static void on_cancelled_call_again(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r,
+                                    void *arg) {
+  on_result(rpc, status, r, arg);
   if (braid_pool_call(reentrant_pool, "again", 5, 0, 0, on_result, arg) == BRAID_ECLOSED)
     reentrant_refused++;
 }
@@ -916,8 +989,8 @@ typedef struct lease_res_s {
   braid_rpc_t *rpc;
 } lease_res_t;
 
-static void on_acquired(braid_pool_t *pool, braid_pool_lease_t *lease, braid_rpc_t *rpc,
-                        int status, void *arg) {
+static void on_acquired(braid_pool_t *pool, int status, braid_pool_lease_t *lease, braid_rpc_t *rpc,
+                        void *arg) {
   (void)pool;
   lease_res_t *l = arg;
   l->calls++;
@@ -948,6 +1021,11 @@ static void test_lease_with_batcher(void **state) {
   assert_int_equal(l1.status, 0);
   assert_non_null(l1.lease);
   assert_non_null(l1.rpc);
+  /* Issue 10: the pool used the channel's on_close/arg for itself. It follows its channels
+   * through an internal hook now, so a leased channel's user data is the user's. */
+  assert_null(braid_rpc_get_data(l1.rpc));
+  braid_rpc_set_data(l1.rpc, &l1);
+  assert_ptr_equal(braid_rpc_get_data(l1.rpc), &l1);
   /* A batcher on the leased channel; pool calls meanwhile use another connection. */
   braid_batcher_t *b;
   assert_int_equal(braid_batcher_new(&b, l1.rpc, NULL), 0);
@@ -983,7 +1061,7 @@ static void test_lease_with_batcher(void **state) {
   assert_true(l2.rpc != l1.rpc);
   assert_int_equal(l3.status, BRAID_ETIMEDOUT);
   assert_null(l3.lease);
-  assert_int_equal(braid_batcher_free(b), 0);
+  braid_batcher_free(b);
   assert_int_equal(braid_pool_release(l1.lease), 0);
   assert_int_equal(braid_pool_release(l2.lease), 0);
   assert_int_equal(braid_pool_release(l2.lease), BRAID_EINVAL);
@@ -1004,6 +1082,76 @@ static void test_lease_with_batcher(void **state) {
   assert_int_equal(braid_pool_release(l1.lease), 0);
   bt_run_until(&t, &pool_closed, 3000);
   assert_int_equal(s.accepted, 2);
+  srv_stop(&s);
+  bt_loop_done(&t);
+}
+
+/* A lease released twice: after its channel closed (the first release used to free the
+ * connection's struct, which the second then read and freed again), and after the same
+ * connection was leased again (the second release used to give back the new holder's lease).
+ * Both get BRAID_EINVAL and change nothing. Run it under ASan. */
+static void test_lease_released_twice(void **state) {
+  (void)state;
+  static bt_loop_t t;
+  static srv_t s;
+  bt_loop_init(&t);
+  srv_start(&s, &t);
+  s.close_after = 1; /* the server closes a channel after its first answer */
+  srv_t *list[] = {&s};
+  braid_pool_opts_t o;
+  braid_pool_opts_init(&o);
+  o.max_total = 1;
+  braid_pool_t *pool = pool_make(&t, &o, list, 1);
+  static lease_res_t l1, l2, l3;
+  static const volatile int *flag;
+  memset(&l1, 0, sizeof(l1));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l1), 0);
+  flag = &l1.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l1.status, 0);
+  static res_t res[1];
+  reset_results(res, 1);
+  assert_int_equal(braid_rpc_call(l1.rpc, "x", 1, 0, on_result, &res[0]), 0);
+  run_until_done(&t, 1, 3000);
+  braid_pool_stats_t st;
+  uint64_t start = uv_now(&t.uv);
+  for (braid_pool_stats(pool, &st); st.open > 0; braid_pool_stats(pool, &st)) {
+    bt_run_for(&t, 5);
+    if (uv_now(&t.uv) - start > 3000)
+      fail_msg("the leased channel did not close");
+  }
+  assert_int_equal(st.leased, 1);
+  assert_int_equal(braid_pool_release(l1.lease), 0);
+  assert_int_equal(braid_pool_release(l1.lease), BRAID_EINVAL);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.leased, 0);
+
+  /* The one connection the pool may open, leased, released, and leased again: the first
+   * holder's stale handle must not release the second holder's lease. */
+  s.close_after = 0;
+  memset(&l2, 0, sizeof(l2));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l2), 0);
+  flag = &l2.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l2.status, 0);
+  assert_int_equal(braid_pool_release(l2.lease), 0);
+  memset(&l3, 0, sizeof(l3));
+  assert_int_equal(braid_pool_acquire(pool, on_acquired, &l3), 0);
+  flag = &l3.calls;
+  bt_run_until(&t, flag, 3000);
+  assert_int_equal(l3.status, 0);
+  assert_ptr_equal(l3.rpc, l2.rpc); /* the same channel */
+  assert_int_equal(braid_pool_release(l2.lease), BRAID_EINVAL);
+  braid_pool_stats(pool, &st);
+  assert_int_equal(st.leased, 1);
+  reset_results(res, 1);
+  assert_int_equal(braid_rpc_call(l3.rpc, "y", 1, 0, on_result, &res[0]), 0);
+  run_until_done(&t, 1, 3000);
+  assert_int_equal(res[0].status, 0);
+  assert_int_equal(braid_pool_release(l3.lease), 0);
+  assert_int_equal(braid_pool_release(l3.lease), BRAID_EINVAL);
+  assert_int_equal(braid_pool_release(l1.lease), BRAID_EINVAL);
+  pool_stop(&t, pool);
   srv_stop(&s);
   bt_loop_done(&t);
 }
@@ -1187,15 +1335,14 @@ static void on_raw_close(braid_rpc_t *rpc, int status, void *arg) {
   ((raw_t *)arg)->closed = 1;
 }
 
-static void on_raw_connected(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_raw_connected(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   raw_t *r = arg;
   assert_int_equal(status, 0);
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_close = on_raw_close;
-  o.arg = r;
-  assert_int_equal(braid_rpc_client(&r->rpc, conn, &o), 0);
+  braid_rpc_callbacks_t cbs = {.on_close = on_raw_close};
+  assert_int_equal(braid_rpc_client(&r->rpc, conn, &o, &cbs, r), 0);
   r->connected = 1;
 }
 
@@ -1219,8 +1366,8 @@ static void test_drain_sends_goaway(void **state) {
   braid_pool_t *pool = pool_make(&t, &o, list, 2);
   static raw_t raw;
   memset(&raw, 0, sizeof(raw));
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", a.port, NULL, on_raw_connected, &raw,
-                                 NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", a.port, NULL, on_raw_connected, &raw),
+                   0);
   bt_run_until(&t, &raw.connected, 3000);
   static res_t res[41];
   reset_results(res, 41);
@@ -1274,8 +1421,9 @@ static void test_drain_sends_goaway(void **state) {
 
 static braid_pool_t *closing_pool;
 
-static void on_result_close_pool(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
-  on_result(rpc, r, arg);
+static void on_result_close_pool(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r,
+                                 void *arg) {
+  on_result(rpc, status, r, arg);
   braid_pool_t *pool = closing_pool;
   if (pool) {
     closing_pool = NULL; /* the close completes the others from inside it */
@@ -1368,6 +1516,8 @@ int main(void) {
       cmocka_unit_test(test_pipelined_and_reused),
       cmocka_unit_test(test_limits_never_exceeded),
       cmocka_unit_test(test_wait_queue_fifo_timeout_full),
+      cmocka_unit_test(test_burst_waits_for_growth),
+      cmocka_unit_test(test_opts_validate_names_field),
       cmocka_unit_test(test_idle_timeout_lifetime_prewarm),
       cmocka_unit_test(test_peer_closes),
       cmocka_unit_test(test_goaway_refused_are_resent),
@@ -1377,6 +1527,7 @@ int main(void) {
       cmocka_unit_test(test_least_outstanding_prefers_fast),
       cmocka_unit_test(test_close_with_waiters_and_inflight),
       cmocka_unit_test(test_lease_with_batcher),
+      cmocka_unit_test(test_lease_released_twice),
       cmocka_unit_test(test_all_ejected_fail_fast),
       cmocka_unit_test(test_all_ejected_wait_for_ready),
       cmocka_unit_test(test_drain_sends_goaway),

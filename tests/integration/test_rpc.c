@@ -193,7 +193,7 @@ static void batch_round_trip(int with_batch_cb) {
   static fix_t f;
   fix_opts(&f);
   if (with_batch_cb)
-    f.sopts.on_batch = srv_on_batch;
+    f.scbs.on_batch = srv_on_batch;
   fix_start(&f);
   uint8_t buf[256];
   braid_batch_writer_t w;
@@ -261,7 +261,6 @@ static void test_ordered_protocol(void **state) {
   d.delimiter_len = 1;
   d.strip_delimiter = 0;
   assert_int_equal(braid_framer_init_delimiter(&f.sopts.framer, &d), 0);
-  f.sopts.framer_set = 1;
   f.sopts.mode = BRAID_RPC_ORDERED;
   f.copts = f.sopts;
   f.hold = 1;
@@ -432,7 +431,7 @@ static void test_goaway_ends_with_fin_not_reset(void **state) {
  * from the head. The server here is a raw connection that reads and says nothing else. */
 static braid_conn_t *low_sconn;
 static int low_status[4];
-static void low_read(braid_conn_t *c, int status, const char *d, size_t l, void *a) {
+static void low_read(braid_conn_t *c, int status, const uint8_t *d, size_t l, void *a) {
   (void)c, (void)status, (void)d, (void)l, (void)a;
 }
 static void low_close(braid_conn_t *c, int status, void *a) {
@@ -446,9 +445,9 @@ static void low_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
   braid_conn_set_callbacks(conn, &cbs);
   assert_int_equal(braid_conn_read_start(conn), 0);
 }
-static void low_cb(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void low_cb(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc;
-  low_status[(intptr_t)arg] = r->status;
+  low_status[(intptr_t)arg] = status;
 }
 
 static void test_goaway_below_head(void **state) {
@@ -456,14 +455,14 @@ static void test_goaway_below_head(void **state) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
-  f.copts.on_close = cli_on_close;
-  f.copts.arg = &f;
+  f.ccbs.on_close = cli_on_close;
   for (int i = 0; i < 4; i++)
     low_status[i] = 1; /* not completed */
   assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, low_on_conn, &f), 0);
   assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
-                                 on_connect, &f, NULL), 0);
+  assert_int_equal(
+      braid_connect(NULL, f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL, on_connect, &f),
+      0);
   bt_run_until(&f.t, &f.connected, 5000);
   assert_int_equal(braid_rpc_call(f.client, "a", 1, 50, low_cb, (void *)1), 0);
   assert_int_equal(braid_rpc_call(f.client, "b", 1, 0, low_cb, (void *)2), 0);
@@ -492,14 +491,15 @@ static void test_goaway_below_head(void **state) {
 static int whole_connected;
 static braid_rpc_t *whole_cli;
 static res_t whole_res;
-static void whole_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static int res_dummy;
+static void whole_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   fix_t *f = arg;
   assert_int_equal(status, 0);
-  assert_int_equal(braid_rpc_client(&whole_cli, conn, &f->copts), 0);
+  assert_int_equal(braid_rpc_client(&whole_cli, conn, &f->copts, NULL, NULL), 0);
   whole_connected = 1;
 }
-static void whole_ignore(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void whole_ignore(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc, (void)r, (void)arg;
 }
 
@@ -508,10 +508,8 @@ static void test_refused_frame_leaves_nothing(void **state) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
-  f.sopts.on_request = srv_on_request; /* echo */
-  f.sopts.on_close = srv_on_close;
-  f.sopts.arg = &f;
-  f.copts.arg = &f;
+  f.scbs.on_request = srv_on_request; /* echo */
+  f.scbs.on_close = srv_on_close;
   whole_connected = 0;
   memset(&whole_res, 0, sizeof(whole_res));
   done_count = 0;
@@ -522,8 +520,9 @@ static void test_refused_frame_leaves_nothing(void **state) {
   co.conn.max_queue_bytes = 4096;
   co.conn.high_watermark_bytes = 4096;
   co.conn.low_watermark_bytes = 1024;
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), &co,
-                                 whole_connect, &f, NULL), 0);
+  assert_int_equal(braid_connect(NULL, f.t.loop, "127.0.0.1", braid_server_port(f.server), &co,
+                                 whole_connect, &f),
+                   0);
   bt_run_until(&f.t, &whole_connected, 5000);
   static char a[3000], b[3000], c[2984];
   memset(a, 'a', sizeof(a));
@@ -565,7 +564,7 @@ static void test_batch_over_inflight_cap(void **state) {
   static fix_t f;
   fix_opts(&f);
   f.sopts.max_inflight = 4;
-  f.sopts.on_batch = cap_on_batch;
+  f.scbs.on_batch = cap_on_batch;
   fix_start(&f);
   cap_batches = 0;
   done_count = 0;
@@ -609,7 +608,12 @@ typedef struct raw_s {
   int closed;
 } raw_t;
 
-static void raw_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void raw_eof(braid_conn_t *c, void *arg) {
+  ((raw_t *)arg)->eof = 1;
+  braid_conn_close(c);
+}
+
+static void raw_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   raw_t *r = arg;
   if (status == 0 && r->len + len <= sizeof(r->rx)) {
     memcpy(r->rx + r->len, data, len);
@@ -630,11 +634,12 @@ static void raw_close(braid_conn_t *c, int status, void *arg) {
 static raw_t raw;
 static const char *raw_send = "GET / HTTP/1.1\r\n\r\n";
 static size_t raw_send_len = 18;
-static void on_raw_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_raw_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   assert_int_equal(status, 0);
-  braid_conn_callbacks_t cbs = {raw_read, raw_close, NULL, &raw};
+  braid_conn_callbacks_t cbs = {.on_read = raw_read, .on_eof = raw_eof, .on_close = raw_close};
   braid_conn_set_callbacks(conn, &cbs);
+  braid_conn_set_data(conn, &raw);
   braid_conn_read_start(conn);
   assert_int_equal(braid_conn_write(conn, raw_send, raw_send_len, NULL, NULL), 0);
   *(int *)arg = 1;
@@ -644,15 +649,14 @@ static void garbage_gets_error_frame(uint16_t expected) {
   static fix_t f;
   fix_opts(&f);
   bt_loop_init(&f.t);
-  f.sopts.on_request = srv_on_request;
-  f.sopts.on_close = srv_on_close;
-  f.sopts.arg = &f;
+  f.scbs.on_request = srv_on_request;
+  f.scbs.on_close = srv_on_close;
   memset(&raw, 0, sizeof(raw));
   assert_int_equal(braid_server_new(&f.server, f.t.loop, NULL, on_connection, &f), 0);
   assert_int_equal(braid_server_listen(f.server, "127.0.0.1", 0), 0);
   int connected = 0;
-  assert_int_equal(braid_connect(f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
-                                 on_raw_connect, &connected, NULL),
+  assert_int_equal(braid_connect(NULL, f.t.loop, "127.0.0.1", braid_server_port(f.server), NULL,
+                                 on_raw_connect, &connected),
                    0);
   bt_run_until(&f.t, &raw.closed, 5000);
   assert_true(raw.len >= BRAID_FRAME_HEADER_SIZE + 2);
@@ -751,7 +755,7 @@ static void test_gzip_payloads(void **state) {
   braid_rpc_opts_init(&o);
   o.gzip_level = 0;
   braid_rpc_t *r;
-  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
   fix_stop(&f);
 }
 
@@ -873,7 +877,7 @@ static void test_large_gzip_answer_then_fin(void **state) {
   fb.sopts.gzip_min_bytes = 512;
   fb.sopts.max_payload_bytes = 4 << 20;
   fb.copts.max_payload_bytes = 4 << 20;
-  fb.sopts.on_request = srv_answer_then_goaway;
+  fb.scbs.on_request = srv_answer_then_goaway;
   fix_start(&fb);
   enum { BIG = 1 << 20 };
   char *text = mk_text(BIG);
@@ -893,18 +897,24 @@ static fix_t fc;
 static braid_conn_t *eofc;
 static int eofc_eof, eofc_closed;
 static size_t eofc_bytes;
-static void eofc_read(braid_conn_t *c, int status, const char *d, size_t n, void *arg) {
-  (void)c; (void)d; (void)arg;
-  if (status == BRAID_EOF) { eofc_eof = 1; braid_conn_close(c); return; }
+static void eofc_eof_cb(braid_conn_t *c, void *arg) {
+  (void)arg;
+  eofc_eof = 1;
+  braid_conn_close(c);
+}
+static void eofc_read(braid_conn_t *c, int status, const uint8_t *d, size_t n, void *arg) {
+  (void)c;
+  (void)d;
+  (void)arg;
   if (status < 0) { eofc_eof = 1; return; }
   eofc_bytes += n;
 }
 static void eofc_close(braid_conn_t *c, int status, void *arg) { (void)c; (void)status; (void)arg; eofc_closed = 1; }
-static void eofc_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void eofc_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req; (void)arg;
   assert_int_equal(status, 0);
   eofc = conn;
-  braid_conn_callbacks_t cb = {eofc_read, eofc_close, NULL, NULL};
+  braid_conn_callbacks_t cb = {.on_read = eofc_read, .on_eof = eofc_eof_cb, .on_close = eofc_close};
   braid_conn_set_callbacks(conn, &cb);
   braid_conn_read_start(conn);
   fc.connected = 1;
@@ -922,13 +932,13 @@ static void test_server_eof_while_inflating(void **state) {
   fc.sopts.max_payload_bytes = 4 << 20;
   fc.sopts.max_inflight = 1;
   bt_loop_init(&fc.t);
-  fc.sopts.on_request = srv_on_request;
-  fc.sopts.on_close = srv_on_close;
-  fc.sopts.arg = &fc;
+  fc.scbs.on_request = srv_on_request;
+  fc.scbs.on_close = srv_on_close;
   assert_int_equal(braid_server_new(&fc.server, fc.t.loop, NULL, on_connection, &fc), 0);
   assert_int_equal(braid_server_listen(fc.server, "127.0.0.1", 0), 0);
-  assert_int_equal(braid_connect(fc.t.loop, "127.0.0.1", braid_server_port(fc.server), NULL,
-                                 eofc_connect, &fc, NULL), 0);
+  assert_int_equal(braid_connect(NULL, fc.t.loop, "127.0.0.1", braid_server_port(fc.server), NULL,
+                                 eofc_connect, &fc),
+                   0);
   bt_run_until(&fc.t, &fc.connected, 5000);
   enum { BIG = 1 << 20 };
   char *text = mk_text(BIG);
@@ -957,10 +967,10 @@ static void test_server_eof_while_inflating(void **state) {
 enum { CLOSE_ANS = 1 << 20 };
 static char *close_ans;
 static int close_calls, close_status, close_intact;
-static void close_on_answer(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void close_on_answer(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc, (void)arg;
   close_calls++;
-  close_status = r->status;
+  close_status = status;
   close_intact = r->len == CLOSE_ANS && memcmp(r->data, close_ans, CLOSE_ANS) == 0;
 }
 static void close_answer_then_close(braid_rpc_t *rpc, braid_rpc_req_t *req, const uint8_t *d,
@@ -979,7 +989,7 @@ static void test_respond_then_close_waits_for_compression(void **state) {
   close_ans = malloc(CLOSE_ANS);
   memset(close_ans, 'a', CLOSE_ANS);
   close_calls = 0;
-  f.sopts.on_request = close_answer_then_close;
+  f.scbs.on_request = close_answer_then_close;
   fix_start(&f);
   assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, close_on_answer, NULL), 0);
   bt_run_until(&f.t, &close_calls, 5000);
@@ -1000,12 +1010,37 @@ static void test_bad_arguments(void **state) {
   braid_rpc_opts_init(&o);
   o.mode = BRAID_RPC_ORDERED; /* no framer */
   braid_rpc_t *r;
-  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
   braid_rpc_opts_init(&o);
   o.max_inflight = 0;
-  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  assert_int_equal(braid_rpc_client(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
   braid_rpc_opts_init(&o);
-  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o), BRAID_EINVAL);
+  /* A server needs on_request (NULL callbacks, or none in them). */
+  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o, NULL, NULL), BRAID_EINVAL);
+  braid_rpc_callbacks_t none = {0};
+  assert_int_equal(braid_rpc_server(&r, braid_rpc_conn(f.client), &o, &none, NULL), BRAID_EINVAL);
+  /* The validator names the field (API.md rule 2), and a framer left unset is "not set"
+   * (0.1.0 needed a framer_set flag beside it). */
+  braid_opts_error_t err;
+  o.mode = BRAID_RPC_ORDERED;
+  assert_int_equal(braid_rpc_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "framer");
+  assert_int_equal(
+      braid_framer_init_delimiter(&o.framer, &(braid_delimiter_opts_t){.delimiter = "\n",
+                                                                       .delimiter_len = 1,
+                                                                       .max_frame_bytes = 1024,
+                                                                       .strip_delimiter = 1}),
+      0);
+  assert_int_equal(braid_rpc_opts_validate(&o, &err), 0);
+  braid_rpc_opts_init(&o);
+  o.gzip_level = 10;
+  assert_int_equal(braid_rpc_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "gzip_level");
+  /* User data (API.md rule 3): the fixture gave each channel the fixture. */
+  assert_ptr_equal(braid_rpc_get_data(f.client), &f);
+  braid_rpc_set_data(f.client, &res_dummy);
+  assert_ptr_equal(braid_rpc_get_data(f.client), &res_dummy);
+  braid_rpc_set_data(f.client, &f);
   res_t res = {0};
   assert_int_equal(braid_rpc_call(f.client, NULL, 3, 0, on_result, &res), BRAID_EINVAL);
   assert_int_equal(braid_rpc_call(f.client, "x", 1, 0, NULL, NULL), BRAID_EINVAL);

@@ -107,7 +107,9 @@ static void q_on_close(braid_rpc_t *rpc, int status, void *arg) {
 }
 static void q_on_conn(braid_server_t *s, braid_conn_t *conn, void *arg) {
   (void)s;
-  assert_int_equal(braid_rpc_server(&q_srv, conn, arg), 0);
+  static const braid_rpc_callbacks_t cbs = {
+      .on_request = q_on_request, .on_batch = q_on_batch, .on_close = q_on_close};
+  assert_int_equal(braid_rpc_server(&q_srv, conn, arg, &cbs, NULL), 0);
 }
 static void q_srv_closed(braid_server_t *s, int status, void *arg) {
   (void)s; (void)status;
@@ -123,9 +125,6 @@ static void run_one(int batch) {
   so.conn.low_watermark_bytes = 512;
   static braid_rpc_opts_t ro;
   braid_rpc_opts_init(&ro);
-  ro.on_request = q_on_request;
-  ro.on_batch = q_on_batch;
-  ro.on_close = q_on_close;
   braid_server_t *server;
   assert_int_equal(braid_server_new(&server, t.loop, &so, q_on_conn, &ro), 0);
   assert_int_equal(braid_server_listen(server, "127.0.0.1", 0), 0);
@@ -170,7 +169,7 @@ static void test_batch_answer_refused(void **state) { (void)state; run_one(1); }
 
 
 /* write_errors counts a refused request frame on the chain path as on the flat path. */
-static void nop_cb(braid_rpc_t *rpc, const braid_rpc_result_t *r, void *arg) {
+static void nop_cb(braid_rpc_t *rpc, int status, const braid_rpc_result_t *r, void *arg) {
   (void)rpc; (void)r; (void)arg;
 }
 static void test_wchain_write_errors(void **state) {

@@ -69,7 +69,7 @@ static void on_delayed_answer(uv_timer_t *t) {
   sc->len = 0;
 }
 
-static void srv_on_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void srv_on_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   srv_conn_t *sc = arg;
   if (status < 0) {
     braid_conn_close(c);
@@ -129,8 +129,9 @@ static void srv_on_connection(braid_server_t *s, braid_conn_t *c, void *arg) {
     sc->timer.data = sc;
     sc->timer_open = 1;
   }
-  braid_conn_callbacks_t cbs = {srv_on_read, srv_on_close, NULL, sc};
+  braid_conn_callbacks_t cbs = {.on_read = srv_on_read, .on_close = srv_on_close};
   assert_int_equal(braid_conn_set_callbacks(c, &cbs), 0);
+  braid_conn_set_data(c, sc);
   assert_int_equal(braid_conn_read_start(c), 0);
   if (srv->close_in_callback) {
     assert_int_equal(braid_server_close(s, srv_on_server_closed, srv), 0);
@@ -212,7 +213,7 @@ static void cl_on_timer(uv_timer_t *t) {
   cl_close_now(t->data);
 }
 
-static void cl_on_read(braid_conn_t *c, int status, const char *data, size_t len, void *arg) {
+static void cl_on_read(braid_conn_t *c, int status, const uint8_t *data, size_t len, void *arg) {
   client_t *cl = arg;
   if (status < 0) {
     braid_conn_close(c);
@@ -232,7 +233,7 @@ static void cl_on_read(braid_conn_t *c, int status, const char *data, size_t len
     uv_timer_start(&cl->timer, cl_on_timer, (uint64_t)cl->all->close_after_ms, 0);
 }
 
-static void cl_on_connect(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void cl_on_connect(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   client_t *cl = arg;
   clients_t *all = cl->all;
@@ -245,8 +246,9 @@ static void cl_on_connect(braid_connect_t *req, braid_conn_t *conn, int status, 
   }
   cl->connected = 1;
   cl->conn = conn;
-  braid_conn_callbacks_t cbs = {cl_on_read, cl_on_close, NULL, cl};
+  braid_conn_callbacks_t cbs = {.on_read = cl_on_read, .on_close = cl_on_close};
   assert_int_equal(braid_conn_set_callbacks(conn, &cbs), 0);
+  braid_conn_set_data(conn, cl);
   assert_int_equal(braid_conn_read_start(conn), 0);
   assert_int_equal(braid_conn_write(conn, cl->payload, cl->want, NULL, NULL), 0);
 }
@@ -267,7 +269,7 @@ static void clients_start(clients_t *all, bt_loop_t *t, int n, const char *host,
     braid_client_opts_t o;
     braid_client_opts_init(&o);
     o.connect_timeout_ms = 5000;
-    assert_int_equal(braid_connect(t->loop, host, port, &o, cl_on_connect, cl, NULL), 0);
+    assert_int_equal(braid_connect(NULL, t->loop, host, port, &o, cl_on_connect, cl), 0);
   }
 }
 
@@ -290,6 +292,14 @@ static void clients_wait_closed(clients_t *all) {
 }
 
 /* ---- tests --------------------------------------------------------------------------- */
+
+static char log_seen[512];
+static void record_log(braid_loop_t *loop, braid_log_level_t level, const char *msg, void *arg) {
+  (void)loop;
+  (void)level;
+  (void)arg;
+  snprintf(log_seen, sizeof(log_seen), "%s", msg);
+}
 
 static void test_listen_v4_v6(void **state) {
   (void)state;
@@ -364,6 +374,25 @@ static void test_listen_v4_v6(void **state) {
   o.send_rate_bytes_per_s = (UINT64_C(1) << 40) + 1;
   assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
   assert_int_equal(braid_server_new(&bad, t.loop, NULL, NULL, NULL), BRAID_EINVAL);
+  /* Issue 10: lowering max_queue_bytes below the default 1 MiB high watermark made
+   * braid_server_new() fail with a bare EINVAL. The validator names the field and both
+   * values, and braid_server_new() tells the loop's log hook the same. */
+  braid_server_opts_init(&o);
+  o.conn.max_queue_bytes = 64 * 1024;
+  braid_opts_error_t err;
+  assert_int_equal(braid_server_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "conn.high_watermark_bytes");
+  assert_non_null(strstr(err.reason, "1048576"));
+  assert_non_null(strstr(err.reason, "65536"));
+  log_seen[0] = '\0';
+  braid_loop_set_log(t.loop, record_log, BRAID_LOG_DEBUG, NULL);
+  assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
+  braid_loop_set_log(t.loop, NULL, BRAID_LOG_DEBUG, NULL);
+  assert_non_null(strstr(log_seen, "conn.high_watermark_bytes"));
+  braid_server_opts_init(&o);
+  o.sockopts.backlog = 0;
+  assert_int_equal(braid_server_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "sockopts.backlog");
   /* A group bucket belongs to one loop: not allowed with worker threads. */
   braid_ratelimit_t *rl;
   assert_int_equal(braid_ratelimit_new(&rl, t.loop, 1000, 0), 0);
@@ -371,7 +400,7 @@ static void test_listen_v4_v6(void **state) {
   o.workers = 2;
   o.conn.send_group = rl;
   assert_int_equal(braid_server_new(&bad, t.loop, &o, srv_on_connection, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_ratelimit_free(rl), 0);
+  braid_ratelimit_free(rl);
 
   /* The server keeps the braid loop busy until its close callback. */
   assert_int_equal(braid_loop_close(t.loop), BRAID_EBUSY);
@@ -672,7 +701,7 @@ typedef struct {
   int done;
 } refused_t;
 
-static void on_refused(braid_connect_t *req, braid_conn_t *conn, int status, void *arg) {
+static void on_refused(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
   (void)req;
   refused_t *r = arg;
   r->status = status;
@@ -704,7 +733,7 @@ static void test_drain_in_flight(void **state) {
   assert_int_equal(again, BRAID_ECLOSED);
   /* The listener is gone at once: a new client is refused. */
   refused_t r = {0};
-  assert_int_equal(braid_connect(t.loop, "127.0.0.1", port, NULL, on_refused, &r, NULL), 0);
+  assert_int_equal(braid_connect(NULL, t.loop, "127.0.0.1", port, NULL, on_refused, &r), 0);
   bt_run_until(&t, &r.done, 5000);
   assert_int_equal(r.status, UV_ECONNREFUSED);
   bt_run_until(&t, &srv.server_closed, 10000);
@@ -785,6 +814,86 @@ static void test_close_before_listen(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- drain notice for raw connections; reaching worker loops ------------------------------ */
+
+static atomic_int dn_accepted, dn_notified, dn_posted;
+static int dn_closed; /* set on the server's loop */
+static void dn_read(braid_conn_t *c, int status, const uint8_t *d, size_t n, void *data) {
+  (void)c, (void)status, (void)d, (void)n, (void)data;
+}
+static void dn_drain(braid_conn_t *c, void *data) {
+  (void)data;
+  atomic_fetch_add(&dn_notified, 1);
+  braid_conn_close(c); /* nothing in progress: go now, not at the deadline */
+}
+static void dn_conn(braid_server_t *s, braid_conn_t *c, void *data) {
+  (void)s;
+  assert_ptr_equal(data, &dn_accepted); /* the server's user data */
+  braid_conn_callbacks_t cbs = {.on_read = dn_read, .on_drain = dn_drain};
+  assert_int_equal(braid_conn_set_callbacks(c, &cbs), 0);
+  assert_int_equal(braid_conn_read_start(c), 0);
+  atomic_fetch_add(&dn_accepted, 1);
+}
+static void dn_post(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&dn_posted, 1);
+}
+static void dn_closed_cb(braid_server_t *s, int status, void *arg) {
+  (void)s, (void)arg;
+  assert_int_equal(status, 0);
+  dn_closed = 1;
+}
+
+/* Issue 10: braid_server_drain() told rpc channels (GOAWAY) but a raw connection got no
+ * notice, and a program could not reach the server's worker loops (a line protocol had to
+ * keep its own registry and post to each loop). Now every connection gets on_drain, and
+ * braid_server_post() reaches each accepting loop. */
+static void test_drain_notifies_raw_connections(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  atomic_store(&dn_accepted, 0);
+  atomic_store(&dn_notified, 0);
+  atomic_store(&dn_posted, 0);
+  dn_closed = 0;
+  braid_server_opts_t o;
+  braid_server_opts_init(&o);
+  o.workers = 2;
+  braid_server_t *srv;
+  assert_int_equal(braid_server_new(&srv, t.loop, &o, dn_conn, &dn_accepted), 0);
+  assert_ptr_equal(braid_server_get_data(srv), &dn_accepted);
+  assert_int_equal(braid_server_post(srv, 1, dn_post, NULL), BRAID_ECLOSED); /* not yet */
+  assert_int_equal(braid_server_post(srv, 2, dn_post, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_server_listen(srv, "127.0.0.1", 0), 0);
+  struct sockaddr_storage ss;
+  assert_int_equal(braid_server_address(srv, &ss), 0);
+  enum { N = 6 };
+  int raw[N];
+  for (int i = 0; i < N; i++) {
+    raw[i] = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(raw[i] >= 0);
+    assert_int_equal(connect(raw[i], (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  }
+  for (int i = 0; i < 500 && atomic_load(&dn_accepted) < N; i++)
+    bt_run_for(&t, 10);
+  assert_int_equal(atomic_load(&dn_accepted), N);
+  /* Every accepting loop, the caller's and the worker thread's. */
+  for (unsigned i = 0; i < braid_server_workers(srv); i++)
+    assert_int_equal(braid_server_post(srv, i, dn_post, NULL), 0);
+  for (int i = 0; i < 500 && atomic_load(&dn_posted) < 2; i++)
+    bt_run_for(&t, 10);
+  assert_int_equal(atomic_load(&dn_posted), 2);
+  /* A drain with a long deadline ends as soon as the notified connections close. */
+  uint64_t start = uv_now(&t.uv);
+  assert_int_equal(braid_server_drain(srv, 20000, dn_closed_cb, NULL), 0);
+  bt_run_until(&t, &dn_closed, 10000);
+  assert_true(uv_now(&t.uv) - start < 5000);
+  assert_int_equal(atomic_load(&dn_notified), N);
+  for (int i = 0; i < N; i++)
+    close(raw[i]);
+  bt_loop_done(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_listen_v4_v6),
@@ -799,6 +908,7 @@ int main(void) {
       cmocka_unit_test(test_drain_deadline),
       cmocka_unit_test(test_close_in_connection_cb),
       cmocka_unit_test(test_close_before_listen),
+      cmocka_unit_test(test_drain_notifies_raw_connections),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

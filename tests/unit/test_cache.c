@@ -17,13 +17,14 @@ static uint64_t rnd(void) {
 
 static braid_cache_t *new_cache(bt_loop_t *t, const braid_cache_opts_t *o) {
   braid_cache_t *c = NULL;
-  assert_int_equal(braid_cache_new(t->loop, o, &c), 0);
+  assert_int_equal(braid_cache_new(&c, t->loop, o), 0);
   return c;
 }
 
 static int closed_count;
-static void on_closed(braid_cache_t *c, void *arg) {
+static void on_closed(braid_cache_t *c, int status, void *arg) {
   (void)c;
+  assert_int_equal(status, 0);
   (void)arg;
   closed_count++;
 }
@@ -66,33 +67,33 @@ static void test_opts_bounds(void **state) {
   braid_cache_t *c = NULL;
   braid_cache_opts_init(&o);
   o.max_entries = 0;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.max_bytes = 100;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.max_value_bytes = o.max_bytes + 1;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.policy = (braid_cache_policy_t)7;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.max_waiters = 0;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.max_loads = 0;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   o.max_loads = (1u << 20) + 1;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.negative_max_percent = 101;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   braid_cache_opts_init(&o);
   o.stripes = 3;
-  assert_int_equal(braid_cache_new(t.loop, &o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, t.loop, &o), BRAID_EINVAL);
   assert_null(c);
-  assert_int_equal(braid_cache_new(NULL, NULL, &c), BRAID_EINVAL);
-  assert_int_equal(braid_cache_new(t.loop, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&c, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(NULL, t.loop, NULL), BRAID_EINVAL);
   c = new_cache(&t, NULL);
   /* The open cache keeps the loop from closing. */
   assert_int_equal(braid_loop_close(t.loop), BRAID_EBUSY);
@@ -570,6 +571,29 @@ static void on_result(braid_cache_t *c, int status, braid_blob_t *value, void *a
     assert_null(value);
 }
 
+/* Most checks below record results through on_result. braid_cache_memo() returns a result
+ * known at once instead of calling back (0: the value; a negative code: the error, or a
+ * refused call); memo_() hands a returned value to the callback so those checks read the same,
+ * and passes BRAID_PENDING on as 0 (the callback comes later). The tests of the direct result
+ * itself (test_memo_returns_*) call braid_cache_memo() directly. */
+static int memo_(braid_cache_t *c, const void *key, size_t klen, const braid_cache_loader_t *ld,
+                 braid_cache_memo_cb cb, void *arg) {
+  braid_blob_t *v = (braid_blob_t *)&v; /* must be overwritten */
+  int rc = braid_cache_memo(c, key, klen, ld, &v, cb, arg);
+  if (rc == BRAID_PENDING) {
+    assert_null(v);
+    return 0;
+  }
+  if (rc == 0) {
+    assert_non_null(v);
+    cb(c, 0, v, arg);
+    braid_blob_unref(v);
+    return 0;
+  }
+  assert_null(v == (braid_blob_t *)&v ? NULL : v);
+  return rc;
+}
+
 static void results_release(result_t *r, size_t n) {
   for (size_t i = 0; i < n; i++) {
     braid_blob_unref(r[i].value);
@@ -597,7 +621,7 @@ static void test_memo_sync(void **state) {
   result_t r[3] = {{0}};
   compute_calls = 0;
   for (int i = 0; i < 3; i++) {
-    assert_int_equal(braid_cache_memo(c, "12", 3, &ld, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, "12", 3, &ld, on_result, &r[i]), 0);
     assert_int_equal(r[i].calls, 1); /* before memo returned */
     assert_int_equal(r[i].status, 0);
     assert_memory_equal(braid_blob_data(r[i].value), "144", 3);
@@ -617,7 +641,7 @@ static void test_memo_sync(void **state) {
   /* A loader missing its function is rejected. */
   braid_cache_loader_t bad = {.mode = BRAID_CACHE_LOAD_ASYNC};
   result_t x = {0};
-  assert_int_equal(braid_cache_memo(c, "k", 1, &bad, on_result, &x), BRAID_EINVAL);
+  assert_int_equal(memo_(c, "k", 1, &bad, on_result, &x), BRAID_EINVAL);
   assert_int_equal(x.calls, 0);
   close_cache(&t, c);
   bt_loop_done(&t);
@@ -680,10 +704,9 @@ static void test_single_flight_async(void **state) {
                              .arg = &src};
   result_t *r = calloc(WAITERS + 1, sizeof(*r));
   for (int i = 0; i < WAITERS; i++)
-    assert_int_equal(braid_cache_memo(c, "key", 3, &ld, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, "key", 3, &ld, on_result, &r[i]), 0);
   /* One more than max_waiters is refused, and its callback never runs. */
-  assert_int_equal(braid_cache_memo(c, "key", 3, &ld, on_result, &r[WAITERS]),
-                   BRAID_ETOOMANYWAITERS);
+  assert_int_equal(memo_(c, "key", 3, &ld, on_result, &r[WAITERS]), BRAID_ETOOMANYWAITERS);
   assert_int_equal(src.starts, 1);
   bt_run(&t, 5000);
   for (int i = 0; i < WAITERS; i++) {
@@ -719,7 +742,7 @@ static void test_single_flight_threadpool(void **state) {
   result_t *r = calloc(2000, sizeof(*r));
   atomic_store(&work_calls, 0);
   for (int i = 0; i < 2000; i++)
-    assert_int_equal(braid_cache_memo(c, "heavy", 5, &ld, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, "heavy", 5, &ld, on_result, &r[i]), 0);
   assert_int_equal(r[0].calls, 0); /* nothing completes before the loop runs */
   bt_run(&t, 5000);
   assert_int_equal(atomic_load(&work_calls), 1);
@@ -732,7 +755,7 @@ static void test_single_flight_threadpool(void **state) {
   free(r);
   /* Now a hit, without the threadpool. */
   result_t h = {0};
-  assert_int_equal(braid_cache_memo(c, "heavy", 5, &ld, on_result, &h), 0);
+  assert_int_equal(memo_(c, "heavy", 5, &ld, on_result, &h), 0);
   assert_int_equal(h.calls, 1);
   results_release(&h, 1);
   assert_int_equal(atomic_load(&work_calls), 1);
@@ -751,7 +774,7 @@ static void test_loader_failure_releases_all(void **state) {
                              .arg = &src};
   result_t r[1000] = {{0}};
   for (int i = 0; i < 1000; i++)
-    assert_int_equal(braid_cache_memo(c, "k", 1, &ld, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, "k", 1, &ld, on_result, &r[i]), 0);
   bt_run(&t, 5000);
   for (int i = 0; i < 1000; i++) {
     assert_int_equal(r[i].calls, 1);
@@ -763,7 +786,7 @@ static void test_loader_failure_releases_all(void **state) {
   src.status = 0;
   src.value = "ok";
   result_t again = {0};
-  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, on_result, &again), 0);
+  assert_int_equal(memo_(c, "k", 1, &ld, on_result, &again), 0);
   bt_run(&t, 5000);
   assert_int_equal(src.starts, 2);
   assert_int_equal(again.status, 0);
@@ -788,7 +811,7 @@ static void test_loader_timeout(void **state) {
                              .arg = &src};
   result_t r[3000] = {{0}};
   for (int i = 0; i < 3000; i++)
-    assert_int_equal(braid_cache_memo(c, "slow", 4, &ld, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, "slow", 4, &ld, on_result, &r[i]), 0);
   bt_run(&t, 5000); /* the deadline timer keeps the loop alive until it fires */
   for (int i = 0; i < 3000; i++) {
     assert_int_equal(r[i].calls, 1);
@@ -800,7 +823,7 @@ static void test_loader_timeout(void **state) {
   /* A new request starts a new load; the late result of the first is discarded. */
   braid_cache_load_t *late = src.load;
   result_t r2 = {0};
-  assert_int_equal(braid_cache_memo(c, "slow", 4, &ld, on_result, &r2), 0);
+  assert_int_equal(memo_(c, "slow", 4, &ld, on_result, &r2), 0);
   assert_int_equal(src.starts, 2);
   braid_blob_t *b;
   assert_int_equal(braid_blob_copy(&b, "late", 4), 0);
@@ -839,30 +862,116 @@ static void test_negative_caching(void **state) {
   braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_SYNC, .compute = compute_fail};
   failing_calls = 0;
   result_t r = {0};
-  for (int i = 0; i < 5; i++) {
-    assert_int_equal(braid_cache_memo(c, "bad", 3, &ld, on_result, &r), 0);
-    assert_int_equal(r.status, UV_EHOSTUNREACH);
-  }
-  assert_int_equal(r.calls, 5);
+  /* The synchronous load's error, then the cached one: both returned, never called back. */
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(memo_(c, "bad", 3, &ld, on_result, &r), UV_EHOSTUNREACH);
+  assert_int_equal(r.calls, 0);
   assert_int_equal(failing_calls, 1);
   assert_int_equal(stats_of(c).negative_hits, 4);
   /* get() does not see cached errors. */
   size_t len;
   assert_int_equal(braid_cache_get(c, "bad", 3, NULL, 0, &len), BRAID_ENOTFOUND);
   /* The cap: a second error is cached, a third is not. */
-  assert_int_equal(braid_cache_memo(c, "bad2", 4, &ld, on_result, &r), 0);
-  assert_int_equal(braid_cache_memo(c, "bad3", 4, &ld, on_result, &r), 0);
+  assert_int_equal(memo_(c, "bad2", 4, &ld, on_result, &r), UV_EHOSTUNREACH);
+  assert_int_equal(memo_(c, "bad3", 4, &ld, on_result, &r), UV_EHOSTUNREACH);
   assert_int_equal(failing_calls, 3);
-  assert_int_equal(braid_cache_memo(c, "bad2", 4, &ld, on_result, &r), 0);
+  assert_int_equal(memo_(c, "bad2", 4, &ld, on_result, &r), UV_EHOSTUNREACH);
   assert_int_equal(failing_calls, 3);
-  assert_int_equal(braid_cache_memo(c, "bad3", 4, &ld, on_result, &r), 0);
+  assert_int_equal(memo_(c, "bad3", 4, &ld, on_result, &r), UV_EHOSTUNREACH);
   assert_int_equal(failing_calls, 4);
   /* The error's own short TTL. */
   sleep_loop(&t, 60);
-  assert_int_equal(braid_cache_memo(c, "bad", 3, &ld, on_result, &r), 0);
+  assert_int_equal(memo_(c, "bad", 3, &ld, on_result, &r), UV_EHOSTUNREACH);
   assert_int_equal(failing_calls, 5);
   close_cache(&t, c);
   bt_loop_done(&t);
+}
+
+/* Answers at once, from inside start. */
+static void async_start_now(braid_cache_load_t *load, const void *key, size_t klen, void *arg) {
+  (void)arg;
+  braid_blob_t *b;
+  assert_int_equal(braid_blob_copy(&b, key, klen), 0);
+  assert_int_equal(braid_cache_load_done(load, 0, b), 0);
+}
+
+/* Issue 10: a hit called back before braid_cache_memo() returned, so a caller needed a
+ * re-entrancy flag. Now what is known at once is returned, and the callback only ever runs
+ * later, after the call returned. */
+static void test_memo_returns_known_results(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  o.negative_ttl_ms = 60000;
+  braid_cache_t *c = new_cache(&t, &o);
+  result_t r = {0};
+  braid_blob_t *v = NULL;
+  /* A synchronous loader: the loaded value comes back, the callback is not called. */
+  braid_cache_loader_t sync = {.mode = BRAID_CACHE_LOAD_SYNC, .compute = compute_square};
+  assert_int_equal(braid_cache_memo(c, "12", 3, &sync, &v, on_result, &r), 0);
+  assert_non_null(v);
+  assert_memory_equal(braid_blob_data(v), "144", 3);
+  braid_blob_unref(v);
+  /* A hit: the same, and the reference is the caller's (it outlives a delete). */
+  v = NULL;
+  assert_int_equal(braid_cache_memo(c, "12", 3, &sync, &v, on_result, &r), 0);
+  assert_int_equal(braid_cache_delete(c, "12", 3), 0);
+  assert_memory_equal(braid_blob_data(v), "144", 3);
+  braid_blob_unref(v);
+  /* An asynchronous loader that answers from inside start: returned too. */
+  braid_cache_loader_t now = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_now};
+  assert_int_equal(braid_cache_memo(c, "abc", 3, &now, &v, on_result, &r), 0);
+  assert_memory_equal(braid_blob_data(v), "abc", 3);
+  braid_blob_unref(v);
+  /* A failing synchronous loader, then its cached error: returned, never called back. */
+  braid_cache_loader_t fail = {.mode = BRAID_CACHE_LOAD_SYNC, .compute = compute_fail};
+  assert_int_equal(braid_cache_memo(c, "x", 1, &fail, &v, on_result, &r), UV_EHOSTUNREACH);
+  assert_null(v);
+  assert_int_equal(braid_cache_memo(c, "x", 1, &fail, &v, on_result, &r), UV_EHOSTUNREACH);
+  assert_int_equal(r.calls, 0);
+  /* A wait: BRAID_PENDING, and the callback runs later, from the loop. */
+  async_src_t src = {.value = "later"};
+  src.timer.loop = &t.uv;
+  braid_cache_loader_t later = {
+      .mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_later, .arg = &src};
+  result_t w[2] = {{0}};
+  assert_int_equal(braid_cache_memo(c, "k", 1, &later, &v, on_result, &w[0]), BRAID_PENDING);
+  assert_null(v);
+  assert_int_equal(braid_cache_memo(c, "k", 1, &later, &v, on_result, &w[1]), BRAID_PENDING);
+  assert_int_equal(w[0].calls + w[1].calls, 0);
+  bt_run_until(&t, &w[1].calls, 5000);
+  assert_int_equal(w[0].calls, 1);
+  assert_int_equal(w[0].status, 0);
+  assert_memory_equal(braid_blob_data(w[1].value), "later", 5);
+  results_release(w, 2);
+  assert_int_equal(r.calls, 0);
+  /* User data (API.md rule 3). */
+  assert_null(braid_cache_get_data(c));
+  braid_cache_set_data(c, &r);
+  assert_ptr_equal(braid_cache_get_data(c), &r);
+  close_cache(&t, c);
+  bt_loop_done(&t);
+}
+
+/* braid_cache_opts_validate() names the field and says why. */
+static void test_opts_validate_names_field(void **state) {
+  (void)state;
+  braid_cache_opts_t o;
+  braid_opts_error_t err;
+  braid_cache_opts_init(&o);
+  assert_int_equal(braid_cache_opts_validate(&o, &err), 0);
+  o.max_bytes = 1 << 20;
+  o.max_value_bytes = 2 << 20;
+  assert_int_equal(braid_cache_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "max_value_bytes");
+  assert_non_null(strstr(err.reason, "max_bytes"));
+  braid_cache_opts_init(&o);
+  o.stripes = 3;
+  assert_int_equal(braid_cache_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "stripes");
+  assert_int_equal(braid_cache_opts_validate(NULL, NULL), BRAID_EINVAL);
 }
 
 static int version;
@@ -888,23 +997,23 @@ static void test_stale_while_revalidate(void **state) {
                              .ttl_ms = 30};
   version = 0;
   result_t r = {0};
-  assert_int_equal(braid_cache_memo(c, "page", 4, &ld, on_result, &r), 0);
+  assert_int_equal(memo_(c, "page", 4, &ld, on_result, &r), 0);
   bt_run(&t, 5000);
   assert_memory_equal(braid_blob_data(r.value), "v1", 2);
   results_release(&r, 1);
   sleep_loop(&t, 50);
   /* Expired but within the stale window: served at once, refreshed in the background. */
   result_t s1 = {0};
-  assert_int_equal(braid_cache_memo(c, "page", 4, &ld, on_result, &s1), 0);
+  assert_int_equal(memo_(c, "page", 4, &ld, on_result, &s1), 0);
   assert_int_equal(s1.calls, 1);
   assert_memory_equal(braid_blob_data(s1.value), "v1", 2);
   result_t s2 = {0};
-  assert_int_equal(braid_cache_memo(c, "page", 4, &ld, on_result, &s2), 0);
+  assert_int_equal(memo_(c, "page", 4, &ld, on_result, &s2), 0);
   assert_int_equal(s2.calls, 1); /* still stale, no second reload */
   bt_run(&t, 5000);
   assert_int_equal(version, 2);
   result_t f = {0};
-  assert_int_equal(braid_cache_memo(c, "page", 4, &ld, on_result, &f), 0);
+  assert_int_equal(memo_(c, "page", 4, &ld, on_result, &f), 0);
   assert_memory_equal(braid_blob_data(f.value), "v2", 2);
   assert_int_equal(stats_of(c).stale_hits, 2);
   results_release(&s1, 1);
@@ -963,9 +1072,9 @@ static void test_close_cancels_waiters(void **state) {
   braid_cache_loader_t lw = {.mode = BRAID_CACHE_LOAD_WORK, .compute = compute_slow};
   result_t r[300] = {{0}};
   for (int i = 0; i < 100; i++) {
-    assert_int_equal(braid_cache_memo(c, "a", 1, &la, on_result, &r[i]), 0);
-    assert_int_equal(braid_cache_memo(c, "b", 1, &lb, on_result, &r[100 + i]), 0);
-    assert_int_equal(braid_cache_memo(c, "w", 1, &lw, on_result, &r[200 + i]), 0);
+    assert_int_equal(memo_(c, "a", 1, &la, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, "b", 1, &lb, on_result, &r[100 + i]), 0);
+    assert_int_equal(memo_(c, "w", 1, &lw, on_result, &r[200 + i]), 0);
   }
   assert_int_equal(braid_cache_close(c, on_closed, NULL), 0);
   for (int i = 0; i < 300; i++) {
@@ -1008,11 +1117,11 @@ static void test_close_from_callback(void **state) {
   braid_cache_loader_t lb = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
                              .arg = &b};
   result_t ra[10] = {{0}}, rb[10] = {{0}};
-  assert_int_equal(braid_cache_memo(c, "a", 1, &la, on_result_then_close, &ra[0]), 0);
+  assert_int_equal(memo_(c, "a", 1, &la, on_result_then_close, &ra[0]), 0);
   for (int i = 1; i < 10; i++)
-    assert_int_equal(braid_cache_memo(c, "a", 1, &la, on_result, &ra[i]), 0);
+    assert_int_equal(memo_(c, "a", 1, &la, on_result, &ra[i]), 0);
   for (int i = 0; i < 10; i++)
-    assert_int_equal(braid_cache_memo(c, "b", 1, &lb, on_result, &rb[i]), 0);
+    assert_int_equal(memo_(c, "b", 1, &lb, on_result, &rb[i]), 0);
   closing_cache = c;
   braid_blob_t *v;
   assert_int_equal(braid_blob_copy(&v, "va", 2), 0);
@@ -1101,7 +1210,7 @@ static void test_flood_falls_back_to_siphash(void **state) {
   braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
                              .arg = &src};
   result_t r = {0};
-  assert_int_equal(braid_cache_memo(c, "k-pending", 9, &ld, on_result, &r), 0);
+  assert_int_equal(memo_(c, "k-pending", 9, &ld, on_result, &r), 0);
   assert_int_equal(src.starts, 1);
   enum { N = 1500 };
   for (int i = 0; i < N; i++) {
@@ -1164,12 +1273,12 @@ static void test_hash_option(void **state) {
   close_cache(&t, c);
   o.hash = (braid_cache_hash_t)2;
   braid_cache_t *bad = NULL;
-  assert_int_equal(braid_cache_new(t.loop, &o, &bad), BRAID_EINVAL);
+  assert_int_equal(braid_cache_new(&bad, t.loop, &o), BRAID_EINVAL);
   assert_null(bad);
   braid_cache_shared_t *sh = NULL;
-  assert_int_equal(braid_cache_shared_new(&o, &sh), BRAID_EINVAL);
+  assert_int_equal(braid_cache_shared_new(&sh, &o), BRAID_EINVAL);
   o.hash = BRAID_CACHE_HASH_SIPHASH;
-  assert_int_equal(braid_cache_shared_new(&o, &sh), 0);
+  assert_int_equal(braid_cache_shared_new(&sh, &o), 0);
   for (int i = 0; i < 3000; i++)
     assert_int_equal(braid_cache_shared_put(sh, &i, sizeof(i), &i, sizeof(i), 0), 0);
   for (int i = 0; i < 3000; i++) {
@@ -1199,19 +1308,19 @@ static void test_max_loads(void **state) {
   for (int i = 0; i < 3; i++) {
     braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
                                .arg = &src[i]};
-    assert_int_equal(braid_cache_memo(c, keys[i], 1, &ld, on_result, &r[i]), 0);
+    assert_int_equal(memo_(c, keys[i], 1, &ld, on_result, &r[i]), 0);
   }
   braid_cache_loader_t ld3 = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
                               .arg = &src[3]};
-  assert_int_equal(braid_cache_memo(c, "d", 1, &ld3, on_result, &r[3]), BRAID_ETOOMANYWAITERS);
+  assert_int_equal(memo_(c, "d", 1, &ld3, on_result, &r[3]), BRAID_ETOOMANYWAITERS);
   assert_int_equal(src[3].starts, 0);
-  assert_int_equal(braid_cache_memo(c, "a", 1, &ld3, on_result, &r[4]), 0); /* joins "a" */
+  assert_int_equal(memo_(c, "a", 1, &ld3, on_result, &r[4]), 0); /* joins "a" */
   braid_blob_t *b;
   assert_int_equal(braid_blob_copy(&b, "A", 1), 0);
   assert_int_equal(braid_cache_load_done(src[0].load, 0, b), 0);
   assert_int_equal(r[0].calls, 1);
   assert_int_equal(r[4].calls, 1);
-  assert_int_equal(braid_cache_memo(c, "d", 1, &ld3, on_result, &r[3]), 0);
+  assert_int_equal(memo_(c, "d", 1, &ld3, on_result, &r[3]), 0);
   assert_int_equal(src[3].starts, 1);
   for (int i = 1; i < 4; i++)
     assert_int_equal(braid_cache_load_done(src[i].load, BRAID_ECANCELED, NULL), 0);
@@ -1248,7 +1357,7 @@ static void test_max_loads_counts_timed_out(void **state) {
       snprintf(key, sizeof(key), "k%d", i);
       braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
                                  .arg = &src[i]};
-      int rc = braid_cache_memo(c, key, strlen(key), &ld, on_result, &r[i]);
+      int rc = memo_(c, key, strlen(key), &ld, on_result, &r[i]);
       if (rc == 0)
         started += src[i].starts;
       else if (rc == BRAID_ETOOMANYWAITERS)
@@ -1267,7 +1376,7 @@ static void test_max_loads_counts_timed_out(void **state) {
   }
   braid_cache_loader_t ld = {.mode = BRAID_CACHE_LOAD_ASYNC, .start = async_start_hold,
                              .arg = &src[N]};
-  assert_int_equal(braid_cache_memo(c, "again", 5, &ld, on_result, &r[N]), 0);
+  assert_int_equal(memo_(c, "again", 5, &ld, on_result, &r[N]), 0);
   assert_int_equal(src[N].starts, 1);
   /* One still held when the cache closes: its waiter hears ECANCELED, and the loader's late
    * completion finds no cache. */
@@ -1306,12 +1415,12 @@ static void test_load_done_from_waiter_callback(void **state) {
                              .arg = &release_src};
   memset(&release_src, 0, sizeof(release_src));
   release_calls = 0;
-  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, release_on_result, NULL), 0);
-  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, release_on_result, NULL), 0);
+  assert_int_equal(memo_(c, "k", 1, &ld, release_on_result, NULL), 0);
+  assert_int_equal(memo_(c, "k", 1, &ld, release_on_result, NULL), 0);
   bt_run_for(&t, 40);
   assert_int_equal(release_calls, 2);
   /* The load's place is free again: a new one starts. */
-  assert_int_equal(braid_cache_memo(c, "k", 1, &ld, release_on_result, NULL), 0);
+  assert_int_equal(memo_(c, "k", 1, &ld, release_on_result, NULL), 0);
   assert_int_equal(release_src.starts, 2);
   close_cache(&t, c); /* its waiter hears ECANCELED and releases the load from the callback */
   assert_int_equal(release_calls, 3);
@@ -1337,6 +1446,8 @@ int main(void) {
       cmocka_unit_test(test_loader_failure_releases_all),
       cmocka_unit_test(test_loader_timeout),
       cmocka_unit_test(test_negative_caching),
+      cmocka_unit_test(test_memo_returns_known_results),
+      cmocka_unit_test(test_opts_validate_names_field),
       cmocka_unit_test(test_stale_while_revalidate),
       cmocka_unit_test(test_blob_outlives_eviction),
       cmocka_unit_test(test_close_cancels_waiters),

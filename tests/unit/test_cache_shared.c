@@ -84,7 +84,7 @@ static void test_shared_threads(void **state) {
   for (int policy = 0; policy < 2; policy++) {
     o.policy = policy ? BRAID_CACHE_SIEVE : BRAID_CACHE_LRU;
     braid_cache_shared_t *c;
-    assert_int_equal(braid_cache_shared_new(&o, &c), 0);
+    assert_int_equal(braid_cache_shared_new(&c, &o), 0);
     uv_thread_t th[THREADS];
     worker_t w[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -113,11 +113,11 @@ static void test_shared_basics(void **state) {
   braid_cache_opts_init(&o);
   braid_cache_shared_t *c;
   o.stripes = 6;
-  assert_int_equal(braid_cache_shared_new(&o, &c), BRAID_EINVAL);
+  assert_int_equal(braid_cache_shared_new(&c, &o), BRAID_EINVAL);
   o.stripes = 16;
   o.max_entries = 8; /* fewer than one per stripe */
-  assert_int_equal(braid_cache_shared_new(&o, &c), BRAID_EINVAL);
-  assert_int_equal(braid_cache_shared_new(NULL, &c), 0);
+  assert_int_equal(braid_cache_shared_new(&c, &o), BRAID_EINVAL);
+  assert_int_equal(braid_cache_shared_new(&c, NULL), 0);
   char buf[8];
   size_t len;
   assert_int_equal(braid_cache_shared_put(c, "k", 1, "v", 1, 30), 0);
@@ -133,10 +133,51 @@ static void test_shared_basics(void **state) {
   braid_cache_shared_free(NULL);
 }
 
+/* Each stripe is a cache of its own, and its table alone costs 2,064 bytes, so a byte
+ * budget split too thin (1 MiB over 1,024 stripes: 1,024 bytes each) used to be accepted and
+ * then report more bytes than max_bytes while refusing every put with ETOOBIG. Such options
+ * are refused; the smallest accepted split (4,096 bytes a stripe) stores into every stripe
+ * and stays within its bound. */
+static void test_shared_stripe_budget(void **state) {
+  (void)state;
+  braid_cache_opts_t o;
+  braid_cache_opts_init(&o);
+  braid_cache_shared_t *c = NULL;
+  o.stripes = 1024;
+  o.max_bytes = UINT64_C(1) << 20;
+  assert_int_equal(braid_cache_shared_new(&c, &o), BRAID_EINVAL);
+  assert_null(c);
+  o.max_bytes = UINT64_C(4096) * 1024 - 1;
+  assert_int_equal(braid_cache_shared_new(&c, &o), BRAID_EINVAL);
+  assert_null(c);
+  o.max_bytes = UINT64_C(4096) * 1024;
+  assert_int_equal(braid_cache_shared_new(&c, &o), 0);
+  braid_cache_stats_t s;
+  assert_int_equal(braid_cache_shared_stats(c, &s), 0);
+  assert_true(s.bytes <= o.max_bytes);
+  /* 20,000 keys reach every stripe; each put fits, evicting within its stripe as needed. */
+  for (unsigned i = 0; i < 20000; i++) {
+    char key[16];
+    size_t kl = (size_t)snprintf(key, sizeof(key), "k%u", i);
+    assert_int_equal(braid_cache_shared_put(c, key, kl, "value", 5, 0), 0);
+  }
+  assert_int_equal(braid_cache_shared_stats(c, &s), 0);
+  assert_true(s.entries > 0);
+  assert_true(s.bytes <= o.max_bytes);
+  braid_cache_shared_free(c);
+  /* The per-loop cache has no stripes: its own minimum (4,096 bytes) is unchanged. */
+  o.stripes = 1;
+  o.max_bytes = 4096;
+  assert_int_equal(braid_cache_shared_new(&c, &o), 0);
+  assert_int_equal(braid_cache_shared_put(c, "k", 1, "v", 1, 0), 0);
+  braid_cache_shared_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shared_basics),
       cmocka_unit_test(test_shared_threads),
+      cmocka_unit_test(test_shared_stripe_budget),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,23 @@ static void test_codes_distinct(void **state) {
       assert_int_not_equal(codes[i], codes[j]);
 }
 
+/* Positive results have names and messages too, and values of their own (0.1.0 gave
+ * BRAID_GZIP_DONE the value 1 and "UNKNOWN" as its name). */
+static void test_results_named(void **state) {
+  (void)state;
+#define CHECK_(name, value, msg)                                                                   \
+  assert_string_equal(braid_err_name(value), "BRAID_" #name);                                      \
+  assert_string_equal(braid_strerror(value), msg);                                                 \
+  assert_true((value) > 0);
+  BRAID_RESULT_MAP(CHECK_)
+#undef CHECK_
+  assert_string_equal(braid_err_name(BRAID_GZIP_DONE), "BRAID_GZIP_DONE");
+  assert_string_equal(braid_err_name(BRAID_GZIP_SKIPPED), "BRAID_GZIP_SKIPPED");
+  assert_string_equal(braid_err_name(BRAID_PENDING), "BRAID_PENDING");
+  assert_int_not_equal(BRAID_GZIP_DONE, BRAID_GZIP_SKIPPED);
+  assert_int_not_equal(BRAID_PENDING, BRAID_GZIP_DONE);
+}
+
 static void test_uv_passthrough(void **state) {
   (void)state;
   assert_string_equal(braid_err_name(UV_ECONNRESET), "ECONNRESET");
@@ -40,8 +57,8 @@ static void test_uv_passthrough(void **state) {
 
 static void test_version(void **state) {
   (void)state;
-  assert_string_equal(braid_version_string(), "0.1.0");
-  assert_int_equal(braid_version(), 0x000100);
+  assert_string_equal(braid_version_string(), "0.2.0");
+  assert_int_equal(braid_version(), 0x000200);
 }
 
 static int allocs;
@@ -71,11 +88,9 @@ static void test_allocator_hook(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_braid_codes_named),
-      cmocka_unit_test(test_codes_distinct),
-      cmocka_unit_test(test_uv_passthrough),
-      cmocka_unit_test(test_version),
-      cmocka_unit_test(test_allocator_hook),
+      cmocka_unit_test(test_braid_codes_named), cmocka_unit_test(test_codes_distinct),
+      cmocka_unit_test(test_results_named),     cmocka_unit_test(test_uv_passthrough),
+      cmocka_unit_test(test_version),           cmocka_unit_test(test_allocator_hook),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -174,6 +174,20 @@ static void test_opts(void **state) {
   o.level = 10;
   assert_int_equal(braid_gzip_new(&gz, &o), BRAID_EINVAL);
   assert_ptr_equal(gz, (braid_gzip_t *)&o); /* untouched */
+  /* The validator says which field and why (API.md rule 2). */
+  braid_opts_error_t err;
+  assert_int_equal(braid_gzip_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "level");
+  assert_non_null(strstr(err.reason, "10"));
+  assert_int_equal(braid_gzip_opts_validate(&o, NULL), BRAID_EINVAL);
+  o.level = 6;
+  assert_int_equal(braid_gzip_opts_validate(&o, &err), 0);
+  assert_string_equal(err.field, "");
+  o.format = (braid_gzip_format_t)3;
+  assert_int_equal(braid_gzip_opts_validate(&o, &err), BRAID_EINVAL);
+  assert_string_equal(err.field, "format");
+  o.format = BRAID_GZIP_FORMAT_GZIP;
+  o.level = 10;
   o.level = -1;
   assert_int_equal(braid_gzip_new(&gz, &o), BRAID_EINVAL);
   o.level = 1;

@@ -130,7 +130,7 @@ static void test_work(void **state) {
   bt_loop_init(&t);
   work_state_t w = {0};
   w.loop_thread = uv_thread_self();
-  assert_int_equal(braid_work(t.loop, do_work, work_done, &w, NULL), 0);
+  assert_int_equal(braid_work(NULL, t.loop, do_work, work_done, &w), 0);
   /* Pending work keeps the braid loop busy. */
   assert_int_equal(braid_loop_close(t.loop), BRAID_EBUSY);
   bt_run(&t, 10000);
@@ -138,7 +138,11 @@ static void test_work(void **state) {
   assert_int_equal(w.status, 0);
   assert_int_equal(w.work_ran, 1);
   assert_true(w.done_on_loop_thread);
-  assert_int_equal(braid_work(t.loop, NULL, work_done, &w, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_work(NULL, t.loop, NULL, work_done, &w), BRAID_EINVAL);
+  /* User data (API.md rule 3). */
+  assert_null(braid_loop_get_data(t.loop));
+  braid_loop_set_data(t.loop, &w);
+  assert_ptr_equal(braid_loop_get_data(t.loop), &w);
   bt_loop_done(&t);
 }
 
@@ -161,11 +165,11 @@ static void test_work_cancel(void **state) {
   uv_sem_t sem;
   uv_sem_init(&sem, 0);
   for (int i = 0; i < BLOCKERS; i++)
-    assert_int_equal(braid_work(t.loop, block_work, block_done, &sem, NULL), 0);
+    assert_int_equal(braid_work(NULL, t.loop, block_work, block_done, &sem), 0);
   work_state_t w = {0};
   w.loop_thread = uv_thread_self();
   braid_work_t *id;
-  assert_int_equal(braid_work(t.loop, do_work, work_done, &w, &id), 0);
+  assert_int_equal(braid_work(&id, t.loop, do_work, work_done, &w), 0);
   assert_int_equal(braid_work_cancel(id), 0);
   for (int i = 0; i < BLOCKERS; i++)
     uv_sem_post(&sem);

@@ -32,8 +32,8 @@ static void test_defaults(void **state) {
   assert_int_equal(o.notsent_lowat_bytes, 0);
   assert_int_equal(o.backlog, 511);
   assert_int_equal(o.ipv6_only, BRAID_OPT_DEFAULT);
-  assert_int_equal(braid_sockopts_validate(&o), 0);
-  assert_int_equal(braid_sockopts_validate(NULL), BRAID_EINVAL);
+  assert_int_equal(braid_sockopts_validate(&o, NULL), 0);
+  assert_int_equal(braid_sockopts_validate(NULL, NULL), BRAID_EINVAL);
 }
 
 /* One field, the values it must accept and the ones it must refuse. */
@@ -75,15 +75,19 @@ static void test_bounds(void **state) {
       braid_sockopts_t o;
       braid_sockopts_init(&o);
       memcpy((char *)&o + b->offset, &b->good[k], sizeof(int));
-      if (braid_sockopts_validate(&o) != 0)
+      if (braid_sockopts_validate(&o, NULL) != 0)
         fail_msg("%s = %d refused", b->name, b->good[k]);
     }
     for (int k = 0; k < b->nbad; k++) {
       braid_sockopts_t o;
       braid_sockopts_init(&o);
       memcpy((char *)&o + b->offset, &b->bad[k], sizeof(int));
-      if (braid_sockopts_validate(&o) != BRAID_EINVAL)
+      braid_opts_error_t err;
+      if (braid_sockopts_validate(&o, &err) != BRAID_EINVAL)
         fail_msg("%s = %d accepted", b->name, b->bad[k]);
+      /* ... and says which field (API.md rule 2). */
+      if (strcmp(err.field, b->name) != 0)
+        fail_msg("%s = %d reported as field \"%s\"", b->name, b->bad[k], err.field);
       /* apply refuses it too, before touching the socket */
       int fd = socket(AF_INET, SOCK_STREAM, 0);
       assert_true(fd >= 0);
