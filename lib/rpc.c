@@ -1600,7 +1600,7 @@ static void pause_reading(braid_rpc_t *rpc);
  * stop taking requests part way (server_full) keeps the rest in the backlog, from the frame
  * boundary where it stopped, and stops reading: what a client pipelines in one read is
  * bounded by the watermark like what it sends in many. */
-static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
+static unsigned feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
   size_t partial = braid_framebuf_pending(&rpc->fb); /* bytes of a frame begun earlier */
   int rc = braid_framebuf_push(&rpc->fb, data, len);
   braid_framebuf_msg_t m;
@@ -1624,7 +1624,7 @@ static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
       uint8_t *rest = braid__malloc(len - used);
       if (!rest) {
         protocol_error(rpc, BRAID_ENOMEM, BRAID_WIRE_INTERNAL, "out of memory");
-        return;
+        return frames;
       }
       memcpy(rest, data + used, len - used);
       rpc->backlog = rest;
@@ -1634,14 +1634,14 @@ static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
       braid_framebuf_reset(&rpc->fb);
       rpc->partial_since = 0; /* the frames wait for this server, not for the client */
       pause_reading(rpc);
-      return;
+      return frames;
     }
   }
   if (rc < 0 && !rpc->closing) {
     braid_frame_reject_t rej; /* the spec's code for what was refused: VERSION, TOO_BIG... */
     braid_framebuf_reject(&rpc->fb, &rej);
     protocol_error(rpc, rc, rej.code, rej.message);
-    return;
+    return frames;
   }
   if (server_full(rpc))
     pause_reading(rpc);
@@ -1660,6 +1660,7 @@ static void feed(braid_rpc_t *rpc, const uint8_t *data, size_t len) {
   /* An idle channel keeps no partial-message buffer. */
   if (rpc->server ? rpc->outstanding == 0 : rpc->live == 0)
     braid_framebuf_trim(&rpc->fb);
+  return frames;
 }
 
 /* The channel may take requests again and frames wait in the backlog: take them, then
@@ -1712,7 +1713,11 @@ static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t 
     rpc->fail_status = status;
     return; /* the connection closes; on_conn_close fails what is pending */
   }
-  feed(rpc, (const uint8_t *)data, len);
+  unsigned frames = feed(rpc, data, len);
+  /* The connection's message clock (conn.message_timeout_ms, on for servers): a frame partly
+   * here must complete in bounded time, and each completed frame restarts it. */
+  if (rpc->conn)
+    braid__conn_message_pending(rpc->conn, braid_framebuf_pending(&rpc->fb) > 0, frames);
 }
 
 static void on_watermark(braid_conn_t *conn, int above, void *arg) {

@@ -280,12 +280,14 @@ def case_default_timeouts():
 
 
 def case_slowloris():
-    """Connections that trickle a byte every 1.5 s, that never send, and that stop half-way
-    through a frame, against a server with a 1 s read timeout: every one is closed by the
-    server, and a normal client's request latency (p99) stays bounded meanwhile."""
+    """Connections that trickle a frame a byte every 0.5 s (each byte restarts a read or idle
+    timeout, so only a whole-message deadline stops them), that never send, and that stop
+    half-way through a frame, against a server with a 1.5 s message timeout and a 2 s idle
+    timeout: every one is closed by the server, and a normal client's request latency (p99)
+    stays bounded meanwhile."""
     n_trickle, n_silent, n_half = (1000, 100, 1000) if ARGS.heavy else (200, 100, 200)
-    read_timeout_ms = 1000
-    trickle_every = 1.5
+    message_timeout_ms, idle_timeout_ms = 1500, 2000
+    trickle_every = 0.5
     p99_bound_ms = 100 * slack()
 
     def body(srv):
@@ -358,14 +360,15 @@ def case_slowloris():
                  for k in ("trickle", "silent", "half")}
         p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
         figure(f"slowloris: {n_trickle} trickling (1 B / {trickle_every} s), {n_silent} silent, "
-               f"{n_half} half-sent frames, read timeout {read_timeout_ms} ms: all closed; "
+               f"{n_half} half-sent frames, message timeout {message_timeout_ms} ms, idle "
+               f"timeout {idle_timeout_ms} ms: all closed; "
                f"last closed at trickle {worst['trickle']:.2f} s, silent {worst['silent']:.2f} s, "
                f"half {worst['half']:.2f} s after each opened (opening took {opened - start:.2f} s)")
         figure(f"slowloris: normal client {len(lat)} requests, p50 {p50:.2f} ms, "
                f"p99 {p99:.2f} ms, max {max(lat) * 1000:.2f} ms (bound p99 {p99_bound_ms:.0f} ms)")
         assert p99 <= p99_bound_ms, f"normal client p99 {p99:.1f} ms over {p99_bound_ms} ms"
-    with_server(ARGS.fault_server, body, "--read-timeout-ms", str(read_timeout_ms),
-                "--idle-timeout-ms", "2000", "--write-timeout-ms", "2000")
+    with_server(ARGS.fault_server, body, "--message-timeout-ms", str(message_timeout_ms),
+                "--idle-timeout-ms", str(idle_timeout_ms), "--write-timeout-ms", "2000")
 
 
 def case_declared_frames():

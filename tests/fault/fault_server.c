@@ -1,7 +1,7 @@
 /* fault_server: a braid-protocol rpc server on braid's public API, for the fault suite.
  *
  *   fault_server [--host ADDR] [--port N] [--idle-timeout-ms N] [--read-timeout-ms N]
- *                [--write-timeout-ms N] [--max-connections N]
+ *                [--write-timeout-ms N] [--message-timeout-ms N] [--max-connections N]
  *   fault_server --check-defaults
  *
  * Every REQUEST is answered with its own payload (an echo). The timeouts start from
@@ -11,8 +11,9 @@
  * reset must not kill it whatever the disposition.
  *
  * --check-defaults prints the timeouts a server gets when the caller sets none and exits 1
- * unless they are on (a connection that sends nothing, or never reads, is closed in bounded
- * time): DESIGN.md's "servers start with timeouts on; callers loosen them explicitly". */
+ * unless they are on (a connection that sends nothing, trickles a message a byte at a time,
+ * or never reads, is closed in bounded time): DESIGN.md's "servers start with timeouts on;
+ * callers loosen them explicitly". */
 #include <braid.h>
 
 #include <signal.h>
@@ -37,9 +38,9 @@ static void on_connection(braid_server_t *server, braid_conn_t *conn, void *arg)
   (void)arg;
   braid_rpc_opts_t o;
   braid_rpc_opts_init(&o);
-  o.on_request = on_request;
+  braid_rpc_callbacks_t cbs = {.on_request = on_request};
   braid_rpc_t *rpc;
-  if (braid_rpc_server(&rpc, conn, &o) != 0)
+  if (braid_rpc_server(&rpc, conn, &o, &cbs, NULL) != 0)
     braid_conn_close(conn);
 }
 
@@ -62,12 +63,15 @@ static void on_signal(uv_signal_t *handle, int signum) {
 static int check_defaults(void) {
   braid_server_opts_t o;
   braid_server_opts_init(&o);
-  printf("default idle_timeout_ms %llu read_timeout_ms %llu write_timeout_ms %llu\n",
+  printf("default idle_timeout_ms %llu read_timeout_ms %llu write_timeout_ms %llu "
+         "message_timeout_ms %llu\n",
          (unsigned long long)o.conn.idle_timeout_ms, (unsigned long long)o.conn.read_timeout_ms,
-         (unsigned long long)o.conn.write_timeout_ms);
+         (unsigned long long)o.conn.write_timeout_ms,
+         (unsigned long long)o.conn.message_timeout_ms);
   int silent_bounded = o.conn.idle_timeout_ms || o.conn.read_timeout_ms;
   int nonreader_bounded = o.conn.write_timeout_ms != 0;
-  return silent_bounded && nonreader_bounded ? 0 : 1;
+  int trickler_bounded = o.conn.message_timeout_ms != 0; /* a byte at a time resets the others */
+  return silent_bounded && nonreader_bounded && trickler_bounded ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -94,6 +98,8 @@ int main(int argc, char **argv) {
       so.conn.read_timeout_ms = n;
     else if (strcmp(name, "--write-timeout-ms") == 0)
       so.conn.write_timeout_ms = n;
+    else if (strcmp(name, "--message-timeout-ms") == 0)
+      so.conn.message_timeout_ms = n;
     else if (strcmp(name, "--max-connections") == 0)
       so.max_connections = (unsigned)n;
     else {

@@ -188,14 +188,15 @@ static void wait_ms(unsigned ms) {
 
 /* ---- the client's callbacks ------------------------------------------------------------- */
 
-static void on_response(braid_rpc_t *rpc, const braid_rpc_result_t *res, void *arg) {
+static void on_response(braid_rpc_t *rpc, int status, const braid_rpc_result_t *res,
+                        void *arg) {
   (void)rpc;
   uintptr_t i = (uintptr_t)arg;
   CHECK(!R.in_call);
   CHECK(i < R.ncalls && !R.done[i]); /* exactly once */
   R.done[i] = 1;
   R.completed++;
-  CHECK(res->status <= 0);
+  CHECK(status <= 0);
   CHECK(res->len == 0 || res->data);
 }
 
@@ -402,7 +403,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   o.max_payload_bytes = maxp[(c0 >> 4) & 3];
   o.timeout_ms = (c0 & 0x40) ? 2 : 0;
   o.gzip_min_bytes = (c1 & 1) ? 32 : 0;
-  o.on_close = on_close;
 
   int c = -1;
   for (int attempt = 0; attempt < 200 && c < 0; attempt++) {
@@ -424,7 +424,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(braid__conn_create(g_loop, &co, &R.conn) == 0);
   CHECK(uv_tcp_open(braid_conn_uv(R.conn), c) == 0);
   CHECK(braid__conn_established(R.conn, NULL) == 0);
-  CHECK(braid_rpc_client(&R.rpc, R.conn, &o) == 0);
+  braid_rpc_callbacks_t cbs = {.on_close = on_close};
+  CHECK(braid_rpc_client(&R.rpc, R.conn, &o, &cbs, NULL) == 0);
 
   run_script(&in);
 

@@ -724,16 +724,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const size_t gzmin[] = {0, 0, 1, 64, 1024, 64 << 10};
   o.gzip_min_bytes = gzmin[(c1 >> 3) % 6];
   o.gzip_level = 1 + (c2 & 7) % 9;
-  o.on_request = on_request;
-  o.on_batch = (c0 & 0x40) ? on_batch : NULL;
-  o.on_close = on_close;
+  braid_rpc_callbacks_t cbs = {.on_request = on_request,
+                               .on_batch = (c0 & 0x40) ? on_batch : NULL,
+                               .on_close = on_close};
 
   int sfd;
   connect_pair(&R.fd, &sfd);
   CHECK(braid__conn_create(g_loop, &co, &R.conn) == 0);
   CHECK(uv_tcp_open(braid_conn_uv(R.conn), sfd) == 0);
   CHECK(braid__conn_established(R.conn, NULL) == 0);
-  CHECK(braid_rpc_server(&R.rpc, R.conn, &o) == 0);
+  CHECK(braid_rpc_server(&R.rpc, R.conn, &o, &cbs, NULL) == 0);
 
   run_script(&in);
   atomic_store(&g_fail_at, 0); /* the close runs with memory */
