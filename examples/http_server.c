@@ -115,7 +115,7 @@ static void on_fib(braid_http_req_t *req, void *arg) {
     job->req = req;
     job->n = (unsigned)n;
   }
-  if (!job || braid_work(braid_http_req_loop(req), fib_work, fib_done, job, NULL) != 0) {
+  if (!job || braid_work(NULL, braid_http_req_loop(req), fib_work, fib_done, job) != 0) {
     free(job);
     braid_http_respond(req, 503, NULL, 0, "busy\n", 5);
   }
@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
   braid_cache_opts_t copts;
   braid_cache_opts_init(&copts);
   copts.max_entries = 1024;
-  if (braid_cache_shared_new(&copts, &app.fib_cache) != 0)
+  if (braid_cache_shared_new(&app.fib_cache, &copts) != 0)
     return 1;
 
   /* HTTP options: the defaults are safe (shown here so you know what they are). */

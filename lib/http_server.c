@@ -266,7 +266,7 @@ void braid_http_server_opts_init(braid_http_server_opts_t *o) {
   o->server_name = "braid";
 }
 
-int braid_http_server_opts_validate(const braid_http_server_opts_t *o, const char **why) {
+int braid_http_server_opts_validate(const braid_http_server_opts_t *o, braid_opts_error_t *err) {
   const char *w = NULL;
   if (!o)
     w = "opts: must not be NULL";
@@ -298,9 +298,19 @@ int braid_http_server_opts_validate(const braid_http_server_opts_t *o, const cha
     w = "held_high_bytes: must be 4096..2^30";
   else if (o->server_name && (strpbrk(o->server_name, "\r\n") || strlen(o->server_name) > 256))
     w = "server_name: must be at most 256 bytes without CR or LF";
-  if (why)
-    *why = w;
-  return w ? BRAID_EINVAL : 0;
+  if (!w) {
+    braid__opts_ok(err);
+    return 0;
+  }
+  /* w is "field: reason" */
+  const char *colon = strchr(w, ':');
+  char field[64];
+  size_t fl = (size_t)(colon - w);
+  if (fl >= sizeof(field))
+    fl = sizeof(field) - 1;
+  memcpy(field, w, fl);
+  field[fl] = '\0';
+  return braid__opts_fail(err, field, "%s", colon + 2);
 }
 
 /* ---- server --------------------------------------------------------------------------- */
@@ -314,8 +324,11 @@ int braid_http_server_new(braid_http_server_t **out, braid_loop_t *loop,
     braid_http_server_opts_init(&def);
     o = &def;
   }
-  if (braid_http_server_opts_validate(o, NULL))
+  braid_opts_error_t err;
+  if (braid_http_server_opts_validate(o, &err)) {
+    braid__opts_log(loop, "braid_http_server_new", &err);
     return BRAID_EINVAL;
+  }
   if (loop->closing)
     return BRAID_ECLOSED;
   braid_http_server_t *s = braid__calloc(1, sizeof(*s));
@@ -711,8 +724,9 @@ static void on_marker_written(braid_conn_t *conn, int status, void *arg) {
 /* Whether req's producer should pause. The head's producer pauses at the connection's high
  * watermark (told by the watermark callback, which wakes it at the low one), or when the
  * connection's queue holds held_high_bytes (then an empty write queued behind the bytes
- * wakes it when they are all sent): the second keeps memory bounded whether or not the
- * watermark callback fires inside braid_conn_write. */
+ * wakes it when they are all sent). The watermark callback runs later, from the loop, and
+ * not at all for a crossing that the flush drains, so a crossing seen through
+ * braid_conn_is_writable() before the callback is also woken by the marker. */
 static bool req_over_watermark(braid_http_req_t *r) {
   hconn_t *hc = r->hc;
   if (!hc)
@@ -723,7 +737,7 @@ static bool req_over_watermark(braid_http_req_t *r) {
     return true;
   braid_conn_stats_t st;
   braid_conn_stats(hc->conn, &st);
-  if (st.queued_bytes < hc->ctx->srv->opts.held_high_bytes)
+  if (braid_conn_is_writable(hc->conn) && st.queued_bytes < hc->ctx->srv->opts.held_high_bytes)
     return false;
   if (!hc->marker_pending) {
     if (braid_conn_write(hc->conn, "", 0, on_marker_written, hc) != 0)
@@ -2096,23 +2110,26 @@ static void hc_eof(hconn_t *hc) {
     timer_leave(hc);
 }
 
-static void on_read(braid_conn_t *conn, int status, const char *data, size_t len, void *arg) {
-  hconn_t *hc = arg;
+static void on_eof(braid_conn_t *conn, void *data) {
+  hconn_t *hc = data;
   (void)conn;
-  if (status == BRAID_EOF) {
-    hc->peer_eof = true;
-    /* Requests kept in the stash are still answered: the end is handled after them. */
-    if (!hc->paused)
-      hc_eof(hc);
-    return;
-  }
-  if (status < 0)
-    return; /* the close callback follows */
-  hc_parse(hc, data, len, false);
+  hc->peer_eof = true;
+  /* Requests kept in the stash are still answered: the end is handled after them. */
+  if (!hc->paused)
+    hc_eof(hc);
 }
 
-static void on_watermark(braid_conn_t *conn, int above, void *arg) {
-  hconn_t *hc = arg;
+static void on_read(braid_conn_t *conn, int status, const uint8_t *bytes, size_t len,
+                    void *data) {
+  hconn_t *hc = data;
+  (void)conn;
+  if (status < 0)
+    return; /* the close callback follows */
+  hc_parse(hc, (const char *)bytes, len, false);
+}
+
+static void on_watermark(braid_conn_t *conn, int above, void *data) {
+  hconn_t *hc = data;
   (void)conn;
   hc->above_wm = above != 0;
   if (!above)
@@ -2122,8 +2139,8 @@ static void on_watermark(braid_conn_t *conn, int above, void *arg) {
 static void server_finish(braid_http_server_t *s);
 static void close_check(uv_timer_t *t);
 
-static void on_close(braid_conn_t *conn, int status, void *arg) {
-  hconn_t *hc = arg;
+static void on_close(braid_conn_t *conn, int status, void *data) {
+  hconn_t *hc = data;
   (void)conn;
   (void)status;
   hc->closing = true;
@@ -2170,8 +2187,8 @@ static void on_close(braid_conn_t *conn, int status, void *arg) {
     uv_timer_start(s->close_timer, close_check, 0, 0);
 }
 
-static void on_drain(braid_conn_t *conn, void *arg) {
-  hconn_t *hc = arg;
+static void on_drain(braid_conn_t *conn, void *data) {
+  hconn_t *hc = data;
   (void)conn;
   hc->draining = true;
   braid_http_req_t *cur = hc->cur;
@@ -2216,9 +2233,15 @@ int braid_http_server_serve(braid_http_server_t *s, braid_conn_t *conn) {
   hc->task.fn = hc_task_run;
   braid__list_init(&hc->queue);
   braid__list_push_back(&c->conns, &hc->cnode);
-  braid_conn_callbacks_t cbs = {on_read, on_close, on_watermark, hc};
+  braid_conn_callbacks_t cbs = {
+      .on_read = on_read,
+      .on_eof = on_eof,
+      .on_close = on_close,
+      .on_watermark = on_watermark,
+      .on_drain = on_drain,
+  };
+  braid_conn_set_data(conn, hc);
   braid_conn_set_callbacks(conn, &cbs);
-  braid__conn_set_drain_hook(conn, on_drain, hc);
   int rc = braid_conn_read_start(conn);
   if (rc) {
     hc_close(hc);
@@ -2228,9 +2251,10 @@ int braid_http_server_serve(braid_http_server_t *s, braid_conn_t *conn) {
   return 0;
 }
 
-void braid_http_server_on_connection(braid_server_t *tcp_server, braid_conn_t *conn, void *arg) {
+void braid_http_server_on_connection(braid_server_t *tcp_server, braid_conn_t *conn,
+                                     void *data) {
   (void)tcp_server;
-  braid_http_server_serve(arg, conn);
+  braid_http_server_serve(data, conn);
 }
 
 /* ---- closing ------------------------------------------------------------------------------ */
@@ -2240,6 +2264,10 @@ void **braid__http_static_list(braid_http_server_t *s);
 void braid__http_static_free(void *list);
 void **braid__http_static_list(braid_http_server_t *s) {
   return &s->statics;
+}
+braid_loop_t *braid__http_server_loop(braid_http_server_t *s);
+braid_loop_t *braid__http_server_loop(braid_http_server_t *s) {
+  return s->loop;
 }
 
 static void server_free(braid_http_server_t *s) {
@@ -2469,8 +2497,6 @@ typedef struct memo_s {
   braid_http_req_t *req;
   const char *content_type; /* static or the caller's: see http.h */
   uint64_t ttl_ms;
-  uint64_t loads_before; /* the cache's load count when memo was called */
-  bool in_call;          /* braid_cache_memo() has not returned yet */
   size_t key_len;
   char key[]; /* key, then room for the variant's suffix */
 } memo_t;
@@ -2526,16 +2552,9 @@ static void memo_done(braid_cache_t *cache, int status, braid_blob_t *value, voi
   if (status != 0) {
     braid_http_respond(m->req, status == BRAID_ETOOMANYWAITERS ? 503 : 500, NULL, 0, NULL, 0);
   } else {
-    /* A hit: answered inside the call without starting a load (a synchronous load also
-     * answers inside, but counts as a load). */
-    braid_cache_stats_t st;
-    bool hit = m->in_call && braid_cache_stats(cache, &st) == 0 && st.loads == m->loads_before;
-    memo_answer(m, cache, value, hit);
+    memo_answer(m, cache, value, false); /* waited for a load: not a hit */
   }
-  if (m->in_call)
-    m->in_call = false, m->req = NULL; /* memo_t freed by the caller */
-  else
-    braid__free(m);
+  braid__free(m);
 }
 
 int braid_http_respond_memo(braid_http_req_t *r, braid_cache_t *cache, const void *key,
@@ -2553,18 +2572,20 @@ int braid_http_respond_memo(braid_http_req_t *r, braid_cache_t *cache, const voi
   m->key_len = key_len;
   if (key_len)
     memcpy(m->key, key, key_len);
-  m->in_call = true;
   braid_cache_stats_t st;
-  m->loads_before = braid_cache_stats(cache, &st) == 0 ? st.loads : 0;
-  int rc = braid_cache_memo(cache, key, key_len, loader, memo_done, m);
-  bool answered = !m->in_call; /* the callback ran inside: a hit (or a synchronous load) */
-  if (rc != 0) {
+  uint64_t loads_before = braid_cache_stats(cache, &st) == 0 ? st.loads : 0;
+  braid_blob_t *value = NULL;
+  int rc = braid_cache_memo(cache, key, key_len, loader, &value, memo_done, m);
+  if (rc == BRAID_PENDING)
+    return 0; /* memo_done answers and frees m */
+  if (rc < 0) {
     braid__free(m);
     return rc;
   }
-  if (answered)
-    braid__free(m);
-  else
-    m->in_call = false;
+  /* Known now: a hit, or a synchronous load (which counts as a load, not a hit). */
+  bool hit = braid_cache_stats(cache, &st) == 0 && st.loads == loads_before;
+  memo_answer(m, cache, value, hit);
+  braid_blob_unref(value);
+  braid__free(m);
   return 0;
 }

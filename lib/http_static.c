@@ -61,17 +61,16 @@ void braid_http_static_opts_init(braid_http_static_opts_t *o) {
   o->index = "index.html";
 }
 
-int braid_http_static_opts_validate(const braid_http_static_opts_t *o, const char **why) {
-  const char *w = NULL;
+int braid_http_static_opts_validate(const braid_http_static_opts_t *o, braid_opts_error_t *err) {
   if (!o)
-    w = "opts: must not be NULL";
-  else if (o->max_age_s > (UINT64_C(1) << 31))
-    w = "max_age_s: must be at most 2^31";
-  else if (o->index && (!o->index[0] || strchr(o->index, '/') || strlen(o->index) > 255))
-    w = "index: must be a file name (no '/', 1..255 bytes) or NULL";
-  if (why)
-    *why = w;
-  return w ? BRAID_EINVAL : 0;
+    return braid__opts_fail(err, "", "opts must not be NULL");
+  if (o->max_age_s > (UINT64_C(1) << 31))
+    return braid__opts_fail(err, "max_age_s", "%llu exceeds 2^31",
+                            (unsigned long long)o->max_age_s);
+  if (o->index && (!o->index[0] || strchr(o->index, '/') || strlen(o->index) > 255))
+    return braid__opts_fail(err, "index", "must be a file name (no '/', 1..255 bytes) or NULL");
+  braid__opts_ok(err);
+  return 0;
 }
 
 /* ---- the path ------------------------------------------------------------------------- */
@@ -482,7 +481,7 @@ static void static_handler(braid_http_req_t *req, void *arg) {
     braid__free(f);
     return;
   }
-  if (braid_work(braid_http_req_loop(req), open_work, open_done, f, NULL) != 0) {
+  if (braid_work(NULL, braid_http_req_loop(req), open_work, open_done, f) != 0) {
     answer_status(req, 503);
     braid__free(f);
   }
@@ -505,6 +504,7 @@ void braid__http_static_free(void *list) {
 }
 
 void **braid__http_static_list(braid_http_server_t *s);
+braid_loop_t *braid__http_server_loop(braid_http_server_t *s);
 
 int braid_http_server_static(braid_http_server_t *server, const char *prefix, const char *root,
                              const braid_http_static_opts_t *o) {
@@ -515,8 +515,11 @@ int braid_http_server_static(braid_http_server_t *server, const char *prefix, co
     braid_http_static_opts_init(&def);
     o = &def;
   }
-  if (braid_http_static_opts_validate(o, NULL))
+  braid_opts_error_t err;
+  if (braid_http_static_opts_validate(o, &err)) {
+    braid__opts_log(braid__http_server_loop(server), "braid_http_server_static", &err);
     return BRAID_EINVAL;
+  }
   static_t *st = braid__calloc(1, sizeof(*st));
   if (!st)
     return BRAID_ENOMEM;

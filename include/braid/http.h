@@ -2,7 +2,7 @@
  *
  * A braid_http_server_t serves HTTP/1.1 (and 1.0) on braid connections: give it the
  * connections a braid_server_t accepts (pass braid_http_server_on_connection as the server's
- * connection callback, with the http server as its argument), or any other braid_conn_t
+ * connection callback, with the http server as its user data), or any other braid_conn_t
  * (braid_http_server_serve). It parses requests with llhttp (strict mode), routes them by
  * method and path to handlers, and writes the responses in request order, whatever order the
  * handlers finish in.
@@ -115,10 +115,10 @@ typedef struct braid_http_server_opts_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_http_server_opts_init(braid_http_server_opts_t *o);
 
-/* Checks every field against its documented bounds. Returns 0, or BRAID_EINVAL with *why
- * (when why is not NULL) set to a static sentence naming the field and its bounds. */
+/* Checks every field against its documented bounds. Returns 0, or BRAID_EINVAL with *err
+ * (when err is not NULL) naming the field and the reason (docs/API.md rule 2). */
 BRAID_EXTERN int braid_http_server_opts_validate(const braid_http_server_opts_t *o,
-                                                 const char **why);
+                                                 braid_opts_error_t *err);
 
 /* Called when braid_http_server_close() has finished (never from inside it); the server is
  * freed when this returns. status is 0. */
@@ -167,10 +167,11 @@ BRAID_EXTERN int braid_http_server_route(braid_http_server_t *server, const char
  * is closed). */
 BRAID_EXTERN int braid_http_server_serve(braid_http_server_t *server, braid_conn_t *conn);
 
-/* A braid_connection_cb: pass it to braid_server_new() with the http server as arg, and
- * every accepted connection is served (braid_http_server_serve). */
+/* A braid_connection_cb: pass it to braid_server_new() with the http server as the tcp
+ * server's user data (its data argument, or braid_server_set_data()), and every accepted
+ * connection is served (braid_http_server_serve). */
 BRAID_EXTERN void braid_http_server_on_connection(braid_server_t *tcp_server, braid_conn_t *conn,
-                                                  void *arg);
+                                                  void *data);
 
 /* Closes the server: closes the connections it serves on the calling loop (their queued
  * output is flushed first, as braid_conn_close), then calls cb(server, 0, arg) once from the
@@ -309,8 +310,9 @@ BRAID_EXTERN int braid_http_res_on_writable(braid_http_req_t *req, braid_http_wr
  * nor compression. content_type must stay valid until the response is sent (a string
  * literal). cache must belong to req's loop. A failed load answers 500 (503 when too many
  * wait). Hits count in the stats' cache_hits. Returns 0 (req is answered, now or when the
- * load completes: do not use it afterwards), or braid_cache_memo()'s error or BRAID_EINVAL
- * (req still needs an answer). */
+ * load completes: do not use it afterwards), or an error known at once (BRAID_EINVAL, or
+ * braid_cache_memo()'s negative result: a synchronous loader's failure, a cached error,
+ * BRAID_ETOOMANYWAITERS, ...), and then req still needs an answer. */
 BRAID_EXTERN int braid_http_respond_memo(braid_http_req_t *req, braid_cache_t *cache,
                                          const void *key, size_t key_len,
                                          const braid_cache_loader_t *loader,
@@ -330,9 +332,10 @@ typedef struct braid_http_static_opts_s {
 /* Fills o with the defaults documented on each field. */
 BRAID_EXTERN void braid_http_static_opts_init(braid_http_static_opts_t *o);
 
-/* Checks every field; returns 0, or BRAID_EINVAL with *why (when not NULL) naming the field. */
+/* Checks every field; returns 0, or BRAID_EINVAL with *err (when not NULL) naming the field
+ * and the reason. */
 BRAID_EXTERN int braid_http_static_opts_validate(const braid_http_static_opts_t *o,
-                                                 const char **why);
+                                                 braid_opts_error_t *err);
 
 /* Serves the files under root (a directory; resolved now) for GET and HEAD requests whose
  * path starts with prefix (e.g. "/static/"; the rest of the path, percent-decoded, names the

@@ -141,7 +141,7 @@ static void setup(void) {
   braid_cache_opts_t co;
   braid_cache_opts_init(&co);
   co.max_entries = 64;
-  CHECK(braid_cache_new(loop, &co, &cache) == 0);
+  CHECK(braid_cache_new(&cache, loop, &co) == 0);
   CHECK(braid_http_server_route(http, "GET", "/m", 0, h_memo, NULL) == 0);
   CHECK(braid_http_server_route(http, "GET", "/", 0, h_hello, NULL) == 0);
   CHECK(braid_http_server_route(http, "POST", "/echo", 0, h_echo, NULL) == 0);

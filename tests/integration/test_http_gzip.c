@@ -294,9 +294,10 @@ static void h_memo(braid_http_req_t *req, void *arg) {
 }
 
 static int memo_closed;
-static void on_memo_closed(braid_cache_t *c, void *arg) {
+static void on_memo_closed(braid_cache_t *c, int status, void *arg) {
   (void)c;
   (void)arg;
+  assert_int_equal(status, 0);
   memo_closed = 1;
 }
 
@@ -304,7 +305,7 @@ static void test_memoized(void **state) {
   (void)state;
   hfix_t f;
   hfix_start(&f, NULL, NULL);
-  assert_int_equal(braid_cache_new(f.t.loop, NULL, &memo_cache), 0);
+  assert_int_equal(braid_cache_new(&memo_cache, f.t.loop, NULL), 0);
   assert_int_equal(braid_http_server_route(f.http, "GET", "/memo", 0, h_memo, NULL), 0);
   memo_loads = 0;
   for (int i = 0; i < 3; i++) {
