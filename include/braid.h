@@ -21,5 +21,6 @@
 #include "braid/batch.h"
 #include "braid/pool.h"
 #include "braid/cache.h"
+#include "braid/http.h"
 
 #endif

@@ -3,13 +3,14 @@
 # everything is present. Usage: scripts/deps.sh [build|test|bench]...  (default: build)
 set -euo pipefail
 
-want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev)
+# node-llhttp: llhttp's generated C sources, compiled into braid's http layer (lib/meson.build).
+want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev node-llhttp)
 for set in "${@:-build}"; do
   case "$set" in
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
                  iproute2 procps) ;;
-    bench) want+=(libevent-dev procps iproute2 python3 util-linux) ;;
+    bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done

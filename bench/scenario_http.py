@@ -1,0 +1,201 @@
+"""HTTP hello-world: examples/http_server against nginx, with wrk (issue 11's benchmark).
+
+Both servers run one worker pinned to the server CPU; wrk (one thread) runs on the client
+CPU. Cells: keep-alive with 50 connections, and pipelined depth 16 (a wrk Lua script that
+sends 16 requests per write). Rounds interleave the servers (A B, B A, ...); the report gives
+median requests/s, requests per server-CPU-second (utime+stime from /proc, what stays
+meaningful when wrk saturates first) and braid's ratios to nginx, against the issue's targets:
+at least 1.10x nginx per server-CPU-second and 0.95x absolute with keep-alive, at least 5x
+pipelined.
+
+nginx is configured as the issue says: 1 worker (master_process off, so its one process is
+the one measured), `return 200 "Hello, World!"`, access log off, the same keep-alive
+settings as braid's defaults (75 s, 1000 requests). Needs wrk and nginx (scripts/deps.sh
+bench); a missing one is skipped with the reason.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from run import scenario, BenchError, Server, table, median, spread, log
+
+PIPELINE_LUA = """
+init = function(args)
+  local r = {}
+  for i = 1, 16 do r[i] = wrk.format(nil, "/") end
+  req = table.concat(r)
+end
+request = function() return req end
+"""
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log %(dir)s/error.log warn;
+pid %(dir)s/nginx.pid;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_timeout 75s;
+  keepalive_requests 1000;
+  client_body_temp_path %(dir)s/body;
+  proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi;
+  uwsgi_temp_path %(dir)s/uwsgi;
+  scgi_temp_path %(dir)s/scgi;
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / { default_type text/plain; return 200 "Hello, World!"; }
+  }
+}
+"""
+
+TARGETS = {'keepalive_cpu': 1.10, 'keepalive_abs': 0.95, 'pipelined_abs': 5.0}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Nginx:
+    """nginx in the foreground with a config of its own in a temporary directory."""
+
+    def __init__(self, ctx):
+        self.dir = tempfile.mkdtemp(prefix='braid-bench-nginx-')
+        self.port = free_port()
+        conf = os.path.join(self.dir, 'nginx.conf')
+        with open(conf, 'w') as f:
+            f.write(NGINX_CONF % {'dir': self.dir, 'port': self.port})
+        self.proc = subprocess.Popen(
+            ctx.cmd('server', [shutil.which('nginx'), '-p', self.dir, '-c', conf]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.clk_tck = ctx.clk_tck
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise BenchError('nginx did not start: %s' % self.proc.stderr.read())
+                time.sleep(0.05)
+
+    def cpu_seconds(self):
+        with open('/proc/%d/stat' % self.proc.pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.clk_tck
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wrk(ctx, port, conns, duration, lua=None):
+    """One wrk run; returns requests/s. Raises when wrk saw errors or non-2xx answers."""
+    argv = ['wrk', '-t1', '-c%d' % conns, '-d%gs' % duration, 'http://127.0.0.1:%d/' % port]
+    if lua:
+        argv[1:1] = ['-s', lua]
+    p = subprocess.run(ctx.cmd('client', argv), capture_output=True, text=True,
+                       timeout=duration + 60)
+    out = p.stdout
+    if p.returncode != 0 or 'Requests/sec:' not in out:
+        raise BenchError('wrk: exit %d: %s %s' % (p.returncode, out, p.stderr))
+    if 'Non-2xx' in out or 'Socket errors' in out:
+        raise BenchError('wrk reported errors:\n' + out)
+    return float(out.split('Requests/sec:')[1].split()[0])
+
+
+@scenario
+class Http:
+    name = 'http'
+    describe = 'HTTP hello world, braid http_server vs nginx (1 worker each), wrk keep-alive and pipelined'
+
+    def run(self, ctx):
+        a = ctx.args
+        braid = os.path.join(os.path.dirname(ctx.bench_dir.rstrip('/')), 'examples', 'http_server')
+        skipped = {}
+        if not shutil.which('wrk'):
+            return {'skipped': {'all': 'wrk not installed'}}
+        if not os.access(braid, os.X_OK):
+            return {'skipped': {'all': 'examples/http_server not built'}}
+        servers = [('braid', lambda: Server(ctx, 'braid', braid))]
+        if shutil.which('nginx'):
+            servers.append(('nginx', lambda: Nginx(ctx)))
+        else:
+            skipped['nginx'] = 'nginx not installed'
+        duration = 1.0 if a.quick else a.duration
+        rounds = 1 if a.quick else a.rounds
+        lua = os.path.join(tempfile.mkdtemp(prefix='braid-bench-wrk-'), 'pipeline.lua')
+        with open(lua, 'w') as f:
+            f.write(PIPELINE_LUA)
+        cells = [('keepalive', 50, None), ('pipelined', 50, lua)]
+        res = {'cells': {}, 'skipped': skipped, 'duration': duration, 'rounds': rounds}
+        for cell, conns, script in cells:
+            per = {name: {'rps': [], 'cpu_rps': []} for name, _ in servers}
+            for r in range(rounds):
+                order = servers[r % len(servers):] + servers[:r % len(servers)]
+                for name, make in order:
+                    s = make()
+                    try:
+                        wrk(ctx, s.port, conns, min(1.0, duration), script)  # warm-up
+                        c0 = s.cpu_seconds()
+                        rps = wrk(ctx, s.port, conns, duration, script)
+                        cpu = s.cpu_seconds() - c0
+                    finally:
+                        s.stop()
+                    per[name]['rps'].append(rps)
+                    per[name]['cpu_rps'].append(rps * duration / cpu if cpu > 0 else 0.0)
+                    log('http %s: %-5s %.0f req/s, %.0f req per server-CPU-s' % (
+                        cell, name, rps, per[name]['cpu_rps'][-1]))
+            res['cells'][cell] = per
+        shutil.rmtree(os.path.dirname(lua), ignore_errors=True)
+        return res
+
+    def ratios(self, res, cell):
+        per = res['cells'].get(cell, {})
+        if 'braid' not in per or 'nginx' not in per:
+            return None
+        b, n = per['braid'], per['nginx']
+        return (median(b['rps']) / median(n['rps']) if median(n['rps']) else 0,
+                median(b['cpu_rps']) / median(n['cpu_rps']) if median(n['cpu_rps']) else 0)
+
+    def report(self, res):
+        if 'cells' not in res:
+            return 'skipped: %s' % res['skipped']
+        rows = []
+        for cell, per in res['cells'].items():
+            for name, v in per.items():
+                rows.append([cell, name, '%.0f' % median(v['rps']), '%.1f%%' % (100 * spread(v['rps'])),
+                             '%.0f' % median(v['cpu_rps'])])
+        text = table(['cell', 'server', 'req/s (median)', 'spread', 'req per server-CPU-s'], rows)
+        for cell in res['cells']:
+            r = self.ratios(res, cell)
+            if r:
+                text += '\n\n%s: braid/nginx %.2fx req/s, %.2fx per server-CPU-s' % (cell, r[0], r[1])
+        if res['skipped']:
+            text += '\n\nskipped: ' + ', '.join('%s (%s)' % kv for kv in res['skipped'].items())
+        return text
+
+    def failures(self, res):
+        if 'cells' not in res or res.get('rounds', 0) < 2:
+            return []  # a quick run shows that it works, not how fast
+        out = []
+        ka, pl = self.ratios(res, 'keepalive'), self.ratios(res, 'pipelined')
+        if ka and ka[1] < TARGETS['keepalive_cpu']:
+            out.append('http keepalive: %.2fx nginx per CPU-s < %.2f' % (ka[1], TARGETS['keepalive_cpu']))
+        if ka and ka[0] < TARGETS['keepalive_abs']:
+            out.append('http keepalive: %.2fx nginx req/s < %.2f' % (ka[0], TARGETS['keepalive_abs']))
+        if pl and pl[0] < TARGETS['pipelined_abs']:
+            out.append('http pipelined: %.2fx nginx req/s < %.1f' % (pl[0], TARGETS['pipelined_abs']))
+        return out
