@@ -13,6 +13,7 @@
 #include "braid/ratelimit.h"
 #include "braid/conn.h"
 #include "braid/server.h"
+#include "braid/dns.h"
 #include "braid/client.h"
 #include "braid/frame.h"
 #include "braid/framer.h"

@@ -1,5 +1,5 @@
-/* TCP clients: resolve on the threadpool, try each address with a timeout, retry rounds with
- * exponential backoff and jitter, hand over a tuned connection.
+/* TCP clients: resolve on the loop (dns.c), try each address with a timeout, retry rounds
+ * with exponential backoff and jitter, hand over a tuned connection.
  *
  * One request is a small state machine. Every stage has exactly one thing pending (the
  * resolver, one connect, or the timer), and each stage's completion moves it on, so
@@ -25,12 +25,13 @@ struct braid_connect_s {
   braid_connect_cb cb;
   void *arg;
   char *host;
-  char port_str[8];
+  int port;
+  braid_resolver_t *resolver;
   bool literal; /* host is an IP literal: addrs[0] holds it, no resolution */
 
   conn_state_t state;
   bool cancelled;
-  uv_getaddrinfo_t gai;
+  braid_resolve_t *lookup; /* while ST_RESOLVING */
   uv_timer_t timer; /* the 0 ms start, the connect timeout, the backoff */
   uv_connect_t creq;
   braid_conn_t *conn;   /* the attempt in flight */
@@ -134,50 +135,41 @@ static void round_failed(braid_connect_t *r, int err) {
   uv_timer_start(&r->timer, on_backoff, backoff_ms(r, r->round), 0);
 }
 
-static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res) {
-  braid_connect_t *r = BRAID__CONTAINER_OF(gai, braid_connect_t, gai);
+static void on_resolved(braid_resolve_t *req, int status, const struct sockaddr_storage *addrs,
+                        size_t naddrs, void *arg) {
+  (void)req;
+  braid_connect_t *r = arg;
+  r->lookup = NULL;
   if (r->cancelled) {
-    uv_freeaddrinfo(res);
     finish(r, NULL, BRAID_ECANCELED);
     return;
   }
   if (status < 0) {
-    uv_freeaddrinfo(res);
     round_failed(r, status);
     return;
   }
-  size_t n = 0;
-  for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-    if (ai->ai_addrlen <= sizeof(struct sockaddr_storage))
-      n++;
   braid__free(r->addrs);
-  r->addrs = n ? braid__calloc(n, sizeof(*r->addrs)) : NULL;
   r->naddrs = 0;
-  if (n && !r->addrs) {
-    uv_freeaddrinfo(res);
+  r->addrs = braid__calloc(naddrs, sizeof(*r->addrs));
+  if (!r->addrs) {
     round_failed(r, BRAID_ENOMEM);
     return;
   }
-  for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-    if (ai->ai_addrlen <= sizeof(struct sockaddr_storage))
-      memcpy(&r->addrs[r->naddrs++], ai->ai_addr, ai->ai_addrlen);
-  uv_freeaddrinfo(res);
-  if (r->naddrs == 0) {
-    round_failed(r, UV_EAI_NONAME);
-    return;
+  uint16_t port = htons((uint16_t)r->port);
+  for (size_t i = 0; i < naddrs; i++) {
+    struct sockaddr_storage *ss = &r->addrs[r->naddrs++];
+    *ss = addrs[i];
+    if (ss->ss_family == AF_INET6)
+      ((struct sockaddr_in6 *)ss)->sin6_port = port;
+    else
+      ((struct sockaddr_in *)ss)->sin_port = port;
   }
   r->next = 0;
   try_next(r);
 }
 
 static int resolve(braid_connect_t *r) {
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = r->opts.family;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_protocol = IPPROTO_TCP;
-  int rc =
-      uv_getaddrinfo(braid_loop_uv(r->loop), &r->gai, on_resolved, r->host, r->port_str, &hints);
+  int rc = braid_resolve(&r->lookup, r->resolver, r->host, r->opts.family, on_resolved, r);
   if (rc == 0)
     r->state = ST_RESOLVING;
   return rc;
@@ -325,7 +317,7 @@ int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host, i
     return BRAID_ENOMEM;
   }
   memcpy(r->host, host, hlen + 1);
-  snprintf(r->port_str, sizeof(r->port_str), "%d", port);
+  r->port = port;
   r->loop = loop;
   r->opts = opts;
   r->cb = cb;
@@ -334,6 +326,15 @@ int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host, i
   if (braid__random_bytes(&r->rng, sizeof(r->rng)) != 0 || r->rng == 0)
     r->rng = uv_hrtime() | 1;
   int rc = parse_literal(r, port);
+  if (rc == 0 && !r->literal) {
+    r->resolver = opts.resolver;
+    if (!r->resolver)
+      rc = braid__resolver_for_loop(loop, &r->resolver);
+    else if (braid__resolver_loop(r->resolver) != loop) {
+      braid__log(loop, BRAID_LOG_ERROR, "braid_connect: option resolver: runs on another loop");
+      rc = BRAID_EINVAL;
+    }
+  }
   if (rc == 0)
     rc = uv_timer_init(braid_loop_uv(loop), &r->timer);
   if (rc == 0) {
@@ -373,9 +374,8 @@ int braid_connect_cancel(braid_connect_t *req) {
     finish(r, NULL, BRAID_ECANCELED);
     break;
   case ST_RESOLVING:
-    /* Either the lookup never starts (on_resolved gets UV_EAI_CANCELED) or it is running
-     * and on_resolved follows when it ends; on_resolved sees the flag either way. */
-    uv_cancel((uv_req_t *)&r->gai);
+    /* on_resolved runs from inside this call with BRAID_ECANCELED and finishes. */
+    braid_resolve_cancel(r->lookup);
     break;
   case ST_CONNECTING:
     if (!r->attempt_aborted) {

@@ -118,6 +118,11 @@ struct braid_loop_s {
   unsigned chunks_tick_peak, segs_tick_peak; /* most out at once since the last tick */
   uint64_t trimmed_bytes;                    /* freed by decay so far (for tests, stats) */
 
+  /* The loop's own resolver (dns.c), made by the first braid_connect() that needs one and
+   * closed by braid_loop_close() through the hook, so the core does not link the net layer. */
+  braid_resolver_t *resolver;
+  void (*resolver_close)(braid_resolver_t *resolver);
+
   braid_log_fn log_fn;
   braid_log_level_t log_min;
   void *log_arg;
@@ -231,6 +236,15 @@ int braid__rpc_opts_check(const braid_rpc_opts_t *o, braid_opts_error_t *err);
 /* The owner of a channel (a pool) hears of its close through this hook, leaving on_close and
  * the channel's user data to the user. */
 void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *arg);
+
+/* ---- resolver (dns.c), for client.c ------------------------------------------------- */
+
+/* The loop's own resolver (default options), made on first use. Returns 0, BRAID_ECLOSED
+ * (the loop is closing), BRAID_ENOMEM, or a libuv error. It is no live object: closing the
+ * loop closes it, abandoning its queries. */
+int braid__resolver_for_loop(braid_loop_t *loop, braid_resolver_t **out);
+/* The loop a resolver runs on. */
+braid_loop_t *braid__resolver_loop(const braid_resolver_t *resolver);
 
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 

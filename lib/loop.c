@@ -452,6 +452,13 @@ int braid_loop_close(braid_loop_t *loop) {
   loop->post_closed = true;
   uv_mutex_unlock(&loop->post_mu);
   run_posts(loop);
+  /* The loop's resolver: its pending lookups belonged to connects, all finished by now
+   * (active == 0); queries still on the wire for them are abandoned. */
+  if (loop->resolver_close) {
+    loop->resolver_close(loop->resolver);
+    loop->resolver_close = NULL;
+    loop->resolver = NULL;
+  }
   loop->flush_active = false;
   uv_close((uv_handle_t *)&loop->async, on_internal_closed);
   uv_close((uv_handle_t *)&loop->idle, on_internal_closed);

@@ -4,7 +4,9 @@
 set -euo pipefail
 
 # node-llhttp: llhttp's generated C sources, compiled into braid's http layer (lib/meson.build).
-want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev node-llhttp)
+# libc-ares-dev: c-ares, which resolves names on the loop (lib/dns.c).
+want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev node-llhttp
+      libc-ares-dev)
 for set in "${@:-build}"; do
   case "$set" in
     build) ;;

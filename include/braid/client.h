@@ -1,9 +1,11 @@
 /* braid: TCP clients.
  *
- * braid_connect() resolves a host name on the libuv threadpool (never on the loop), tries
- * the addresses it gets in order, with a timeout per attempt, and retries the whole thing
- * with exponential backoff and jitter, then hands over a braid_conn_t tuned with the given
- * socket options. IPv4 and IPv6. */
+ * braid_connect() resolves a host name on the loop with a braid_resolver_t (dns.h: c-ares,
+ * asynchronous, cached for the answer's TTL; no libuv threadpool thread is used, so a slow
+ * DNS server cannot hold up gzip offload or memo loaders), tries the addresses it gets in
+ * order, with a timeout per attempt, and retries the whole thing with exponential backoff
+ * and jitter, then hands over a braid_conn_t tuned with the given socket options. IPv4 and
+ * IPv6. */
 #ifndef BRAID_CLIENT_H
 #define BRAID_CLIENT_H
 
@@ -11,6 +13,7 @@
 #include <uv.h>
 
 #include "conn.h"
+#include "dns.h"
 #include "error.h"
 #include "loop.h"
 #include "sockopts.h"
@@ -22,8 +25,10 @@ extern "C" {
 typedef struct braid_connect_s braid_connect_t;
 
 /* The connect finished: status 0 and conn set (set its callbacks and start reading), or a
- * negative code and conn NULL: the last attempt's error (UV_ECONNREFUSED, BRAID_ETIMEDOUT,
- * UV_EAI_NONAME, ...), or BRAID_ECANCELED after braid_connect_cancel(). Exactly once. */
+ * negative code and conn NULL: the last attempt's error (UV_ECONNREFUSED, BRAID_ETIMEDOUT
+ * for a connect attempt that timed out, ...), the lookup's (BRAID_EDNSNOTFOUND,
+ * BRAID_EDNSNODATA, BRAID_EDNSTIMEOUT, BRAID_EDNSFAIL: see braid_resolve_cb in dns.h), or
+ * BRAID_ECANCELED after braid_connect_cancel(). Exactly once. */
 typedef void (*braid_connect_cb)(braid_connect_t *req, int status, braid_conn_t *conn, void *arg);
 
 typedef struct braid_client_opts_s {
@@ -44,6 +49,11 @@ typedef struct braid_client_opts_s {
   /* AF_UNSPEC (default), AF_INET or AF_INET6: which addresses to use. An IP literal host of
    * the other family is BRAID_EINVAL. */
   int family;
+  /* The resolver that looks names up (dns.h), on the same loop as the connect; it must stay
+   * open while connects use it (closing it fails their lookups with BRAID_ECANCELED). NULL
+   * (the default) = the loop's own: default resolver options, made on the first connect to
+   * a name and closed by braid_loop_close(). */
+  braid_resolver_t *resolver;
 } braid_client_opts_t;
 
 /* Fills o with the defaults documented on each field. */
@@ -55,18 +65,21 @@ BRAID_EXTERN void braid_client_opts_init(braid_client_opts_t *o);
 BRAID_EXTERN int braid_client_opts_validate(const braid_client_opts_t *o, braid_opts_error_t *err);
 
 /* Starts connecting to host (a name or an IP literal) and port (1..65535). o is copied (NULL
- * = defaults). A name is resolved again before each retry round; a literal is not resolved.
+ * = defaults). A name is looked up again before each retry round (answered from the
+ * resolver's cache while the answer's TTL lives); a literal is not looked up.
  * The request counts as a live object on loop (braid_loop_close() refuses) until cb runs.
  * Returns 0 (cb will be called exactly once, never from inside this call),
  * BRAID_EINVAL (bad argument or option: braid_client_opts_validate() says which, and the
- * loop's log hook is told), BRAID_ECLOSED or BRAID_ENOMEM (cb will not be called). If req
+ * loop's log hook is told; a name braid_resolve() refuses; a resolver of another loop),
+ * BRAID_ECLOSED (the loop or the resolver is closing), BRAID_ETOOMANYWAITERS (the
+ * resolver's queue is full) or BRAID_ENOMEM (cb will not be called). If req
  * is not NULL it receives a handle for braid_connect_cancel(), valid until cb returns. */
 BRAID_EXTERN int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host,
                                int port, const braid_client_opts_t *o, braid_connect_cb cb,
                                void *arg);
 
 /* Cancels a pending connect: cb runs once with BRAID_ECANCELED (from inside this call when
- * the request was waiting on a timer; otherwise once the pending lookup or connect attempt
+ * the request was waiting on a timer or a lookup; otherwise once the pending connect attempt
  * has been stopped) and nothing stays open. Cancelling twice is harmless. Returns 0,
  * BRAID_EINVAL (req NULL), or BRAID_ECLOSED if cb is running (req is invalid after it
  * returned). */

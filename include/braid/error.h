@@ -47,7 +47,11 @@ extern "C" {
   XX(ETOOMANYWAITERS, -30017, "too many waiters")                                               \
   XX(EREMOTE, -30018, "the peer answered with an error")                                        \
   XX(EGOAWAY, -30019, "the peer is shutting down")                                            \
-  XX(EUNAVAILABLE, -30020, "no endpoint is available: every one is ejected")
+  XX(EUNAVAILABLE, -30020, "no endpoint is available: every one is ejected")                 \
+  XX(EDNSNOTFOUND, -30021, "host name not found: the DNS says no such name exists")           \
+  XX(EDNSNODATA, -30022, "host name has no address of the family asked for")                  \
+  XX(EDNSTIMEOUT, -30023, "DNS lookup timed out: no name server answered")                    \
+  XX(EDNSFAIL, -30024, "DNS lookup failed: the server failed, refused, or answered garbage")
 
 typedef enum {
 #define BRAID_ERR_ENUM_(name, value, msg) BRAID_##name = (value),

@@ -1,7 +1,7 @@
 /* Clients over loopback: connect timeout against a listener whose backlog is full, refused
  * connects with retries and backoff, "localhost" resolution, IPv6, the fallback to the next
- * resolved address, cancel at every stage,
- * and argument checks. */
+ * resolved address (names served by a fake DNS server, dns_fixture.h), lookup errors, cancel
+ * at every stage, and argument checks. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,7 +13,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "../support.h"
+#include "dns_fixture.h"
 
 typedef struct {
   bt_loop_t *t;
@@ -403,30 +403,17 @@ static void test_ipv6(void **state) {
 
 /* ---- the fallback to the next resolved address ------------------------------------------
  *
- * braid_connect() tries the resolver's addresses in order until one connects. On this kind of
- * machine "localhost" resolves to 127.0.0.1 alone, so test_localhost never reaches a second
- * address. These link-time wrappers (tests/meson.build passes -Wl,--wrap for this test) make
- * one name resolve, through the real getaddrinfo() on the threadpool, to the loopback
- * addresses of every family (what it answers for no name at all: ::1 and 127.0.0.1), and
- * record the address of every connect braid starts. */
+ * braid_connect() tries the resolver's addresses in order until one connects. A fake DNS
+ * server (dns_fixture.h) gives one name the loopback addresses of both families, and a
+ * link-time wrapper (tests/meson.build passes -Wl,--wrap for this test) records the address
+ * of every connect braid starts. */
 
 #define FALLBACK_HOST "braid-fallback.test"
 
-int __real_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-                          const char *node, const char *service, const struct addrinfo *hints);
-int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-                          const char *node, const char *service, const struct addrinfo *hints);
 int __real_uv_tcp_connect(uv_connect_t *req, uv_tcp_t *handle, const struct sockaddr *addr,
                           uv_connect_cb cb);
 int __wrap_uv_tcp_connect(uv_connect_t *req, uv_tcp_t *handle, const struct sockaddr *addr,
                           uv_connect_cb cb);
-
-int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-                          const char *node, const char *service, const struct addrinfo *hints) {
-  if (node && strcmp(node, FALLBACK_HOST) == 0)
-    node = NULL;
-  return __real_uv_getaddrinfo(loop, req, cb, node, service, hints);
-}
 
 static struct sockaddr_storage attempts[8];
 static int n_attempts;
@@ -459,28 +446,67 @@ static int port_of(const struct sockaddr_storage *a) {
 /* The first address refuses (a socket bound to its port there that does not listen, which
  * answers a SYN with RST every time), the second has the server: the client connects to the
  * second after exactly one failed attempt on the first, in the resolver's order. */
+typedef struct {
+  int done, status;
+  size_t n;
+  struct sockaddr_storage addrs[2];
+} order_t;
+
+static void on_order(braid_resolve_t *req, int status, const struct sockaddr_storage *addrs,
+                     size_t naddrs, void *arg) {
+  (void)req;
+  order_t *o = arg;
+  o->done = 1;
+  o->status = status;
+  o->n = naddrs;
+  for (size_t i = 0; i < naddrs && i < 2; i++)
+    o->addrs[i] = addrs[i];
+}
+
+static int have_ipv6_loopback(void) {
+  struct sockaddr_in6 a;
+  memset(&a, 0, sizeof(a));
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  int ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+/* The first address refuses (a socket bound to its port there that does not listen, which
+ * answers a SYN with RST every time), the second has the server: the client connects to the
+ * second after exactly one failed attempt on the first, in the resolver's order. */
 static void test_fallback_to_second_address(void **state) {
   (void)state;
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_protocol = IPPROTO_TCP;
-  assert_int_equal(getaddrinfo(NULL, "1", &hints, &res), 0);
-  if (!res->ai_next || res->ai_next->ai_family == res->ai_family) {
-    freeaddrinfo(res);
-    print_message("skipped: getaddrinfo() gives no second loopback address of another "
-                  "family here (no IPv6 loopback?)\n");
+  if (!have_ipv6_loopback()) {
+    print_message("skipped: no IPv6 loopback here, so no second address of another family\n");
     skip();
   }
-  struct sockaddr_storage first, second;
-  memcpy(&first, res->ai_addr, res->ai_addrlen);
-  memcpy(&second, res->ai_next->ai_addr, res->ai_next->ai_addrlen);
-  freeaddrinfo(res);
-  char second_host[INET6_ADDRSTRLEN];
-  assert_int_equal(uv_ip_name((struct sockaddr *)&second, second_host, sizeof(second_host)), 0);
   bt_loop_t t;
   bt_loop_init(&t);
+  fdns_t dns;
+  fdns_start(&dns, &t);
+  fdns_rule_t *rule = fdns_rule(&dns, FALLBACK_HOST, FDNS_ANSWER, 60);
+  rule->a[0] = "127.0.0.1";
+  rule->aaaa[0] = "::1";
+  braid_resolver_opts_t ro;
+  fdns_resolver_opts(&dns, &ro, 500, 2);
+  braid_resolver_t *res;
+  assert_int_equal(braid_resolver_new(&res, t.loop, &ro), 0);
+  /* The resolver's order (then cached for the connects below). */
+  order_t ord;
+  memset(&ord, 0, sizeof(ord));
+  assert_int_equal(braid_resolve(NULL, res, FALLBACK_HOST, AF_UNSPEC, on_order, &ord), 0);
+  bt_run_until(&t, &ord.done, 5000);
+  assert_int_equal(ord.status, 0);
+  assert_int_equal(ord.n, 2);
+  assert_int_not_equal(ord.addrs[0].ss_family, ord.addrs[1].ss_family);
+  struct sockaddr_storage first = ord.addrs[0], second = ord.addrs[1];
+  char second_host[INET6_ADDRSTRLEN];
+  assert_int_equal(uv_ip_name((struct sockaddr *)&second, second_host, sizeof(second_host)), 0);
   echo_t e;
   braid_server_t *s = NULL;
   int blocker = -1, port = 0;
@@ -512,6 +538,7 @@ static void test_fallback_to_second_address(void **state) {
   assert_true(blocker >= 0);
   braid_client_opts_t o;
   braid_client_opts_init(&o); /* family AF_UNSPEC, no retries: one round over the list */
+  o.resolver = res;
   result_t r;
   result_init(&r, &t);
   n_attempts = 0;
@@ -537,6 +564,91 @@ static void test_fallback_to_second_address(void **state) {
   assert_int_equal(r.status, UV_ECONNREFUSED);
   assert_int_equal(n_attempts, 2);
   close(blocker);
+  assert_int_equal(rule->count_a, 1); /* every lookup after the first came from the cache */
+  assert_int_equal(rule->count_aaaa, 1);
+  assert_int_equal(braid_resolver_close(res, NULL, NULL), 0);
+  bt_run_for(&t, 10);
+  fdns_stop(&dns, &t);
+  bt_loop_done(&t);
+}
+
+/* Lookup errors end the connect with the resolver's code: no such name, no answer in time.
+ * A retry round looks the name up again (a timeout is not cached). */
+static void test_lookup_errors(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  fdns_t dns;
+  fdns_start(&dns, &t);
+  fdns_rule_t *nx = fdns_rule(&dns, "nx.test", FDNS_NXDOMAIN, 0);
+  fdns_rule_t *silent = fdns_rule(&dns, "silent.test", FDNS_SILENT, 0);
+  braid_resolver_opts_t ro;
+  fdns_resolver_opts(&dns, &ro, 100, 1);
+  braid_resolver_t *res;
+  assert_int_equal(braid_resolver_new(&res, t.loop, &ro), 0);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.resolver = res;
+  o.family = AF_INET;
+  result_t r;
+  result_init(&r, &t);
+  assert_int_equal(braid_connect(NULL, t.loop, "nx.test", 80, &o, on_connect, &r), 0);
+  bt_run_until(&t, &r.done, 5000);
+  assert_int_equal(r.status, BRAID_EDNSNOTFOUND);
+  assert_int_equal(nx->count_a, 1);
+  o.retries = 1;
+  o.backoff_initial_ms = 10;
+  result_init(&r, &t);
+  uv_update_time(&t.uv);
+  uint64_t start = uv_now(&t.uv);
+  assert_int_equal(braid_connect(NULL, t.loop, "silent.test", 80, &o, on_connect, &r), 0);
+  bt_run_until(&t, &r.done, 5000);
+  assert_int_equal(r.status, BRAID_EDNSTIMEOUT);
+  assert_int_equal(silent->count_a, 2);
+  assert_true(r.done_ms - start >= 200);
+  assert_true(r.done_ms - start < 2000);
+  /* A resolver of another loop is refused. */
+  bt_loop_t t2;
+  bt_loop_init(&t2);
+  result_init(&r, &t);
+  assert_int_equal(braid_connect(NULL, t2.loop, "nx.test", 80, &o, on_connect, &r), BRAID_EINVAL);
+  bt_loop_done(&t2);
+  assert_int_equal(braid_resolver_close(res, NULL, NULL), 0);
+  bt_run_for(&t, 10);
+  fdns_stop(&dns, &t);
+  assert_int_equal(r.calls, 0);
+  bt_loop_done(&t);
+}
+
+/* Cancelled while the lookup is on the wire: the callback runs inside the cancel; closing the
+ * resolver then abandons the query; nothing is left on the loop. */
+static void test_cancel_lookup_on_wire(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  fdns_t dns;
+  fdns_start(&dns, &t);
+  fdns_rule_t *silent = fdns_rule(&dns, "silent.test", FDNS_SILENT, 0);
+  braid_resolver_opts_t ro;
+  fdns_resolver_opts(&dns, &ro, 5000, 1);
+  braid_resolver_t *res;
+  assert_int_equal(braid_resolver_new(&res, t.loop, &ro), 0);
+  braid_client_opts_t o;
+  braid_client_opts_init(&o);
+  o.resolver = res;
+  result_t r;
+  result_init(&r, &t);
+  braid_connect_t *req;
+  assert_int_equal(braid_connect(&req, t.loop, "silent.test", 80, &o, on_connect, &r), 0);
+  bt_run_for(&t, 30);
+  assert_int_equal(silent->count_a, 1);
+  assert_int_equal(r.calls, 0);
+  assert_int_equal(braid_connect_cancel(req), 0);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, BRAID_ECANCELED);
+  assert_int_equal(braid_resolver_close(res, NULL, NULL), 0);
+  bt_run_for(&t, 10);
+  fdns_stop(&dns, &t);
   bt_loop_done(&t);
 }
 
@@ -719,6 +831,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_localhost_v4_only, rt_setup, rt_teardown),
       cmocka_unit_test_setup_teardown(test_ipv6, rt_setup, rt_teardown),
       cmocka_unit_test(test_fallback_to_second_address),
+      cmocka_unit_test(test_lookup_errors),
+      cmocka_unit_test(test_cancel_lookup_on_wire),
       cmocka_unit_test(test_cancel_resolving),
       cmocka_unit_test(test_cancel_connecting),
       cmocka_unit_test(test_cancel_backing_off),
