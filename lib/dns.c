@@ -881,3 +881,7 @@ int braid__resolver_for_loop(braid_loop_t *loop, braid_resolver_t **out) {
 braid_loop_t *braid__resolver_loop(const braid_resolver_t *r) {
   return r->loop;
 }
+
+int braid__resolver_test_servers(braid_resolver_t *r, const char *servers) {
+  return ares_set_servers_ports_csv(r->channel, servers) == ARES_SUCCESS ? 0 : BRAID_EINVAL;
+}

@@ -245,6 +245,9 @@ void braid__rpc_set_owner_close(braid_rpc_t *rpc, braid_rpc_close_cb fn, void *a
 int braid__resolver_for_loop(braid_loop_t *loop, braid_resolver_t **out);
 /* The loop a resolver runs on. */
 braid_loop_t *braid__resolver_loop(const braid_resolver_t *resolver);
+/* Tests: points a resolver (the loop's own, say) at other DNS servers ("ip:port,...").
+ * Returns 0 or BRAID_EINVAL. */
+int braid__resolver_test_servers(braid_resolver_t *resolver, const char *servers);
 
 /* ---- connections (conn.c), for server.c and client.c -------------------------------- */
 

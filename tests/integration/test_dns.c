@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "dns_fixture.h"
+#include "internal.h"
 
 typedef struct {
   bt_loop_t *t;
@@ -590,6 +591,45 @@ static void test_cancel_and_close(void **state) {
   bt_loop_done(&t);
 }
 
+/* The loop's own resolver (braid_connect() without one in its options), pointed at the fake
+ * server, with a query on the wire when the loop closes: braid_loop_close() abandons it and
+ * leaves nothing behind (uv_loop_close() == 0 in bt_loop_done, no leak under ASan). */
+typedef struct {
+  int calls, status;
+} conn_res_t;
+
+static void on_conn(braid_connect_t *req, int status, braid_conn_t *conn, void *arg) {
+  (void)req;
+  (void)conn;
+  conn_res_t *c = arg;
+  c->calls++;
+  c->status = status;
+}
+
+static void test_loop_close_with_query_on_wire(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  fdns_t s;
+  fdns_start(&s, &t);
+  fdns_rule_t *silent = fdns_rule(&s, "silent.test", FDNS_SILENT, 0);
+  braid_resolver_t *own;
+  assert_int_equal(braid__resolver_for_loop(t.loop, &own), 0);
+  char servers[64];
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", s.port);
+  assert_int_equal(braid__resolver_test_servers(own, servers), 0);
+  conn_res_t c = {0, 1};
+  braid_connect_t *req;
+  assert_int_equal(braid_connect(&req, t.loop, "silent.test", 80, NULL, on_conn, &c), 0);
+  bt_run_for(&t, 30);
+  assert_true(silent->count_a + silent->count_aaaa >= 1);
+  assert_int_equal(braid_connect_cancel(req), 0);
+  assert_int_equal(c.calls, 1);
+  assert_int_equal(c.status, BRAID_ECANCELED);
+  fdns_stop(&s, &t);
+  bt_loop_done(&t); /* the query (timeout 1 s, 3 tries) is still on the wire */
+}
+
 /* ---- literals and localhost: no query --------------------------------------------------------- */
 
 static void test_literals_and_localhost(void **state) {
@@ -722,6 +762,7 @@ int main(void) {
       cmocka_unit_test(test_inflight_bound),
       cmocka_unit_test(test_hostile_replies),
       cmocka_unit_test(test_cancel_and_close),
+      cmocka_unit_test(test_loop_close_with_query_on_wire),
       cmocka_unit_test(test_literals_and_localhost),
       cmocka_unit_test(test_options),
   };
