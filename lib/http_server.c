@@ -888,14 +888,35 @@ static bool compressible_type(const char *ct) {
 static bool header_ok(const braid_http_header_t *h) {
   if (!h->name || !h->value || !h->name[0])
     return false;
-  for (const char *p = h->name; *p; p++)
+  const char *p = h->name;
+  for (; *p; p++)
     if (*p <= ' ' || *p == ':' || (unsigned char)*p >= 127)
       return false;
   if (strpbrk(h->value, "\r\n"))
     return false;
-  return strcasecmp(h->name, "Content-Length") != 0 &&
-         strcasecmp(h->name, "Transfer-Encoding") != 0 && strcasecmp(h->name, "Connection") != 0;
+  /* The framing headers are braid's to write. The length test first: this runs for every
+   * header of every response. */
+  size_t n = (size_t)(p - h->name);
+  return !(n == 14 && strcasecmp(h->name, "Content-Length") == 0) &&
+         !(n == 17 && strcasecmp(h->name, "Transfer-Encoding") == 0) &&
+         !(n == 10 && strcasecmp(h->name, "Connection") == 0);
 }
+
+/* Writes v in decimal at p (room for 20 digits); returns the length. build_head's hand-made
+ * replacement for snprintf, which cost about 3% of a keep-alive hello-world's server CPU. */
+static size_t put_u64(char *p, uint64_t v) {
+  char t[20];
+  size_t n = 0;
+  do {
+    t[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t i = 0; i < n; i++)
+    p[i] = t[n - 1 - i];
+  return n;
+}
+
+#define SB_LIT(b, lit) sb_add((b), (lit), sizeof(lit) - 1)
 
 static const char *find_header(const braid_http_header_t *h, size_t n, const char *name) {
   for (size_t i = 0; i < n; i++)
@@ -931,46 +952,50 @@ static void build_head(braid_http_req_t *r, sbuf_t *b, int status,
                        const braid_http_header_t *headers, size_t n, int64_t body_len,
                        bool vary) {
   hconn_t *hc = r->hc;
-  char line[128];
-  int w = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
-  sb_add(b, line, (size_t)w);
+  char num[24];
+  SB_LIT(b, "HTTP/1.1 ");
+  sb_add(b, num, put_u64(num, (uint64_t)status));
+  SB_LIT(b, " ");
+  sb_str(b, reason_phrase(status));
+  SB_LIT(b, "\r\n");
   if (hc) {
     ctx_date(hc->ctx);
-    sb_str(b, "Date: ");
+    SB_LIT(b, "Date: ");
     sb_add(b, hc->ctx->date, hc->ctx->date_len);
-    sb_str(b, "\r\n");
+    SB_LIT(b, "\r\n");
     if (hc->ctx->srv->server_name) {
-      sb_str(b, "Server: ");
+      SB_LIT(b, "Server: ");
       sb_str(b, hc->ctx->srv->server_name);
-      sb_str(b, "\r\n");
+      SB_LIT(b, "\r\n");
     }
   }
   for (size_t i = 0; i < n; i++) {
     sb_str(b, headers[i].name);
-    sb_str(b, ": ");
+    SB_LIT(b, ": ");
     sb_str(b, headers[i].value);
-    sb_str(b, "\r\n");
+    SB_LIT(b, "\r\n");
   }
   if (r->res_encoding == ENC_GZIP)
-    sb_str(b, "Content-Encoding: gzip\r\n");
+    SB_LIT(b, "Content-Encoding: gzip\r\n");
   else if (r->res_encoding == ENC_DEFLATE)
-    sb_str(b, "Content-Encoding: deflate\r\n");
+    SB_LIT(b, "Content-Encoding: deflate\r\n");
   if (vary)
-    sb_str(b, "Vary: Accept-Encoding\r\n");
+    SB_LIT(b, "Vary: Accept-Encoding\r\n");
   bool no_length = status == 204 || status == 304 || status < 200;
   if (!no_length) {
     if (body_len >= 0) {
-      w = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)body_len);
-      sb_add(b, line, (size_t)w);
+      SB_LIT(b, "Content-Length: ");
+      sb_add(b, num, put_u64(num, (uint64_t)body_len));
+      SB_LIT(b, "\r\n");
     } else if (r->res_chunked) {
-      sb_str(b, "Transfer-Encoding: chunked\r\n");
+      SB_LIT(b, "Transfer-Encoding: chunked\r\n");
     }
   }
   if (r->res_close)
-    sb_str(b, "Connection: close\r\n");
+    SB_LIT(b, "Connection: close\r\n");
   else if (r->minor == 0)
-    sb_str(b, "Connection: keep-alive\r\n");
-  sb_str(b, "\r\n");
+    SB_LIT(b, "Connection: keep-alive\r\n");
+  SB_LIT(b, "\r\n");
 }
 
 static braid_gzip_t *ctx_compressor(ctx_t *c, int enc) {
