@@ -45,7 +45,8 @@ typedef struct ctx_s {
   braid_http_server_t *srv;
   braid_loop_t *loop;
   uv_timer_t *timer;
-  braid__node_t header_list, body_list, ka_list;
+  /* ka_idle_list: keep-alive connections idle for KA_TRIM_MS, their spare request freed. */
+  braid__node_t header_list, body_list, ka_list, ka_idle_list;
   braid__node_t conns;
   unsigned nconns;          /* this loop's own count */
   atomic_uint nconns_shared; /* the same, for other threads (stats, close) */
@@ -89,6 +90,9 @@ enum { ENC_NONE = 0, ENC_GZIP = 1, ENC_DEFLATE = 2 };
 typedef struct hdr_s {
   uint32_t name_off, value_off;
 } hdr_t;
+
+/* How long a keep-alive connection stays idle before it frees its spare request. */
+#define KA_TRIM_MS 1000
 
 struct braid_http_req_s {
   hconn_t *hc; /* NULL once the connection closed (orphan) */
@@ -486,6 +490,7 @@ static ctx_t *ctx_get(braid_http_server_t *s, braid_loop_t *loop) {
       braid__list_init(&c->header_list);
       braid__list_init(&c->body_list);
       braid__list_init(&c->ka_list);
+      braid__list_init(&c->ka_idle_list);
       braid__list_init(&c->conns);
       s->ctxs[s->nctxs++] = c;
       found = c;
@@ -585,12 +590,36 @@ static void sweep(braid__node_t *list, uint64_t now) {
   }
 }
 
+static void req_release_memory(braid_http_req_t *r);
+
+/* A keep-alive connection idle for KA_TRIM_MS gives back the spare request it keeps for its
+ * next one (about 760 bytes with its header buffers), so that thousands of idle connections
+ * cost their connection, HTTP state and parser only. It moves to ka_idle_list with its
+ * deadline; taken from ka_list's head, oldest first, it keeps that list in deadline order. */
+static void trim_idle(ctx_t *c, uint64_t now) {
+  uint64_t ka = c->srv->opts.keepalive_timeout_ms;
+  while (!braid__list_empty(&c->ka_list)) {
+    hconn_t *hc = BRAID__CONTAINER_OF(c->ka_list.next, hconn_t, tnode);
+    if (hc->deadline + KA_TRIM_MS > now + ka) /* idle for less than KA_TRIM_MS */
+      break;
+    braid__list_remove(&hc->tnode);
+    braid__list_push_back(&c->ka_idle_list, &hc->tnode);
+    hc->tlist = &c->ka_idle_list;
+    if (hc->spare) {
+      req_release_memory(hc->spare);
+      hc->spare = NULL;
+    }
+  }
+}
+
 static void on_tick(uv_timer_t *t) {
   ctx_t *c = t->data;
   uint64_t now = braid__now(c->loop);
   sweep(&c->header_list, now);
   sweep(&c->body_list, now);
   sweep(&c->ka_list, now);
+  sweep(&c->ka_idle_list, now);
+  trim_idle(c, now);
 }
 
 /* Puts hc in the list for what it waits for now. */
@@ -610,7 +639,7 @@ static void hc_update_timer(hconn_t *hc) {
       timer_enter(hc, &hc->ctx->body_list, o->body_timeout_ms);
   } else if (!cur && hc->nqueue == 0 && !hc->no_more) {
     braid__node_t *l = hc->requests ? &hc->ctx->ka_list : &hc->ctx->header_list;
-    if (hc->tlist != l)
+    if (hc->tlist != l && !(l == &hc->ctx->ka_list && hc->tlist == &hc->ctx->ka_idle_list))
       timer_enter(hc, l, hc->requests ? o->keepalive_timeout_ms : o->header_timeout_ms);
   } else {
     timer_leave(hc);
