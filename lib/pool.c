@@ -1016,6 +1016,8 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
   p->wait_timer.data = p->maint_timer.data = p;
   p->timers_open = 2;
   p->flush.fn = on_flush;
+  if (p->o.client.tls)
+    braid__tls_ctx_ref(p->o.client.tls); /* TLS to every endpoint; dropped in pool_free */
   braid__loop_ref(loop);
   *out = p;
   return 0;
@@ -1196,6 +1198,7 @@ static void pool_free(braid_pool_t *p) {
     braid__free(p->eps[i]);
   }
   braid__free(p->eps);
+  braid_tls_ctx_free(p->o.client.tls);
   braid__free(p);
   braid__loop_unref(loop);
 }

@@ -47,7 +47,12 @@ extern "C" {
   XX(ETOOMANYWAITERS, -30017, "too many waiters")                                               \
   XX(EREMOTE, -30018, "the peer answered with an error")                                        \
   XX(EGOAWAY, -30019, "the peer is shutting down")                                            \
-  XX(EUNAVAILABLE, -30020, "no endpoint is available: every one is ejected")
+  XX(EUNAVAILABLE, -30020, "no endpoint is available: every one is ejected")                  \
+  XX(ETLS, -30025, "TLS failure (handshake, record or alert; braid_tls_error_text says which)") \
+  XX(ETLSVERIFY, -30026, "the peer's TLS certificate is not trusted (unknown CA, self-signed, "  \
+                         "or none sent)")                                                      \
+  XX(ETLSHOSTNAME, -30027, "the peer's TLS certificate does not match the host name")          \
+  XX(ETLSEXPIRED, -30028, "the peer's TLS certificate has expired or is not yet valid")
 
 typedef enum {
 #define BRAID_ERR_ENUM_(name, value, msg) BRAID_##name = (value),

@@ -71,7 +71,10 @@ enum {
 typedef struct braid_pool_opts_s {
   /* How connections are made: socket and connection options, connect timeout, and retries
    * with backoff inside one connect (defaults of braid_client_opts_init()). Bounds: exactly
-   * what braid_connect() accepts (braid/client.h), checked by the same code. */
+   * what braid_connect() accepts (braid/client.h), checked by the same code. With
+   * client.tls set, every endpoint is reached over TLS, its certificate verified against
+   * that endpoint's own host name (and SNI sent for it); the pool holds a reference on the
+   * context until it is freed. */
   braid_client_opts_t client;
   /* The channel on each connection: mode, framer, max payload, default request timeout;
    * max_inflight is the per-connection pipelining cap (set it to 1 for one request per
