@@ -211,6 +211,15 @@ BRAID_EXTERN void *braid_pool_get_data(const braid_pool_t *pool);
  * (closing) or BRAID_ENOMEM. */
 BRAID_EXTERN int braid_pool_add_endpoint(braid_pool_t *pool, const char *host, int port);
 
+/* Like braid_pool_add_endpoint(), with the endpoint's own TLS context (braid/tls.h; a
+ * client one): its connections use tls instead of opts.client.tls (e.g. another CA, or a
+ * client certificate for this endpoint only); NULL = the pool's. The certificate is
+ * verified against host, which is also sent as SNI. The pool holds a reference on tls until
+ * it is freed. Returns 0, BRAID_EINVAL (also for a server context), BRAID_ECLOSED or
+ * BRAID_ENOMEM. */
+BRAID_EXTERN int braid_pool_add_endpoint_tls(braid_pool_t *pool, const char *host, int port,
+                                             braid_tls_ctx_t *tls);
+
 /* Sends a request (data[0..len) is copied) on a pooled connection, waiting for room if
  * needed, and calls cb exactly once, never from inside this call, as braid_rpc_call() does:
  * - the answer, or BRAID_EREMOTE, BRAID_ETIMEDOUT (timeout_ms passed once sent; 0 takes

@@ -498,6 +498,36 @@ static void test_mtls(void **state) {
   assert_int_equal(st.handshake_failures, 1);
   assert_int_equal(st.verify_failures, 1);
   assert_int_equal(s.conns, 1);
+
+  /* braid's client with a certificate (cert_pem/key_pem would do the same). */
+  braid_tls_opts_t o;
+  braid_tls_opts_init(&o);
+  o.use_system_cas = 0;
+  o.ca_file = cert("ca.pem");
+  o.cert_file = cert("client.pem");
+  o.key_file = cert("client.key");
+  braid_tls_ctx_t *cctx;
+  assert_int_equal(braid_tls_ctx_new(&cctx, &o, NULL), 0);
+  cli_t c;
+  cli_connect(&s.t, &c, cctx, "127.0.0.1", s.port);
+  assert_int_equal(c.status, 0);
+  c.want = 2;
+  assert_int_equal(braid_conn_write(c.conn, "hi", 2, NULL, NULL), 0);
+  bt_run_until(&s.t, &c.closed, 5000);
+  assert_int_equal(c.close_status, 0);
+  assert_memory_equal(c.rx, "hi", 2);
+  free(c.rx);
+  assert_int_equal(s.info.peer_verified, 1);
+  braid_tls_ctx_free(cctx);
+  /* Without one: TLS 1.3 finishes the client's side of the handshake first, so the
+   * server's refusal arrives as the first read's error. */
+  cctx = client_ctx("ca.pem");
+  cli_connect(&s.t, &c, cctx, "127.0.0.1", s.port);
+  if (c.status == 0)
+    bt_run_until(&s.t, &c.closed, 5000);
+  assert_true(c.status != 0 || c.close_status == BRAID_ETLS);
+  braid_tls_ctx_free(cctx);
+  assert_int_equal(srv_stats(&s).verify_failures, 2);
   srv_stop(&s);
 }
 
@@ -777,7 +807,6 @@ static void test_rpc_and_pool_over_tls(void **state) {
   po.client.tls = cctx;
   braid_pool_t *pool;
   assert_int_equal(braid_pool_new(&pool, s.t.loop, &po), 0);
-  braid_tls_ctx_free(cctx); /* the pool holds its own reference */
   assert_int_equal(braid_pool_add_endpoint(pool, "127.0.0.1", s.port), 0);
   rpc_res_t r2 = {0};
   assert_int_equal(braid_pool_call(pool, "pooled", 6, 0, 5000, on_answer, &r2), 0);
@@ -785,8 +814,21 @@ static void test_rpc_and_pool_over_tls(void **state) {
   assert_int_equal(r2.status, 0);
   assert_string_equal(r2.answer, "pooled");
   assert_int_equal(braid_pool_close(pool, NULL, NULL), 0);
+
+  /* A plain pool with one TLS endpoint: the endpoint's context is what its connections use
+   * (a plain connection to this server would fail its handshake). */
+  braid_pool_opts_init(&po);
+  assert_int_equal(braid_pool_new(&pool, s.t.loop, &po), 0);
+  assert_int_equal(braid_pool_add_endpoint_tls(pool, "127.0.0.1", s.port, cctx), 0);
+  braid_tls_ctx_free(cctx); /* the pools hold their own references */
+  rpc_res_t r3 = {0};
+  assert_int_equal(braid_pool_call(pool, "endpoint", 8, 0, 5000, on_answer, &r3), 0);
+  bt_run_until(&s.t, &r3.done, 5000);
+  assert_int_equal(r3.status, 0);
+  assert_string_equal(r3.answer, "endpoint");
+  assert_int_equal(braid_pool_close(pool, NULL, NULL), 0);
   bt_run_for(&s.t, 50);
-  assert_int_equal(srv_stats(&s).handshakes, 2);
+  assert_int_equal(srv_stats(&s).handshakes, 3);
   srv_stop(&s);
 }
 
