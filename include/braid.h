@@ -12,6 +12,7 @@
 #include "braid/sockopts.h"
 #include "braid/ratelimit.h"
 #include "braid/conn.h"
+#include "braid/tls.h"
 #include "braid/server.h"
 #include "braid/dns.h"
 #include "braid/client.h"

@@ -17,7 +17,14 @@
 
 #include <inttypes.h>
 
-typedef enum { ST_START, ST_RESOLVING, ST_CONNECTING, ST_BACKOFF, ST_DONE } conn_state_t;
+typedef enum {
+  ST_START,
+  ST_RESOLVING,
+  ST_CONNECTING,
+  ST_BACKOFF,
+  ST_HANDSHAKE, /* TLS: connected, the handshake runs (r->conn) */
+  ST_DONE
+} conn_state_t;
 
 struct braid_connect_s {
   braid_loop_t *loop;
@@ -86,6 +93,9 @@ int braid_client_opts_validate(const braid_client_opts_t *o, braid_opts_error_t 
     return braid__opts_fail(err, "backoff_jitter", "%g is outside 0.0..1.0", o->backoff_jitter);
   if (o->family != AF_UNSPEC && o->family != AF_INET && o->family != AF_INET6)
     return braid__opts_fail(err, "family", "%d is not AF_UNSPEC, AF_INET or AF_INET6", o->family);
+  if (o->tls && braid__tls_ctx_is_server(o->tls))
+    return braid__opts_fail(err, "tls", "a server context (role BRAID_TLS_SERVER): a client "
+                                        "needs a BRAID_TLS_CLIENT one");
   return 0;
 }
 
@@ -95,6 +105,7 @@ int braid__client_opts_check(const braid_client_opts_t *o, braid_opts_error_t *e
 
 static void on_timer_closed(uv_handle_t *h) {
   braid_connect_t *r = h->data;
+  braid_tls_ctx_free(r->opts.tls);
   braid__free(r->addrs);
   braid__free(r->host);
   braid__free(r);
@@ -190,6 +201,14 @@ static void on_start(uv_timer_t *t) {
   start_round(t->data);
 }
 
+/* The TLS handshake ended: a TLS failure is the answer, not a reason to try elsewhere (a
+ * certificate refused here would be refused there). */
+static void on_tls_ready(braid_conn_t *conn, int status, void *arg) {
+  braid_connect_t *r = arg;
+  r->conn = NULL;
+  finish(r, status == 0 ? conn : NULL, status);
+}
+
 static void on_connected(uv_connect_t *creq, int status) {
   braid_connect_t *r = BRAID__CONTAINER_OF(creq, braid_connect_t, creq);
   braid_conn_t *conn = r->conn;
@@ -207,6 +226,14 @@ static void on_connected(uv_connect_t *creq, int status) {
   }
   if (status == 0) {
     status = braid__conn_established(conn, &r->opts.sockopts);
+    if (status == 0 && r->opts.tls) {
+      status = braid__conn_tls_start(conn, r->opts.tls, r->host, on_tls_ready, r);
+      if (status == 0) {
+        r->conn = conn;
+        r->state = ST_HANDSHAKE;
+        return;
+      }
+    }
     if (status == 0) {
       finish(r, conn, 0);
       return;
@@ -320,6 +347,8 @@ int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host, i
   r->port = port;
   r->loop = loop;
   r->opts = opts;
+  if (r->opts.tls)
+    braid__tls_ctx_ref(r->opts.tls); /* dropped when the request is freed */
   r->cb = cb;
   r->arg = arg;
   r->last_err = BRAID_ETIMEDOUT;
@@ -348,6 +377,7 @@ int braid_connect(braid_connect_t **req, braid_loop_t *loop, const char *host, i
     }
   }
   if (rc) {
+    braid_tls_ctx_free(r->opts.tls);
     braid__free(r->addrs);
     braid__free(r->host);
     braid__free(r);
@@ -377,6 +407,13 @@ int braid_connect_cancel(braid_connect_t *req) {
     /* on_resolved runs from inside this call with BRAID_ECANCELED and finishes. */
     braid_resolve_cancel(r->lookup);
     break;
+  case ST_HANDSHAKE: {
+    braid_conn_t *conn = r->conn;
+    r->conn = NULL;
+    braid__conn_discard(conn); /* no word back from the handshake now */
+    finish(r, NULL, BRAID_ECANCELED);
+    break;
+  }
   case ST_CONNECTING:
     if (!r->attempt_aborted) {
       uv_timer_stop(&r->timer);

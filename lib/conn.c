@@ -21,6 +21,7 @@
 #include <sys/uio.h>
 
 #include "internal.h"
+#include "tls_engine.h"
 
 #include <inttypes.h>
 
@@ -52,6 +53,32 @@ typedef struct seg_s {
   void *arg;
   uint8_t kind;
 } seg_t;
+
+/* TLS beneath the connection (tls.h): the session, and the ciphertext on its way to the
+ * socket. The write queue keeps plaintext; each flush encrypts up to TLS_BATCH_BYTES of it
+ * (small writes staged into 16 KiB records, large ones encrypted in place) into `out`, and
+ * the segments it covered complete only once the kernel took all of that ciphertext, so
+ * write callbacks, watermarks and the write timeout mean what they mean without TLS. Reads
+ * feed the session and decrypt into the loop's shared read buffer. */
+#define TLS_BATCH_BYTES ((size_t)128 << 10)
+#define TLS_STAGE_BYTES ((size_t)16 << 10) /* one full record */
+
+typedef struct tls_state_s {
+  braid__tls_sess_t *sess;
+  braid_tls_ctx_t *ctx; /* referenced */
+  braid__tls_out_t out;
+  uint8_t *inflight_copy; /* ciphertext the kernel had no room for, in a uv_write */
+  size_t batch_plain;     /* plaintext bytes encrypted whose ciphertext is not all sent */
+  bool batch_pending;
+  bool hs_done;
+  bool notify_queued; /* close_notify is in out (or sent) */
+  bool eof;           /* the peer's close_notify arrived and was reported */
+  bool eof_pending;   /* it arrived while the user was not reading */
+  bool deliver_pending; /* plaintext is buffered and reading restarted: deliver from the loop */
+  uint64_t hs_started_ms, hs_deadline_ms, hs_ms;
+  braid__conn_ready_fn ready; /* the owner (server, connect) waits for the handshake */
+  void *ready_arg;
+} tls_state_t;
 
 enum conn_state {
   ST_CREATED, /* handle initialised, not connected yet */
@@ -112,11 +139,16 @@ struct braid_conn_s {
   uint64_t msg_elapsed_ms; /* its time so far, kept while reading is stopped */
   uint64_t timer_due;
   braid_conn_stats_t stats;
+  tls_state_t *tls; /* NULL: plain TCP */
 };
 
 static void do_flush(braid_conn_t *c);
 static void arm_timer(braid_conn_t *c);
 static void close_handles(braid_conn_t *c, int status);
+static void tls_deliver_deferred(braid_conn_t *c);
+static void tls_fail_handshake(braid_conn_t *c, int err);
+static void tls_notify_now(braid_conn_t *c);
+static void on_drained(braid_conn_t *c);
 
 /* ---- options -------------------------------------------------------------------------- */
 
@@ -177,6 +209,11 @@ static void wm_notify(braid_conn_t *c);
 
 static void on_flush(braid__flush_t *f) {
   braid_conn_t *c = BRAID__CONTAINER_OF(f, braid_conn_t, flush);
+  if (c->tls && c->tls->deliver_pending) {
+    tls_deliver_deferred(c);
+    if (c->state == ST_CLOSED)
+      return;
+  }
   do_flush(c);
   wm_notify(c);
 }
@@ -256,6 +293,8 @@ int braid__conn_established(braid_conn_t *c, const braid_sockopts_t *so) {
 
 void braid__conn_discard(braid_conn_t *c) {
   c->discarded = true;
+  if (c->tls)
+    c->tls->ready = NULL; /* the caller gave up on it: no word back */
   close_handles(c, BRAID_ECANCELED);
 }
 
@@ -286,6 +325,11 @@ void braid__conn_set_watermark_hook(braid_conn_t *c, braid__conn_wm_fn fn, void 
 }
 
 void braid__conn_notify_drain(braid_conn_t *c) {
+  if (c->tls && !c->tls->hs_done) {
+    /* Still in its handshake: nothing of it is in progress for anyone. */
+    braid_conn_close(c);
+    return;
+  }
   braid__conn_drain_fn fn = c->drain_fn;
   c->drain_fn = NULL; /* once: a drain is not undone */
   if (c->drained)
@@ -783,7 +827,7 @@ static int write_body(braid_conn_t *c, const void *data, size_t len, braid_write
   if (!data && len)
     return BRAID_EINVAL;
   if (len >= c->copy_threshold && c->seg_count == 0 && !c->write_inflight && !c->in_flush &&
-      !c->send_rl && !c->send_group) {
+      !c->send_rl && !c->send_group && !c->tls) {
     /* Nothing to coalesce with: offer it to the kernel from the caller's buffer, and copy
      * only what it does not take. */
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)(len > MAX_IOV_BYTES ? MAX_IOV_BYTES : len));
@@ -990,7 +1034,13 @@ static void after_write(uv_write_t *req, int status) {
   wm_notify(c);
 }
 
+static void tls_flush(braid_conn_t *c);
+
 static void do_flush(braid_conn_t *c) {
+  if (c->tls) {
+    tls_flush(c);
+    return;
+  }
   if (c->in_flush || c->write_inflight || c->state == ST_CLOSED || c->state == ST_CREATED)
     return;
   c->in_flush = true;
@@ -1104,8 +1154,19 @@ static void recv_account(braid_conn_t *c, size_t n) {
   arm_timer(c);
 }
 
+static void tls_on_read(braid_conn_t *c, const uv_buf_t *buf, size_t n);
+static void tls_on_eof(braid_conn_t *c);
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   braid_conn_t *c = stream->data;
+  if (nread > 0 && c->tls) {
+    c->last_read_ms = c->last_activity_ms = braid__now(c->loop);
+    if (c->recv_rl || c->recv_group)
+      recv_account(c, (size_t)nread);
+    tls_on_read(c, buf, (size_t)nread);
+    braid__loop_read_release(c->loop, buf);
+    return;
+  }
   if (nread > 0) {
     c->stats.bytes_read += (uint64_t)nread;
     c->stats.reads++;
@@ -1125,6 +1186,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     /* libuv stopped reading; the connection stays open for writing. */
     uv_read_stop(stream);
     c->peer_eof = true;
+    if (c->tls) {
+      tls_on_eof(c);
+      return;
+    }
     if (c->state != ST_OPEN)
       return;
     /* The end of the peer's stream is not a read error: it has its own callback, so the
@@ -1140,6 +1205,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   close_handles(c, (int)nread);
   if (deliver && c->cbs.on_read)
     c->cbs.on_read(c, (int)nread, NULL, 0, c->data);
+}
+
+static bool tls_handshaking(const braid_conn_t *c) {
+  return c->tls && !c->tls->hs_done;
 }
 
 static int start_reading(braid_conn_t *c) {
@@ -1167,6 +1236,13 @@ int braid_conn_read_start(braid_conn_t *c) {
   int rc = start_reading(c);
   if (rc == 0)
     arm_timer(c);
+  if (rc == 0 && c->tls && c->tls->hs_done && !c->tls->eof &&
+      (c->tls->eof_pending || braid__tls_has_input(c->tls->sess))) {
+    /* Decrypted bytes wait in the session, and no socket read will bring them: deliver
+     * them from the loop (never from inside this call). */
+    c->tls->deliver_pending = true;
+    braid__loop_want_flush(c->loop, &c->flush);
+  }
   return rc;
 }
 
@@ -1178,11 +1254,441 @@ int braid_conn_read_stop(braid_conn_t *c) {
   if (c->want_read && c->msg_pending)
     c->msg_elapsed_ms = braid__now(c->loop) - c->msg_started_ms;
   c->want_read = false;
-  if (c->reading) {
+  if (c->reading && !tls_handshaking(c)) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
   }
   return 0;
+}
+
+/* ---- TLS ------------------------------------------------------------------------------ */
+
+int braid__conn_tls_start(braid_conn_t *c, braid_tls_ctx_t *ctx, const char *server_name,
+                          braid__conn_ready_fn fn, void *arg) {
+  if (c->state != ST_OPEN || c->tls)
+    return BRAID_EINVAL;
+  tls_state_t *t = braid__calloc(1, sizeof(*t));
+  if (!t)
+    return BRAID_ENOMEM;
+  bool server = braid__tls_ctx_is_server(ctx);
+  int rc = braid__tls_sess_new(&t->sess, ctx, server, server_name, &t->out);
+  if (rc) {
+    braid__free(t);
+    return rc;
+  }
+  braid__tls_ctx_ref(ctx);
+  t->ctx = ctx;
+  t->ready = fn;
+  t->ready_arg = arg;
+  uint64_t now = braid__now(c->loop);
+  uint64_t timeout = braid__tls_ctx_handshake_timeout(ctx);
+  t->hs_started_ms = now;
+  t->hs_deadline_ms = timeout ? now + timeout : UINT64_MAX;
+  c->tls = t;
+  if (!server) {
+    /* The ClientHello: it goes out at the end of this loop iteration. */
+    rc = braid__tls_handshake(t->sess);
+    if (rc < 0) {
+      c->tls = NULL;
+      braid__tls_sess_free(t->sess);
+      braid__tls_out_free(&t->out);
+      braid_tls_ctx_free(ctx);
+      braid__free(t);
+      return rc;
+    }
+    braid__loop_want_flush(c->loop, &c->flush);
+  }
+  rc = start_reading(c);
+  if (rc == 0)
+    arm_timer(c);
+  /* On failure c->tls stays: the caller discards the connection, which frees it. */
+  return rc;
+}
+
+const braid__tls_sess_t *braid__conn_tls_session(const braid_conn_t *c, uint64_t *hs_ms) {
+  if (!c->tls || !c->tls->hs_done)
+    return NULL;
+  *hs_ms = c->tls->hs_ms;
+  return c->tls->sess;
+}
+
+const braid__tls_sess_t *braid__conn_tls_any_session(const braid_conn_t *c) {
+  return c->tls ? c->tls->sess : NULL;
+}
+
+static bool is_verify_error(int err) {
+  return err == BRAID_ETLSVERIFY || err == BRAID_ETLSHOSTNAME || err == BRAID_ETLSEXPIRED;
+}
+
+/* Sends what the session has for the peer now, if the kernel takes it: an alert before the
+ * connection closes, so the peer learns why. Best effort; never waits. */
+static void tls_send_now(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  size_t pend = braid__tls_out_pending(&t->out);
+  if (pend == 0 || c->write_inflight || c->state == ST_CLOSED)
+    return;
+  uv_buf_t b = uv_buf_init((char *)t->out.buf + t->out.off,
+                           (unsigned)(pend > MAX_IOV_BYTES ? MAX_IOV_BYTES : pend));
+  int n = sock_try_write(c, &b, 1);
+  if (n > 0)
+    braid__tls_out_consume(&t->out, (size_t)n);
+}
+
+static void tls_notify_now(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  if (t->notify_queued || !t->hs_done)
+    return;
+  t->notify_queued = true;
+  if (braid__tls_out_pending(&t->out) == 0 && braid__tls_close_notify(t->sess) == 0)
+    tls_send_now(c);
+}
+
+static void tls_fail_handshake(braid_conn_t *c, int err) {
+  tls_state_t *t = c->tls;
+  braid__tls_ctx_count(t->ctx, BRAID__TLS_EV_FAILED);
+  if (is_verify_error(err))
+    braid__tls_ctx_count(t->ctx, BRAID__TLS_EV_VERIFY);
+  if (!c->discarded)
+    braid__log(c->loop, BRAID_LOG_WARN, "tls: handshake failed: %s (%s)",
+               braid__tls_error_text(t->sess), braid_err_name(err));
+  tls_send_now(c); /* the alert that says why */
+  close_handles(c, err);
+}
+
+/* Ends the connection for a failure on an established session: the read callback hears of
+ * it (status < 0), then the close callback. */
+static void tls_fail(braid_conn_t *c, int err) {
+  int deliver = c->state == ST_OPEN;
+  tls_send_now(c);
+  close_handles(c, err);
+  if (deliver && c->cbs.on_read)
+    c->cbs.on_read(c, err, NULL, 0, c->data);
+}
+
+static void tls_handshake_step(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  int rc = braid__tls_handshake(t->sess);
+  if (braid__tls_out_pending(&t->out))
+    braid__loop_want_flush(c->loop, &c->flush);
+  if (rc == BRAID__TLS_WANT)
+    return;
+  if (rc < 0) {
+    tls_fail_handshake(c, rc);
+    return;
+  }
+  t->hs_done = true;
+  t->hs_ms = braid__now(c->loop) - t->hs_started_ms;
+  braid__tls_ctx_count(t->ctx, BRAID__TLS_EV_HANDSHAKE);
+  braid_tls_info_t info;
+  memset(&info, 0, sizeof(info));
+  braid__tls_sess_info(t->sess, &info);
+  if (info.resumed)
+    braid__tls_ctx_count(t->ctx, BRAID__TLS_EV_RESUMED);
+  braid__conn_ready_fn fn = t->ready;
+  t->ready = NULL;
+  if (fn)
+    fn(c, 0, t->ready_arg);
+  /* The owner handed the connection on: it reads only if its new owner asked. */
+  if (c->state == ST_OPEN && !c->want_read && c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+  }
+  arm_timer(c);
+}
+
+/* The peer's close_notify, reported: on_eof, or a graceful close without one. */
+static void tls_eof_now(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  t->eof_pending = false;
+  t->eof = true;
+  c->peer_eof = true;
+  if (c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+  }
+  if (c->cbs.on_eof)
+    c->cbs.on_eof(c, c->data);
+  else
+    braid_conn_close(c);
+}
+
+/* Decrypts what the session holds into buf and hands it to the read callback, for as long
+ * as the user reads: as many records as fill buf in one callback, as a plain read would. */
+static void tls_deliver(braid_conn_t *c, uint8_t *buf, size_t cap) {
+  tls_state_t *t = c->tls;
+  if (t->eof_pending && c->want_read && c->state == ST_OPEN) {
+    tls_eof_now(c);
+    return;
+  }
+  while (c->state == ST_OPEN && c->want_read && !t->eof) {
+    size_t filled = 0;
+    int rc = 0;
+    while (filled < cap) {
+      size_t got = 0;
+      rc = braid__tls_read(t->sess, buf + filled, cap - filled, &got);
+      if (rc != 0)
+        break;
+      filled += got;
+    }
+    if (braid__tls_out_pending(&t->out))
+      braid__loop_want_flush(c->loop, &c->flush);
+    if (filled > 0) {
+      c->stats.bytes_read += filled;
+      c->stats.reads++;
+      if (c->cbs.on_read)
+        c->cbs.on_read(c, 0, buf, filled, c->data);
+      if (c->state != ST_OPEN)
+        return;
+    }
+    if (rc == 0)
+      continue; /* buf was full: more may wait */
+    if (rc == BRAID__TLS_WANT)
+      return;
+    if (rc == BRAID__TLS_EOF) {
+      /* close_notify: the peer's clean end of stream, reported once the user reads again
+       * if the read callback just paused. */
+      t->eof_pending = true;
+      if (c->want_read)
+        tls_eof_now(c);
+      return;
+    }
+    if (strcmp(braid__tls_error_text(t->sess), "renegotiation refused") == 0)
+      braid__tls_ctx_count(t->ctx, BRAID__TLS_EV_RENEG);
+    braid__log(c->loop, BRAID_LOG_WARN, "tls: %s (%s)", braid__tls_error_text(t->sess),
+               braid_err_name(rc));
+    tls_fail(c, rc);
+    return;
+  }
+}
+
+static void tls_deliver_deferred(braid_conn_t *c) {
+  c->tls->deliver_pending = false;
+  uv_buf_t b;
+  braid__loop_read_alloc(c->loop, &b);
+  if (b.base && b.len)
+    tls_deliver(c, (uint8_t *)b.base, b.len);
+  braid__loop_read_release(c->loop, &b);
+}
+
+static void tls_on_read(braid_conn_t *c, const uv_buf_t *buf, size_t n) {
+  tls_state_t *t = c->tls;
+  int rc = braid__tls_feed(t->sess, buf->base, n);
+  if (rc) {
+    if (t->hs_done)
+      tls_fail(c, rc);
+    else
+      close_handles(c, rc);
+    return;
+  }
+  /* The ciphertext is in the session now: the shared read buffer is free to take the
+   * plaintext. */
+  if (!t->hs_done) {
+    tls_handshake_step(c);
+    if (c->state != ST_OPEN || !t->hs_done)
+      return;
+  }
+  tls_deliver(c, (uint8_t *)buf->base, buf->len);
+}
+
+/* The peer ended its TCP stream. After its close_notify that was reported already (reading
+ * stopped then); without one the stream may have been cut by an attacker or a crash, and a
+ * clean EOF would let a truncated message pass for a whole one. */
+static void tls_on_eof(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  if (t->eof || t->eof_pending || c->state == ST_CLOSED || braid__tls_peer_closed(t->sess))
+    return;
+  if (!t->hs_done) {
+    braid__tls_set_error_text(t->sess, "the peer closed the connection during the handshake");
+    tls_fail_handshake(c, BRAID_ETLS);
+    return;
+  }
+  braid__tls_ctx_count(t->ctx, BRAID__TLS_EV_TRUNCATED);
+  braid__tls_set_error_text(t->sess, "the peer ended the stream without close_notify "
+                                     "(truncated)");
+  if (c->state != ST_OPEN) {
+    close_handles(c, BRAID_ETRUNCATED);
+    return;
+  }
+  tls_fail(c, BRAID_ETRUNCATED);
+}
+
+/* Encrypts up to limit bytes from the head of the write queue into t->out. *done: the
+ * plaintext bytes encrypted. */
+static int tls_encrypt(braid_conn_t *c, size_t limit, size_t *done) {
+  tls_state_t *t = c->tls;
+  uv_buf_t iov[MAX_IOVS];
+  size_t total;
+  unsigned n = fill_iov(c, iov, MAX_IOVS, 0, limit, &total);
+  /* One allocation for the batch's records (each adds at most ~64 bytes), not one per
+   * doubling. */
+  if (braid__tls_out_reserve(&t->out, total + (total / TLS_STAGE_BYTES + 1) * 64))
+    return BRAID_ENOMEM;
+  char *stage = NULL; /* small writes gather here into full records */
+  size_t staged = 0;
+  int rc = 0;
+  *done = 0;
+  for (unsigned i = 0; i < n && rc == 0; i++) {
+    const char *p = iov[i].base;
+    size_t len = iov[i].len;
+    while (len > 0 && rc == 0) {
+      if (staged == 0 && len >= TLS_STAGE_BYTES) {
+        rc = braid__tls_write(t->sess, p, len);
+        if (rc == 0)
+          *done += len;
+        break;
+      }
+      if (!stage && !(stage = braid__loop_chunk_get(c->loop))) {
+        rc = BRAID_ENOMEM;
+        break;
+      }
+      size_t k = TLS_STAGE_BYTES - staged;
+      if (k > len)
+        k = len;
+      memcpy(stage + staged, p, k);
+      staged += k;
+      p += k;
+      len -= k;
+      if (staged == TLS_STAGE_BYTES) {
+        rc = braid__tls_write(t->sess, stage, staged);
+        if (rc == 0)
+          *done += staged;
+        staged = 0;
+      }
+    }
+  }
+  if (rc == 0 && staged > 0) {
+    rc = braid__tls_write(t->sess, stage, staged);
+    if (rc == 0)
+      *done += staged;
+  }
+  if (stage)
+    braid__loop_chunk_put(c->loop, stage);
+  return rc;
+}
+
+static void tls_after_write(uv_write_t *req, int status) {
+  braid_conn_t *c = req->data;
+  c->write_inflight = false;
+  braid__free(c->tls->inflight_copy);
+  c->tls->inflight_copy = NULL;
+  if (status < 0) {
+    if (status != UV_ECANCELED)
+      close_handles(c, status);
+    return;
+  }
+  c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+  tls_flush(c);
+  wm_notify(c);
+}
+
+/* Sends pending ciphertext; returns false when the rest went to a uv_write (or the
+ * connection failed), true when the kernel took all of it. */
+static bool tls_send_out(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  size_t pend = braid__tls_out_pending(&t->out);
+  uv_buf_t b = uv_buf_init((char *)t->out.buf + t->out.off,
+                           (unsigned)(pend > MAX_IOV_BYTES ? MAX_IOV_BYTES : pend));
+  int n = sock_try_write(c, &b, 1);
+  c->stats.write_syscalls++;
+  if (n == UV_EAGAIN)
+    n = 0;
+  if (n < 0) {
+    close_handles(c, n);
+    return false;
+  }
+  if (n > 0) {
+    c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+    braid__tls_out_consume(&t->out, (size_t)n);
+  }
+  pend -= (size_t)n;
+  if (pend == 0)
+    return true;
+  /* The kernel is full. The rest goes to libuv as a copy of its own, so the session may
+   * keep appending to its buffer (alerts, tickets) while libuv holds this. */
+  if (!c->wreq) {
+    c->wreq = braid__malloc(sizeof(*c->wreq));
+    if (!c->wreq) {
+      close_handles(c, BRAID_ENOMEM);
+      return false;
+    }
+    c->wreq->data = c;
+  }
+  uint8_t *copy = braid__malloc(pend);
+  if (!copy) {
+    close_handles(c, BRAID_ENOMEM);
+    return false;
+  }
+  memcpy(copy, t->out.buf + t->out.off, pend);
+  uv_buf_t wb = uv_buf_init((char *)copy, (unsigned)pend);
+  int rc = uv_write(c->wreq, (uv_stream_t *)&c->tcp, &wb, 1, tls_after_write);
+  if (rc) {
+    braid__free(copy);
+    close_handles(c, rc);
+    return false;
+  }
+  braid__tls_out_consume(&t->out, pend);
+  t->inflight_copy = copy;
+  c->write_inflight = true;
+  c->stats.write_syscalls++;
+  return false;
+}
+
+static void tls_flush(braid_conn_t *c) {
+  tls_state_t *t = c->tls;
+  if (c->in_flush || c->write_inflight || c->state == ST_CLOSED || c->state == ST_CREATED)
+    return;
+  c->in_flush = true;
+  while (c->state != ST_CLOSED) {
+    if (braid__tls_out_pending(&t->out) > 0) {
+      if (!tls_send_out(c))
+        break;
+      continue;
+    }
+    if (t->batch_pending) {
+      /* All of the batch's ciphertext is in the kernel: its writes are done. */
+      size_t n = t->batch_plain;
+      t->batch_plain = 0;
+      t->batch_pending = false;
+      consume(c, n);
+      continue;
+    }
+    if (!t->hs_done)
+      break;
+    if (c->seg_count == 0) {
+      if ((c->state == ST_CLOSING || c->shutdown_requested) && !t->notify_queued) {
+        t->notify_queued = true;
+        if (braid__tls_close_notify(t->sess) == 0)
+          continue;
+      }
+      braid__tls_out_free(&t->out); /* an idle connection keeps no ciphertext buffer */
+      c->in_flush = false;
+      on_drained(c);
+      return;
+    }
+    if (c->queued == 0) {
+      consume(c, 0);
+      continue;
+    }
+    size_t want = c->queued < TLS_BATCH_BYTES ? c->queued : TLS_BATCH_BYTES;
+    size_t allow = send_allowance(c, want);
+    if (allow == 0)
+      break;
+    size_t done;
+    int rc = tls_encrypt(c, allow, &done);
+    refund_send(c, allow - done);
+    if (done > 0) {
+      t->batch_plain = done;
+      t->batch_pending = true;
+    }
+    if (rc == BRAID__TLS_WANT && done == 0)
+      break; /* retried after the next read */
+    if (rc < 0) {
+      c->in_flush = false;
+      tls_fail(c, rc);
+      return;
+    }
+  }
+  c->in_flush = false;
 }
 
 /* ---- timers --------------------------------------------------------------------------- */
@@ -1214,6 +1720,8 @@ static uint64_t next_deadline(const braid_conn_t *c) {
     d = min_u64(d, c->close_started_ms + c->close_flush_timeout_ms);
   if (c->rate_paused)
     d = min_u64(d, c->rate_wait_until);
+  if (tls_handshaking(c))
+    d = min_u64(d, c->tls->hs_deadline_ms);
   return d;
 }
 
@@ -1255,7 +1763,7 @@ static void on_timer(uv_timer_t *t) {
   uint64_t now = braid__now(c->loop);
   if (c->rate_paused && c->rate_wait_until <= now) {
     c->rate_paused = false;
-    if (c->want_read && !c->reading && c->state == ST_OPEN) {
+    if ((c->want_read || tls_handshaking(c)) && !c->reading && c->state == ST_OPEN) {
       int rc = start_reading(c);
       if (rc) {
         close_handles(c, rc);
@@ -1265,6 +1773,12 @@ static void on_timer(uv_timer_t *t) {
     do_flush(c);
     if (c->state == ST_CLOSED)
       return;
+  }
+  if (tls_handshaking(c) && now >= c->tls->hs_deadline_ms) {
+    braid__tls_ctx_count(c->tls->ctx, BRAID__TLS_EV_TIMEOUT);
+    braid__tls_set_error_text(c->tls->sess, "handshake timed out");
+    tls_fail_handshake(c, BRAID_ETIMEDOUT);
+    return;
   }
   if (c->state == ST_CLOSING && c->close_flush_timeout_ms &&
       now >= c->close_started_ms + c->close_flush_timeout_ms) {
@@ -1308,6 +1822,14 @@ static void finalize(braid_conn_t *c) {
     if (c->cbs.on_close)
       c->cbs.on_close(c, c->close_status, c->data);
   }
+  if (c->tls) {
+    /* After the close callback, which may still ask braid_tls_error_text(). */
+    braid__tls_sess_free(c->tls->sess);
+    braid__tls_out_free(&c->tls->out);
+    braid__free(c->tls->inflight_copy);
+    braid_tls_ctx_free(c->tls->ctx);
+    braid__free(c->tls);
+  }
   if (c->segs)
     segs_release(c);
   braid__free(c->timer);
@@ -1336,6 +1858,12 @@ static void close_handles(braid_conn_t *c, int status) {
   uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
   if (c->timer)
     uv_close((uv_handle_t *)c->timer, on_handle_closed);
+  if (c->tls && c->tls->ready) {
+    /* The owner waiting for the handshake hears how it ended, once. */
+    braid__conn_ready_fn fn = c->tls->ready;
+    c->tls->ready = NULL;
+    fn(c, status < 0 ? status : BRAID_ECANCELED, c->tls->ready_arg);
+  }
 }
 
 int braid_conn_close(braid_conn_t *c) {
@@ -1343,10 +1871,18 @@ int braid_conn_close(braid_conn_t *c) {
     return BRAID_EINVAL;
   if (c->state != ST_OPEN)
     return 0;
+  if (tls_handshaking(c)) {
+    close_handles(c, 0);
+    return 0;
+  }
   braid_conn_read_stop(c);
-  if (c->seg_count == 0 || c->close_flush_timeout_ms == 0) {
+  /* Over TLS a graceful close says so with close_notify, which goes out through the flush. */
+  bool notify = c->tls && !c->tls->notify_queued;
+  if ((c->seg_count == 0 && !notify) || c->close_flush_timeout_ms == 0) {
     if (c->seg_count > 0)
       c->reset_on_close = true; /* unsent data is dropped: say so to the peer */
+    else if (notify)
+      tls_notify_now(c);
     close_handles(c, 0);
     return 0;
   }

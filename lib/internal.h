@@ -310,6 +310,27 @@ void braid__conn_message_pending(braid_conn_t *conn, bool pending, unsigned comp
 /* The callbacks conn has now (so a layer that fails to take conn over can put them back). */
 braid_conn_callbacks_t braid__conn_callbacks(const braid_conn_t *c);
 
+/* TLS beneath an established connection (conn.c; tls.h). Starts the handshake with ctx's
+ * current settings (a client sends SNI for server_name and verifies the certificate against
+ * it; NULL = none), reading from the socket whatever the user asked. fn(conn, status, arg)
+ * runs exactly once from the loop, never from inside this call: status 0 when the handshake
+ * is done (the owner then hands the connection to its user, who sets callbacks and reads),
+ * or the failure (BRAID_ETLS*, BRAID_ETIMEDOUT for handshake_timeout_ms, a socket error, or
+ * BRAID_ECANCELED for a close during the handshake), the connection then closing by itself
+ * with no user callback. braid__conn_discard() during the handshake cancels fn. Returns 0,
+ * or an error (fn will not run; discard the connection). */
+typedef struct braid__tls_sess_s braid__tls_sess_t;
+typedef void (*braid__conn_ready_fn)(braid_conn_t *conn, int status, void *arg);
+int braid__conn_tls_start(braid_conn_t *conn, braid_tls_ctx_t *ctx, const char *server_name,
+                          braid__conn_ready_fn fn, void *arg);
+/* conn's TLS session once its handshake is done (and how long that took), else NULL. */
+const braid__tls_sess_t *braid__conn_tls_session(const braid_conn_t *conn, uint64_t *hs_ms);
+/* conn's TLS session at any stage, or NULL for plain TCP. */
+const braid__tls_sess_t *braid__conn_tls_any_session(const braid_conn_t *conn);
+/* Takes a reference on a TLS context (tls.c); braid_tls_ctx_free() drops it. */
+void braid__tls_ctx_ref(braid_tls_ctx_t *ctx);
+bool braid__tls_ctx_is_server(const braid_tls_ctx_t *ctx);
+
 /* A write built in place: bytes appended into the loop's pooled write chunks, then queued on
  * a connection as they are, without another copy (braid__conn_write_wchain). For a message
  * assembled piece by piece (a batch answer) that would otherwise be built in a buffer of its

@@ -59,6 +59,7 @@ typedef struct pconn_s {
 
 struct endpoint_s {
   char *host;
+  braid_tls_ctx_t *tls; /* this endpoint's own TLS context (referenced), or NULL */
   int port;
   braid__node_t conns;
   unsigned n_conns; /* connecting, open and closing */
@@ -753,7 +754,14 @@ static int start_connect(braid_pool_t *p, endpoint_t *ep) {
   pc->pool = p;
   pc->ep = ep;
   pc->state = PC_CONNECTING;
-  int rc = braid_connect(&pc->creq, p->loop, ep->host, ep->port, &p->o.client, on_connected, pc);
+  int rc;
+  if (ep->tls) {
+    braid_client_opts_t co = p->o.client; /* braid_connect copies it */
+    co.tls = ep->tls;
+    rc = braid_connect(&pc->creq, p->loop, ep->host, ep->port, &co, on_connected, pc);
+  } else {
+    rc = braid_connect(&pc->creq, p->loop, ep->host, ep->port, &p->o.client, on_connected, pc);
+  }
   if (rc) {
     braid__free(pc);
     return rc;
@@ -1016,6 +1024,8 @@ int braid_pool_new(braid_pool_t **out, braid_loop_t *loop, const braid_pool_opts
   p->wait_timer.data = p->maint_timer.data = p;
   p->timers_open = 2;
   p->flush.fn = on_flush;
+  if (p->o.client.tls)
+    braid__tls_ctx_ref(p->o.client.tls); /* TLS to every endpoint; dropped in pool_free */
   braid__loop_ref(loop);
   *out = p;
   return 0;
@@ -1030,7 +1040,13 @@ void *braid_pool_get_data(const braid_pool_t *p) {
 }
 
 int braid_pool_add_endpoint(braid_pool_t *p, const char *host, int port) {
-  if (!p || !host || !*host || port < 1 || port > 65535)
+  return braid_pool_add_endpoint_tls(p, host, port, NULL);
+}
+
+int braid_pool_add_endpoint_tls(braid_pool_t *p, const char *host, int port,
+                                braid_tls_ctx_t *tls) {
+  if (!p || !host || !*host || port < 1 || port > 65535 ||
+      (tls && braid__tls_ctx_is_server(tls)))
     return BRAID_EINVAL;
   if (p->closing)
     return BRAID_ECLOSED;
@@ -1053,6 +1069,10 @@ int braid_pool_add_endpoint(braid_pool_t *p, const char *host, int port) {
   memcpy(h, host, hlen + 1);
   ep->host = h;
   ep->port = port;
+  if (tls) {
+    braid__tls_ctx_ref(tls);
+    ep->tls = tls;
+  }
   braid__list_init(&ep->conns);
   p->eps[p->n_eps++] = ep;
   if (p->o.min_idle)
@@ -1193,9 +1213,11 @@ static void pool_free(braid_pool_t *p) {
   }
   for (unsigned i = 0; i < p->n_eps; i++) {
     braid__free(p->eps[i]->host);
+    braid_tls_ctx_free(p->eps[i]->tls);
     braid__free(p->eps[i]);
   }
   braid__free(p->eps);
+  braid_tls_ctx_free(p->o.client.tls);
   braid__free(p);
   braid__loop_unref(loop);
 }

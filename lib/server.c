@@ -121,6 +121,9 @@ int braid_server_opts_validate(const braid_server_opts_t *o, braid_opts_error_t 
   if (o->accept_backoff_ms < 1 || o->accept_backoff_ms > 60000)
     return braid__opts_fail(err, "accept_backoff_ms", "%" PRIu64 " is outside 1..60000",
                             o->accept_backoff_ms);
+  if (o->tls && !braid__tls_ctx_is_server(o->tls))
+    return braid__opts_fail(err, "tls", "a client context (role BRAID_TLS_CLIENT): a server "
+                                        "needs a BRAID_TLS_SERVER one");
   /* A group bucket belongs to one loop; worker threads run loops of their own. */
   if (o->workers != 1 && (o->conn.send_group || o->conn.recv_group))
     return braid__opts_fail(err, o->conn.send_group ? "conn.send_group" : "conn.recv_group",
@@ -225,8 +228,18 @@ static void on_conn_closed(braid__conn_owner_t *owner, braid_conn_t *conn) {
     worker_drain(w);
 }
 
-/* Makes a connection of an accepted socket and hands it to the user. Returns 0 or the error
- * (the socket is closed then, and the slot released). */
+/* A TLS connection's handshake ended: done, it goes to the user; failed, it is closing by
+ * itself (its owner, the worker, hears of the close as of any other). */
+static void on_tls_ready(braid_conn_t *conn, int status, void *arg) {
+  worker_t *w = arg;
+  braid_server_t *s = w->server;
+  if (status == 0)
+    s->on_connection(s, conn, s->arg);
+}
+
+/* Makes a connection of an accepted socket and hands it to the user (over TLS, once its
+ * handshake is done). Returns 0 or the error (the socket is closed then, and the slot
+ * released). */
 static int hand_over(worker_t *w, int fd) {
   braid_server_t *s = w->server;
   braid_conn_t *conn;
@@ -242,6 +255,8 @@ static int hand_over(worker_t *w, int fd) {
     return rc;
   }
   rc = braid__conn_established(conn, &s->opts.sockopts);
+  if (rc == 0 && s->opts.tls)
+    rc = braid__conn_tls_start(conn, s->opts.tls, NULL, on_tls_ready, w);
   if (rc) {
     braid__conn_discard(conn); /* closes fd with the handle */
     return rc;
@@ -250,7 +265,8 @@ static int hand_over(worker_t *w, int fd) {
   braid__list_push_back(&w->conns, braid__conn_node(conn));
   w->nconns++;
   atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
-  s->on_connection(s, conn, s->arg);
+  if (!s->opts.tls)
+    s->on_connection(s, conn, s->arg);
   return 0;
 }
 
@@ -314,6 +330,7 @@ static void on_worker_handle_closed(uv_handle_t *h) {
     braid__loop_unref(s->loop);
     if (cb)
       cb(s, status, arg);
+    braid_tls_ctx_free(s->opts.tls);
     uv_mutex_destroy(&s->mu);
     braid__free(s->workers);
     braid__free(s);
@@ -588,6 +605,8 @@ int braid_server_new(braid_server_t **out, braid_loop_t *loop, const braid_serve
     return rc;
   }
   braid__loop_ref(loop);
+  if (s->opts.tls)
+    braid__tls_ctx_ref(s->opts.tls);
   *out = s;
   return 0;
 }

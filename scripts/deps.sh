@@ -5,13 +5,15 @@ set -euo pipefail
 
 # node-llhttp: llhttp's generated C sources, compiled into braid's http layer (lib/meson.build).
 # libc-ares-dev: c-ares, which resolves names on the loop (lib/dns.c).
+# libssl-dev: OpenSSL 3 for TLS (the meson feature `tls`); openssl: the test suite's own
+# throwaway CA and certificates, and its s_client/s_server peers.
 want=(meson ninja-build pkg-config gcc libuv1-dev zlib1g-dev libdeflate-dev node-llhttp
-      libc-ares-dev)
+      libc-ares-dev libssl-dev)
 for set in "${@:-build}"; do
   case "$set" in
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
-                 iproute2 procps) ;;
+                 iproute2 procps openssl) ;;
     bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx python3-tornado
                   python3-aiohttp) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "loop.h"
 #include "sockopts.h"
+#include "tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,6 +55,13 @@ typedef struct braid_client_opts_s {
    * (the default) = the loop's own: default resolver options, made on the first connect to
    * a name and closed by braid_loop_close(). */
   braid_resolver_t *resolver;
+  /* Speak TLS with this client context (braid/tls.h; role BRAID_TLS_CLIENT), or NULL
+   * (default) for plain TCP. The host given to braid_connect() is sent as SNI (unless an IP
+   * literal) and the server's certificate is checked against it; the callback runs once the
+   * handshake is done, or with its failure (BRAID_ETLSVERIFY, BRAID_ETLSHOSTNAME,
+   * BRAID_ETLSEXPIRED, BRAID_ETLS, BRAID_ETIMEDOUT), which is not retried. The request
+   * holds a reference on the context while it runs. */
+  braid_tls_ctx_t *tls;
 } braid_client_opts_t;
 
 /* Fills o with the defaults documented on each field. */

@@ -144,7 +144,8 @@ typedef struct braid_conn_callbacks_s {
   braid_drain_cb on_drain;         /* optional: the accepting server drains */
 } braid_conn_callbacks_t;
 
-/* Counters for one connection. */
+/* Counters for one connection. Over TLS (braid/tls.h) the byte counts are of plaintext: what
+ * the read callback got and what writes queued. */
 typedef struct braid_conn_stats_s {
   uint64_t bytes_read;
   uint64_t bytes_written;   /* taken by the kernel */

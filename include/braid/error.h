@@ -51,7 +51,12 @@ extern "C" {
   XX(EDNSNOTFOUND, -30021, "host name not found: the DNS says no such name exists")           \
   XX(EDNSNODATA, -30022, "host name has no address of the family asked for")                  \
   XX(EDNSTIMEOUT, -30023, "DNS lookup timed out: no name server answered")                    \
-  XX(EDNSFAIL, -30024, "DNS lookup failed: the server failed, refused, or answered garbage")
+  XX(EDNSFAIL, -30024, "DNS lookup failed: the server failed, refused, or answered garbage") \
+  XX(ETLS, -30025, "TLS failure (handshake, record or alert; braid_tls_error_text says which)") \
+  XX(ETLSVERIFY, -30026, "the peer's TLS certificate is not trusted (unknown CA, self-signed, "  \
+                         "or none sent)")                                                      \
+  XX(ETLSHOSTNAME, -30027, "the peer's TLS certificate does not match the host name")          \
+  XX(ETLSEXPIRED, -30028, "the peer's TLS certificate has expired or is not yet valid")
 
 typedef enum {
 #define BRAID_ERR_ENUM_(name, value, msg) BRAID_##name = (value),

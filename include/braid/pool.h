@@ -71,7 +71,10 @@ enum {
 typedef struct braid_pool_opts_s {
   /* How connections are made: socket and connection options, connect timeout, and retries
    * with backoff inside one connect (defaults of braid_client_opts_init()). Bounds: exactly
-   * what braid_connect() accepts (braid/client.h), checked by the same code. */
+   * what braid_connect() accepts (braid/client.h), checked by the same code. With
+   * client.tls set, every endpoint is reached over TLS, its certificate verified against
+   * that endpoint's own host name (and SNI sent for it); the pool holds a reference on the
+   * context until it is freed. */
   braid_client_opts_t client;
   /* The channel on each connection: mode, framer, max payload, default request timeout;
    * max_inflight is the per-connection pipelining cap (set it to 1 for one request per
@@ -207,6 +210,15 @@ BRAID_EXTERN void *braid_pool_get_data(const braid_pool_t *pool);
  * to it open on demand, or now for min_idle. Returns 0, BRAID_EINVAL, BRAID_ECLOSED
  * (closing) or BRAID_ENOMEM. */
 BRAID_EXTERN int braid_pool_add_endpoint(braid_pool_t *pool, const char *host, int port);
+
+/* Like braid_pool_add_endpoint(), with the endpoint's own TLS context (braid/tls.h; a
+ * client one): its connections use tls instead of opts.client.tls (e.g. another CA, or a
+ * client certificate for this endpoint only); NULL = the pool's. The certificate is
+ * verified against host, which is also sent as SNI. The pool holds a reference on tls until
+ * it is freed. Returns 0, BRAID_EINVAL (also for a server context), BRAID_ECLOSED or
+ * BRAID_ENOMEM. */
+BRAID_EXTERN int braid_pool_add_endpoint_tls(braid_pool_t *pool, const char *host, int port,
+                                             braid_tls_ctx_t *tls);
 
 /* Sends a request (data[0..len) is copied) on a pooled connection, waiting for room if
  * needed, and calls cb exactly once, never from inside this call, as braid_rpc_call() does:

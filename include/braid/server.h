@@ -18,6 +18,7 @@
 #include "error.h"
 #include "loop.h"
 #include "sockopts.h"
+#include "tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,6 +75,13 @@ typedef struct braid_server_opts_s {
   /* After accept() fails with EMFILE/ENFILE, accepting pauses this long before trying again
    * (so the loop does not spin). Default 100. Bounds 1..60000. */
   uint64_t accept_backoff_ms;
+  /* Serve TLS with this server context (braid/tls.h; role BRAID_TLS_SERVER), or NULL
+   * (default) for plain TCP. Each accepted connection does its handshake first (bounded by
+   * the context's handshake_timeout_ms, and counted in the connection cap), and reaches the
+   * connection callback only once it is done: a peer that fails it never does (the context's
+   * stats count it). The server holds a reference on the context until it is freed;
+   * braid_tls_ctx_reload() on it changes the certificate for later connections. */
+  braid_tls_ctx_t *tls;
 } braid_server_opts_t;
 
 /* Counters for a server, summed over its workers. */
