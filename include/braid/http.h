@@ -368,6 +368,8 @@ typedef struct braid_http_server_stats_s {
                                 server itself, before any handler) */
   uint64_t timeouts;         /* connections closed by a header, body or keep-alive timeout */
   uint64_t cache_hits;       /* counted by braid_http_server_count_cache_hit() */
+  uint64_t sendfile;         /* response bodies (static files) sent with sendfile, zero copy */
+  uint64_t sendfile_bytes;   /* body bytes sent that way (also counted in body_bytes) */
   braid_histogram_t latency_us; /* request start to response end, microseconds */
 } braid_http_server_stats_t;
 
