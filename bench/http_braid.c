@@ -29,7 +29,7 @@ static braid_loop_t *loop;
 static braid_server_t *tcp;
 static braid_http_server_t *http;
 static braid_cache_t *memo;
-static uv_signal_t sig_term, sig_int, sig_usr1;
+static bench_signals_t sigs;
 static char text[TEXT_BYTES];
 
 static const braid_http_header_t plain[] = {{"Content-Type", "text/plain"}};
@@ -126,9 +126,7 @@ static void on_closed(braid_http_server_t *s, int status, void *arg) {
   (void)s;
   (void)status;
   (void)arg;
-  uv_close((uv_handle_t *)&sig_term, NULL);
-  uv_close((uv_handle_t *)&sig_int, NULL);
-  uv_close((uv_handle_t *)&sig_usr1, NULL);
+  bench_signals_close(&sigs);
   braid_cache_close(memo, NULL, NULL);
 }
 
@@ -183,12 +181,7 @@ int main(int argc, char **argv) {
   }
 
   uv_loop_t *uv = braid_loop_uv(loop);
-  uv_signal_init(uv, &sig_term);
-  uv_signal_init(uv, &sig_int);
-  uv_signal_init(uv, &sig_usr1);
-  uv_signal_start(&sig_term, on_signal, SIGTERM);
-  uv_signal_start(&sig_int, on_signal, SIGINT);
-  uv_signal_start(&sig_usr1, on_signal, SIGUSR1);
+  bench_signals_start(uv, &sigs, on_signal);
 
   bench_print_ready(braid_server_port(tcp));
   braid_loop_run(loop, UV_RUN_DEFAULT);
