@@ -16,6 +16,7 @@
  * completed from the final close callback, after libuv cancelled its own requests, so each
  * write callback runs once. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -131,6 +132,7 @@ struct braid_conn_s {
   bool drained;   /* its server's drain was announced */
   bool reset_on_close;
   bool msg_pending; /* the protocol on it holds part of a message (message timeout) */
+  bool ext_active;  /* a writer beside the queue (sendfile) owes bytes: the write timeout runs */
   int close_status;
   unsigned open_handles;
 
@@ -1712,7 +1714,7 @@ static uint64_t next_deadline(const braid_conn_t *c) {
     d = min_u64(d, c->last_activity_ms + c->idle_timeout_ms);
   if (c->read_timeout_ms && c->want_read && !c->peer_eof)
     d = min_u64(d, c->last_read_ms + c->read_timeout_ms);
-  if (c->write_timeout_ms && c->queued > 0)
+  if (c->write_timeout_ms && (c->queued > 0 || c->ext_active))
     d = min_u64(d, c->last_progress_ms + c->write_timeout_ms);
   if (message_clock_runs(c))
     d = min_u64(d, c->msg_started_ms + c->message_timeout_ms);
@@ -1786,7 +1788,8 @@ static void on_timer(uv_timer_t *t) {
     close_handles(c, BRAID_ETIMEDOUT);
     return;
   }
-  if (c->write_timeout_ms && c->queued > 0 && now >= c->last_progress_ms + c->write_timeout_ms) {
+  if (c->write_timeout_ms && (c->queued > 0 || c->ext_active) &&
+      now >= c->last_progress_ms + c->write_timeout_ms) {
     /* The peer stopped reading: a FIN would wait behind the unsent data, so reset. */
     c->reset_on_close = true;
     close_handles(c, BRAID_ETIMEDOUT);
@@ -1912,6 +1915,50 @@ int braid_conn_shutdown(braid_conn_t *c) {
   c->shutdown_requested = true;
   braid__loop_want_flush(c->loop, &c->flush);
   return 0;
+}
+
+/* ---- writers beside the queue (sendfile, conn_sendfile.c) ----------------------------- */
+
+bool braid__conn_can_sendfile(const braid_conn_t *c) {
+  /* Plain TCP only (bytes go to the socket as they are: never beneath TLS, whose records
+   * only the write queue makes), and not under a send rate limit, whose buckets only the
+   * write queue consults. */
+  return c->state == ST_OPEN && !c->shutdown_requested && !c->send_rl && !c->send_group &&
+         !c->tls;
+}
+
+bool braid__conn_write_idle(const braid_conn_t *c) {
+  return c->seg_count == 0 && !c->write_inflight;
+}
+
+int braid__conn_external_begin(braid_conn_t *c) {
+  if (!braid__conn_can_sendfile(c))
+    return BRAID_ECLOSED;
+  uv_os_fd_t fd;
+  int rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+  if (rc)
+    return rc;
+  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (dup_fd < 0)
+    return -errno;
+  c->ext_active = true;
+  c->last_progress_ms = braid__now(c->loop);
+  arm_timer(c);
+  return dup_fd;
+}
+
+void braid__conn_external_progress(braid_conn_t *c, size_t n) {
+  c->stats.bytes_written += n;
+  c->stats.write_syscalls++;
+  c->last_progress_ms = c->last_activity_ms = braid__now(c->loop);
+}
+
+void braid__conn_external_end(braid_conn_t *c, int status) {
+  c->ext_active = false;
+  if (status < 0 && c->state != ST_CLOSED) {
+    c->reset_on_close = true;
+    close_handles(c, status);
+  }
 }
 
 /* ---- introspection -------------------------------------------------------------------- */

@@ -57,7 +57,8 @@ typedef struct ctx_s {
   braid_gzip_t *gunzip;
   /* stats: written by this loop only (relaxed load+store), read by anyone */
   atomic_uint_fast64_t connections, requests, status[6], ka_reuse, bytes_in, body_bytes,
-      body_bytes_sent, compressed, bad_requests, timeouts, cache_hits;
+      body_bytes_sent, compressed, bad_requests, timeouts, cache_hits, sendfile,
+      sendfile_bytes;
   uv_mutex_t hist_mu;
   braid_histogram_t hist;
 } ctx_t;
@@ -134,6 +135,7 @@ struct braid_http_req_s {
   uint8_t res_state;
   int status;
   bool res_close, res_no_body, res_chunked, res_eof_delimited, res_broken;
+  bool res_bypass; /* the body goes beside the connection's queue now (sendfile) */
   uint8_t res_encoding;
   uint8_t precompressed; /* the body given is already in this encoding (a cached variant) */
   int64_t res_remaining; /* Content-Length mode: bytes still owed; -1 otherwise */
@@ -1328,7 +1330,7 @@ static int res_compress(braid_http_req_t *r, const void *data, size_t len, int f
 }
 
 int braid_http_res_write(braid_http_req_t *r, const void *data, size_t len) {
-  if (!r || !r->user || r->res_state != RES_STREAMING || (len && !data))
+  if (!r || !r->user || r->res_state != RES_STREAMING || (len && !data) || r->res_bypass)
     return BRAID_EINVAL;
   hconn_t *hc = r->hc;
   if (!hc || hc->closing)
@@ -1382,6 +1384,28 @@ int braid_http_res_end(braid_http_req_t *r) {
   r->user = false;
   req_maybe_free(r);
   return rc ? BRAID_ECLOSED : 0;
+}
+
+bool braid__http_res_can_bypass(braid_http_req_t *r) {
+  hconn_t *hc = r->hc;
+  return r->user && r->res_state == RES_STREAMING && hc && !hc->closing && !r->res_no_body &&
+         !r->zip && !r->res_encoding && !r->res_chunked && r->res_remaining > 0 &&
+         queue_head(hc) == r && !r->held_len && braid__conn_can_sendfile(hc->conn);
+}
+
+void braid__http_res_bypass(braid_http_req_t *r, bool mark, uint64_t n) {
+  r->res_bypass = mark;
+  if (mark)
+    return;
+  if (n > (uint64_t)(r->res_remaining > 0 ? r->res_remaining : 0))
+    n = (uint64_t)(r->res_remaining > 0 ? r->res_remaining : 0);
+  r->res_remaining -= (int64_t)n;
+  r->res_body_bytes += n;
+  r->res_sent_bytes += n;
+  if (r->hc) {
+    stat_add(&r->hc->ctx->sendfile, 1);
+    stat_add(&r->hc->ctx->sendfile_bytes, n);
+  }
 }
 
 int braid_http_res_on_writable(braid_http_req_t *r, braid_http_writable_cb cb, void *arg) {
@@ -2421,6 +2445,8 @@ void braid_http_server_stats(braid_http_server_t *s, braid_http_server_stats_t *
     out->bad_requests += LD(bad_requests);
     out->timeouts += LD(timeouts);
     out->cache_hits += LD(cache_hits);
+    out->sendfile += LD(sendfile);
+    out->sendfile_bytes += LD(sendfile_bytes);
 #undef LD
     uv_mutex_lock(&c->hist_mu);
     braid_histogram_merge(&out->latency_us, &c->hist);
@@ -2449,7 +2475,7 @@ int braid_http_server_stats_json(braid_http_server_t *s, char *buf, size_t size)
       "\"status\":{\"1xx\":%llu,\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,\"5xx\":%llu},"
       "\"keepalive_reuse\":%llu,\"bytes_in\":%llu,\"body_bytes\":%llu,"
       "\"body_bytes_sent\":%llu,\"compressed\":%llu,\"bad_requests\":%llu,\"timeouts\":%llu,"
-      "\"cache_hits\":%llu,\"latency_us\":%s}",
+      "\"cache_hits\":%llu,\"sendfile\":%llu,\"sendfile_bytes\":%llu,\"latency_us\":%s}",
       (unsigned long long)st->connections, (unsigned long long)st->connections_open,
       (unsigned long long)st->requests, (unsigned long long)st->status[1],
       (unsigned long long)st->status[2], (unsigned long long)st->status[3],
@@ -2457,7 +2483,8 @@ int braid_http_server_stats_json(braid_http_server_t *s, char *buf, size_t size)
       (unsigned long long)st->keepalive_reuse, (unsigned long long)st->bytes_in,
       (unsigned long long)st->body_bytes, (unsigned long long)st->body_bytes_sent,
       (unsigned long long)st->compressed, (unsigned long long)st->bad_requests,
-      (unsigned long long)st->timeouts, (unsigned long long)st->cache_hits, hist);
+      (unsigned long long)st->timeouts, (unsigned long long)st->cache_hits,
+      (unsigned long long)st->sendfile, (unsigned long long)st->sendfile_bytes, hist);
   braid__free(st);
   return n;
 }
@@ -2511,6 +2538,10 @@ int braid_http_server_stats_prometheus(braid_http_server_t *s, char *buf, size_t
       {"braid_http_timeouts_total", "Connections closed by a timeout.", "counter", st->timeouts},
       {"braid_http_cache_hits_total", "Responses served from a cache.", "counter",
        st->cache_hits},
+      {"braid_http_sendfile_total", "Response bodies sent with sendfile.", "counter",
+       st->sendfile},
+      {"braid_http_sendfile_bytes_total", "Response body bytes sent with sendfile.", "counter",
+       st->sendfile_bytes},
   };
   for (size_t i = 0; i < BRAID__ARRAY_SIZE(m); i++)
     cat(buf, size, &n, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", m[i].name, m[i].help, m[i].name,

@@ -1,8 +1,29 @@
 /* Static files for the HTTP server (see braid_http_server_static in braid/http.h).
  *
  * Nothing here blocks the loop: resolving and opening a file runs on the threadpool
- * (braid_work), and the body is read with libuv's asynchronous fs calls, one 64 KiB block at
- * a time, each written as streamed response body, pausing at the connection's watermarks.
+ * (braid_work). Bodies go out one of two ways:
+ *
+ * - Zero copy (sendfile, conn_sendfile.c), for plain bodies of at least SENDFILE_MIN bytes:
+ *   not compressed, not chunked (a Content-Length is always known here), a whole file or a
+ *   Range slice (sendfile takes the offset), on a connection that can take it (plain TCP,
+ *   no send rate limit: braid__conn_can_sendfile; TLS answers no), and only once the
+ *   response is at the head of its connection with nothing of its own held back
+ *   (braid__http_res_can_bypass). The check is made again before every block, so a response
+ *   that waited behind a pipelined one, or whose first blocks were copied, switches to
+ *   sendfile for the rest once it may. The transfer waits for the bytes queued before it
+ *   (the header) to be written, then owns the socket until it ends; pipelined responses
+ *   behind it hold their bytes and follow in order. HEAD, 304 and 416 have no body to send.
+ * - Copied, otherwise: read with uv_fs_read, one 64 KiB block at a time, each written as
+ *   streamed response body, pausing at the connection's watermarks. Files below
+ *   SENDFILE_MIN always go this way: one read and one write carry them with the header in a
+ *   single segment, where sendfile would cost a dup(), a threadpool round trip per call and
+ *   a separate write of the header first; the copy of up to 64 KiB is cheaper than that.
+ *
+ * A file that shrinks while it is sent cannot meet the Content-Length already promised: the
+ * response ends short and the connection closes after it (either way: sendfile returns 0,
+ * or the read does), never padding or hanging. A connection that closes mid-transfer
+ * (timeout, reset, server close) cancels the transfer, which closes its descriptors once
+ * the piece running on the threadpool returns.
  *
  * No path outside the root is ever served. The URL path is percent-decoded first, and a
  * decoded NUL, a ".." segment or a backslash is refused before the filesystem sees it; then
@@ -29,6 +50,7 @@
 #include "internal.h"
 
 #define READ_BLOCK (64 * 1024)
+#define SENDFILE_MIN READ_BLOCK /* smaller bodies are copied (see the top) */
 
 typedef struct static_s {
   char *prefix;
@@ -52,6 +74,7 @@ typedef struct sfile_s {
   uint64_t off, end; /* bytes [off, end) still to send */
   uv_fs_t fs;
   char *buf;
+  braid__sendfile_t *sf; /* the zero-copy transfer in progress, or NULL */
   bool reading, cancelled, done_writing;
 } sfile_t;
 
@@ -342,8 +365,33 @@ static void on_read(uv_fs_t *fs) {
   pump(f);
 }
 
+/* The zero-copy transfer ended (status 0: everything sent). */
+static void on_sent(braid__sendfile_t *sf, int status, uint64_t sent, void *arg) {
+  sfile_t *f = arg;
+  (void)sf;
+  (void)status; /* short (the file shrank, the socket failed): res_end closes after it */
+  f->sf = NULL;
+  f->off += sent;
+  braid__http_res_bypass(f->req, false, sent);
+  braid_http_res_end(f->req);
+  sfile_free(f);
+}
+
 static void pump(sfile_t *f) {
   if (f->off >= f->end) {
+    braid_http_res_end(f->req);
+    sfile_free(f);
+    return;
+  }
+  if (f->end - f->off >= SENDFILE_MIN && braid__http_res_can_bypass(f->req) &&
+      braid__sendfile_start(&f->sf, braid_http_req_conn(f->req), f->fd, f->off,
+                            f->end - f->off, on_sent, f) == 0) {
+    f->fd = -1; /* the transfer closes it */
+    braid__http_res_bypass(f->req, true, 0);
+    return;
+  }
+  f->sf = NULL;
+  if (!f->buf && !(f->buf = braid__malloc(READ_BLOCK))) {
     braid_http_res_end(f->req);
     sfile_free(f);
     return;
@@ -365,6 +413,11 @@ static void on_writable(braid_http_req_t *req, int status, void *arg) {
   sfile_t *f = arg;
   (void)req;
   if (status < 0) {
+    if (f->sf) {
+      braid__sendfile_cancel(f->sf);
+      f->sf = NULL;
+      braid__http_res_bypass(f->req, false, 0);
+    }
     braid_http_res_end(f->req);
     if (f->reading)
       f->cancelled = true; /* on_read frees */
@@ -372,7 +425,7 @@ static void on_writable(braid_http_req_t *req, int status, void *arg) {
       sfile_free(f);
     return;
   }
-  if (!f->reading)
+  if (!f->reading && !f->sf)
     pump(f);
 }
 
@@ -449,12 +502,6 @@ static void open_done(braid_loop_t *loop, int status, void *arg) {
   }
   if (braid_http_res_begin(req, status_code, h, nh, (int64_t)(f->end - f->off)) != 0 ||
       strcmp(braid_http_req_method(req), "HEAD") == 0 || f->end == f->off) {
-    braid_http_res_end(req);
-    sfile_free(f);
-    return;
-  }
-  f->buf = braid__malloc(READ_BLOCK);
-  if (!f->buf) {
     braid_http_res_end(req);
     sfile_free(f);
     return;

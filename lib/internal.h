@@ -386,6 +386,53 @@ void braid__conn_set_watermark_hook(braid_conn_t *conn, braid__conn_wm_fn fn, vo
  * drain hook, then the user's on_drain; at most once per connection. */
 void braid__conn_notify_drain(braid_conn_t *conn);
 
+/* ---- writers beside the write queue (conn.c), for conn_sendfile.c ------------------- */
+
+/* Whether bytes may go to conn's socket other than through its write queue (sendfile): the
+ * connection is open, plain TCP, and has no send rate limit. A TLS connection must answer
+ * false (its bytes must pass through the TLS layer). */
+bool braid__conn_can_sendfile(const braid_conn_t *conn);
+/* Nothing queued and no write in flight: bytes written to the socket now come next. */
+bool braid__conn_write_idle(const braid_conn_t *conn);
+/* An outside writer takes over the socket: returns a dup() of the socket's descriptor (the
+ * caller writes to it, never to the connection's own number, and closes it when done), or
+ * a negated errno / BRAID_ECLOSED. Until braid__conn_external_end(), the connection's write
+ * timeout runs as if bytes were queued, restarted by each braid__conn_external_progress(). */
+int braid__conn_external_begin(braid_conn_t *conn);
+/* n bytes reached the kernel: counted as written (stats), and as write and idle progress. */
+void braid__conn_external_progress(braid_conn_t *conn, size_t n);
+/* The outside writer is done. status < 0: the socket failed, the connection closes with a
+ * reset and status (as a failed flush closes it). */
+void braid__conn_external_end(braid_conn_t *conn, int status);
+
+/* ---- sendfile (conn_sendfile.c) ---------------------------------------------------------- */
+
+/* Sends len bytes of the file file_fd from offset off on a connection, zero copy: sendfile(2)
+ * on the libuv threadpool (see conn_sendfile.c for why not uv_fs_sendfile), waiting for the
+ * bytes queued before it to be written first. cb runs once on the loop: status 0 when all
+ * len bytes were sent; BRAID_EOF when the file ended first (it shrank); BRAID_ECLOSED or the
+ * socket's error (the connection is then closing). sent: bytes sent. */
+typedef struct braid__sendfile_s braid__sendfile_t;
+typedef void (*braid__sendfile_cb)(braid__sendfile_t *sf, int status, uint64_t sent, void *arg);
+/* Returns 0 (file_fd now belongs to the transfer, which closes it), BRAID_EINVAL when
+ * braid__conn_can_sendfile() is false, BRAID_ENOMEM, or a dup()'s error. */
+int braid__sendfile_start(braid__sendfile_t **out, braid_conn_t *conn, int file_fd,
+                          uint64_t off, uint64_t len, braid__sendfile_cb cb, void *arg);
+/* Stops the transfer: cb will not run, and the transfer lets go of the connection now (call
+ * it before the connection is freed, e.g. from its close callback). What is running on the
+ * threadpool finishes on its own descriptors, which are closed after it. */
+void braid__sendfile_cancel(braid__sendfile_t *sf);
+
+/* ---- http (http_server.c), for http_static.c ---------------------------------------------- */
+
+/* Whether req's streamed body may now bypass the connection's write queue (sendfile): its
+ * response is streaming with a Content-Length still owed, unencoded, with no body held, at
+ * the head of the connection's responses, on a connection that can sendfile. */
+bool braid__http_res_can_bypass(braid_http_req_t *req);
+/* A bypass of req's body starts (mark = true: braid_http_res_write is refused meanwhile) or
+ * ends with n body bytes sent beside the queue, counted as braid_http_res_write counts. */
+void braid__http_res_bypass(braid_http_req_t *req, bool mark, uint64_t n);
+
 /* ---- rate limits (ratelimit.c) ------------------------------------------------------ */
 
 /* The bucket's state, public to the library so a connection can embed its own buckets. */

@@ -339,9 +339,15 @@ BRAID_EXTERN int braid_http_static_opts_validate(const braid_http_static_opts_t 
 
 /* Serves the files under root (a directory; resolved now) for GET and HEAD requests whose
  * path starts with prefix (e.g. "/static/"; the rest of the path, percent-decoded, names the
- * file below root). Files are opened on the threadpool and read with libuv's asynchronous fs
- * calls, so the loop never blocks; bodies stream with backpressure (and are compressed like
- * any response when the client accepts it and the type is compressible). Responses carry
+ * file below root). Files are opened on the threadpool, so the loop never blocks. A body of
+ * 64 KiB or more sent as it is (not compressed; a whole file or a Range slice) goes zero
+ * copy with sendfile(2) on the libuv threadpool once the response is at the head of its
+ * connection (plain TCP without a send rate limit), counted in the stats' sendfile fields;
+ * other bodies are read with libuv's asynchronous fs calls and stream with backpressure (and
+ * are compressed like any response when the client accepts it and the type is
+ * compressible). Either way a client that stops reading is bounded by the connection's
+ * write timeout, and a file that shrinks while sent closes the connection after a short
+ * body. Responses carry
  * Content-Type (by extension), ETag, Last-Modified, Cache-Control: public, max-age and
  * Accept-Ranges; If-None-Match and If-Modified-Since give 304; one "bytes=" Range gives 206
  * (416 when unsatisfiable; several ranges are answered with the whole file). No file outside
@@ -368,6 +374,8 @@ typedef struct braid_http_server_stats_s {
                                 server itself, before any handler) */
   uint64_t timeouts;         /* connections closed by a header, body or keep-alive timeout */
   uint64_t cache_hits;       /* counted by braid_http_server_count_cache_hit() */
+  uint64_t sendfile;         /* response bodies (static files) sent with sendfile, zero copy */
+  uint64_t sendfile_bytes;   /* body bytes sent that way (also counted in body_bytes) */
   braid_histogram_t latency_us; /* request start to response end, microseconds */
 } braid_http_server_stats_t;
 

@@ -125,6 +125,9 @@ def case_static(binary, workers):
         f.write("<h1>braid</h1>")
     with open(os.path.join(d, "data.txt"), "w") as f:
         f.write("0123456789" * 1000)
+    blob = os.urandom(3 << 20)  # large and binary: sent zero copy (sendfile)
+    with open(os.path.join(d, "blob.bin"), "wb") as f:
+        f.write(blob)
     with open(os.path.join(os.path.dirname(d), os.path.basename(d) + "-secret"), "w") as f:
         f.write("TOPSECRET")
     os.symlink(os.path.join(os.path.dirname(d), os.path.basename(d) + "-secret"),
@@ -155,6 +158,16 @@ def case_static(binary, workers):
         r = subprocess.run(["curl", "-s", "--compressed", "-D", "-", base + "data.txt"],
                            capture_output=True, text=True, timeout=20).stdout
         check("Content-Encoding: gzip" in r and r.endswith("0123456789" * 1000), "gzip file")
+        # a large binary file, whole and a range, with sendfile (the stats say so)
+        r = subprocess.run(["curl", "-s", base + "blob.bin"], capture_output=True, timeout=20)
+        check(r.returncode == 0 and r.stdout == blob, "large file byte-exact")
+        r = subprocess.run(["curl", "-s", "-r", "100000-2100000", base + "blob.bin"],
+                           capture_output=True, timeout=20)
+        check(r.returncode == 0 and r.stdout == blob[100000:2100001], "large range byte-exact")
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % port) as resp:
+            stats = json.loads(resp.read())
+        check(stats["sendfile"] >= 2 and stats["sendfile_bytes"] >= (3 << 20) + 2000001,
+              "sendfile used: %r" % stats)
         # traversal and a symlink out
         for path in ["../", "%2e%2e/", "..%2f" + os.path.basename(d) + "-secret", "leak"]:
             r = subprocess.run(["curl", "-s", "--path-as-is", base + path], capture_output=True,
