@@ -171,16 +171,17 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--pipeline"))
       pipeline = 1;
     else if (argv[i][0] == '-')
-      return usage();
+      return free(r.urls), usage();
     else
       r.urls[r.nurls++] = argv[i];
   }
   if (r.nurls == 0 || concurrency < 1 || r.total < 0)
-    return usage();
+    return free(r.urls), usage();
   if (r.total == 0)
     r.total = r.nurls;
   if (r.out_path && (r.nurls != 1 || r.total != 1)) {
     fprintf(stderr, "-o needs exactly one URL and one request\n");
+    free(r.urls);
     return 2;
   }
 
