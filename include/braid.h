@@ -24,5 +24,6 @@
 #include "braid/pool.h"
 #include "braid/cache.h"
 #include "braid/http.h"
+#include "braid/http_client.h"
 
 #endif

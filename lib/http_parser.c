@@ -1,4 +1,5 @@
-/* braid: the HTTP/1.1 request parser seam, on llhttp (see http_parser.h).
+/* braid: the HTTP/1.1 parser seam, on llhttp (see http_parser.h), for requests and
+ * responses.
  *
  * The only file of braid that includes llhttp.h. llhttp is compiled with
  * LLHTTP_STRICT_MODE=1 (8.1.0 without it accepts a bare CR inside a header value and chunk
@@ -79,7 +80,8 @@ static int on_header_value_complete(llhttp_t *p) {
 static int on_headers_complete(llhttp_t *p) {
   braid__hp_t *hp = hp_of(p);
   braid__hp_head_t *h = &hp->head;
-  h->method = llhttp_method_name((llhttp_method_t)p->method);
+  h->method = p->type == HTTP_RESPONSE ? NULL : llhttp_method_name((llhttp_method_t)p->method);
+  h->status_code = p->type == HTTP_RESPONSE ? p->status_code : 0;
   h->http_major = p->http_major;
   h->http_minor = p->http_minor;
   if (h->http_major != 1 || h->http_minor > 1) {
@@ -122,15 +124,35 @@ static const llhttp_settings_t settings = {
     .on_message_complete = on_message_complete,
 };
 
-int braid__hp_new(braid__hp_t **out, const braid__hp_callbacks_t *cbs, void *user) {
+static int hp_new(braid__hp_t **out, llhttp_type_t type, const braid__hp_callbacks_t *cbs,
+                  void *user) {
   braid__hp_t *hp = braid__calloc(1, sizeof(*hp));
   if (!hp)
     return BRAID_ENOMEM;
-  llhttp_init(&hp->parser, HTTP_REQUEST, &settings);
+  llhttp_init(&hp->parser, type, &settings);
   hp->cbs = cbs;
   hp->user = user;
   *out = hp;
   return 0;
+}
+
+int braid__hp_new(braid__hp_t **out, const braid__hp_callbacks_t *cbs, void *user) {
+  return hp_new(out, HTTP_REQUEST, cbs, user);
+}
+
+int braid__hp_new_response(braid__hp_t **out, const braid__hp_callbacks_t *cbs, void *user) {
+  return hp_new(out, HTTP_RESPONSE, cbs, user);
+}
+
+int braid__hp_finish(braid__hp_t *hp) {
+  llhttp_errno_t err = llhttp_finish(&hp->parser);
+  if (err == HPE_OK)
+    return BRAID__HP_OK;
+  return err == HPE_PAUSED ? BRAID__HP_PAUSED : BRAID__HP_EBADREQ;
+}
+
+int braid__hp_idle(const braid__hp_t *hp) {
+  return hp->parser.finish == HTTP_FINISH_SAFE;
 }
 
 void braid__hp_free(braid__hp_t *hp) {

@@ -1,4 +1,5 @@
-/* braid: the HTTP/1.1 request parser seam (private).
+/* braid: the HTTP/1.1 parser seam (private), for requests (the server) and responses (the
+ * client).
  *
  * braid parses HTTP with llhttp, and only lib/http_parser.c includes llhttp.h: the rest of
  * the http layer sees this small interface, so the parser can be swapped (a newer llhttp,
@@ -39,7 +40,8 @@ typedef struct braid__hp_head_s {
   int chunked;          /* Transfer-Encoding: chunked */
   int has_length;       /* a Content-Length was given */
   uint64_t content_length;
-  int upgrade;          /* Upgrade or CONNECT */
+  int upgrade;          /* Upgrade or CONNECT (requests), 101 Switching Protocols (responses) */
+  unsigned status_code; /* responses: the status code (100..999); requests: 0 */
 } braid__hp_head_t;
 
 typedef struct braid__hp_callbacks_s {
@@ -58,6 +60,23 @@ typedef struct braid__hp_s braid__hp_t;
 /* Makes a request parser calling cbs (kept by pointer: it must outlive the parser) with
  * user. Returns 0, or BRAID_ENOMEM. */
 int braid__hp_new(braid__hp_t **out, const braid__hp_callbacks_t *cbs, void *user);
+
+/* Makes a response parser (the client side): the same callbacks, on_url never called, and
+ * head->status_code set. A response's framing may depend on the request it answers: the
+ * caller's on_headers_complete returns BRAID__HP_SKIP_BODY for the answer to a HEAD. 1xx,
+ * 204 and 304 responses have no body; a response with neither Content-Length nor chunked
+ * framing runs until the connection ends (braid__hp_finish). Returns 0, or BRAID_ENOMEM. */
+int braid__hp_new_response(braid__hp_t **out, const braid__hp_callbacks_t *cbs, void *user);
+
+/* The peer ended the stream (EOF). Completes a response read until the connection closes
+ * (on_message_complete runs, from inside this call). Returns BRAID__HP_OK when the stream
+ * ended between messages or at the end of such a body, BRAID__HP_EBADREQ when it ended
+ * inside a message (a truncated response), or BRAID__HP_PAUSED when on_message_complete
+ * asked to pause (the message is complete all the same). */
+int braid__hp_finish(braid__hp_t *hp);
+
+/* True when the parser is between messages (nothing of a new one read yet). */
+int braid__hp_idle(const braid__hp_t *hp);
 void braid__hp_free(braid__hp_t *hp);
 
 /* Parses data[0..len). Returns one of the results above; *consumed is the number of bytes

@@ -13,7 +13,7 @@ for set in "${@:-build}"; do
   case "$set" in
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
-                 iproute2 procps openssl) ;;
+                 iproute2 procps openssl nginx) ;;
     bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx python3-tornado
                   python3-aiohttp) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
