@@ -22,5 +22,6 @@
 #include "braid/pool.h"
 #include "braid/cache.h"
 #include "braid/http.h"
+#include "braid/memcache.h"
 
 #endif

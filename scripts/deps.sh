@@ -9,7 +9,7 @@ for set in "${@:-build}"; do
   case "$set" in
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
-                 iproute2 procps) ;;
+                 iproute2 procps memcached python3-pymemcache libmemcached-dev) ;;
     bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
