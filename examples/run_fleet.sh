@@ -10,31 +10,40 @@ command -v memcached >/dev/null || { echo "run_fleet.sh: memcached is not instal
 dir=$(mktemp -d)
 pids=() mpids=()
 cleanup() {
-  for p in "${pids[@]}" "${mpids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  { for p in "${pids[@]}" "${mpids[@]}"; do kill -9 "$p"; done; wait; } 2>/dev/null || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
 
-# Three memcached servers on free ephemeral ports (-U 0: no UDP).
+# Three memcached servers on free ports (-U 0: no UDP). A port found free can be taken
+# before memcached binds it: then memcached exits, and another port is tried.
 ports=()
 user=(); [[ $(id -u) -eq 0 ]] && user=(-u root)
-for i in 0 1 2; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  memcached -l 127.0.0.1 -p "$port" -U 0 -m 64 -t 1 "${user[@]}" &
-  mpids+=($!)
-  ports+=("$port")
-done
-for port in "${ports[@]}"; do
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.02
+start_memcached() {
+  for _ in $(seq 20); do
+    local port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    memcached -l 127.0.0.1 -p "$port" -U 0 -m 64 -t 1 "${user[@]}" &
+    local pid=$!
+    for _ in $(seq 200); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        mpids+=("$pid") ports+=("$port")
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.01
+    done
+    kill -9 "$pid" 2>/dev/null || true
   done
-done
+  echo "run_fleet.sh: could not start memcached" >&2
+  exit 1
+}
+for i in 0 1 2; do start_memcached; done
 servers=$(IFS=,; echo "${ports[*]}")
 echo "memcached on ports $servers"
 
-now=$(python3 -c 'import time; print(int(time.time()*1000))')
-round1=$((now + 1500)) round2=$((now + 3500))
+now=$(date +%s%3N)
+round1=$((now + 1000)) round2=$((now + 2500))
 for id in 1 2 3 4; do
   "$fleet" --id "$id" --servers "$servers" --keys "$keys" --round1-at "$round1" \
     --round2-at "$round2" --load-log "$dir/loads" >"$dir/out.$id" 2>&1 &
@@ -42,8 +51,9 @@ for id in 1 2 3 4; do
 done
 
 # Between the rounds: kill the second memcached.
-sleep $(python3 -c "import time; print(max(0, ($round1 + 1000)/1000 - time.time()))")
-kill -9 "${mpids[1]}"
+wait_ms=$((round1 + 900 - $(date +%s%3N)))
+((wait_ms > 0)) && sleep "$((wait_ms / 1000)).$(printf '%03d' $((wait_ms % 1000)))"
+{ kill -9 "${mpids[1]}"; wait "${mpids[1]}"; } 2>/dev/null || true
 echo "killed the memcached on port ${ports[1]}"
 
 status=0
