@@ -2101,6 +2101,16 @@ static void on_fetch(braid_memcache_t *mc, int status, const braid_memcache_resu
     return;
   }
   int real = res->has_flags && (res->client_flags & MEMO_F_VALUE);
+  if (!real && !res->won && !res->lost) {
+    /* A value someone else stored (another kind of client, no win token on it): it is the
+     * value, as it is. */
+    braid_blob_t *v = NULL;
+    int rc = res->value_len > m->o.max_value_bytes ? BRAID_ETOOBIG
+                                                   : braid_blob_copy(&v, res->value, res->value_len);
+    m->st.l2_hits++;
+    job_end(job, rc, v);
+    return;
+  }
   if (real) {
     braid_blob_t *v = NULL;
     int rc = memo_decode(m, res, &v);
@@ -2124,7 +2134,7 @@ static void on_fetch(braid_memcache_t *mc, int status, const braid_memcache_resu
     job_end(job, rc, v);
     return;
   }
-  /* A placeholder: someone is computing the value. */
+  /* A placeholder (or a foreign value with a win token on it): someone computes the value. */
   if (res->won) {
     m->st.wins++;
     m->st.l2_misses++;

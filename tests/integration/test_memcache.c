@@ -562,7 +562,8 @@ static void test_rendezvous_matches_pymemcache(void **state) {
   for (int i = 0; i < 5; i++)
     assert_int_equal(braid_memcache_add_server(mc, "127.0.0.1", ports[i], 1, NULL), 0);
   const char *script = getenv("BRAID_MC_ORACLE");
-  assert_non_null(script);
+  if (!script)
+    script = BRAID_MC_ORACLE_DEFAULT;
   snprintf(cmd, sizeof(cmd), "%s %s rendezvous 4000", py, script);
   FILE *f = popen(cmd, "r");
   assert_non_null(f);
@@ -605,7 +606,8 @@ static void test_pymemcache_interop(void **state) {
     skip();
   }
   const char *script = getenv("BRAID_MC_ORACLE");
-  assert_non_null(script);
+  if (!script)
+    script = BRAID_MC_ORACLE_DEFAULT;
   bt_loop_t t;
   bt_loop_init(&t);
   mcd_t d[3];
@@ -891,6 +893,75 @@ static void test_silent_server_times_out_without_stalling_others(void **state) {
   bt_loop_done(&t);
 }
 
+
+/* A real memcached stopped with SIGSTOP: its connections stay open and silent. Requests to
+ * it time out one by one, requests to the other server go on at full speed meanwhile, it is
+ * marked dead, and after SIGCONT a probe brings it back. */
+static void test_sigstopped_server(void **state) {
+  (void)state;
+  NEED_MEMCACHED();
+  bt_loop_t t;
+  bt_loop_init(&t);
+  mcd_t d[2];
+  for (int i = 0; i < 2; i++)
+    mcd_start(&t, &d[i]);
+  braid_memcache_opts_t o;
+  braid_memcache_opts_init(&o);
+  o.timeout_ms = 200;
+  o.dead_after_failures = 2;
+  o.dead_retry_ms = 200;
+  braid_memcache_t *mc = mc_new(&t, d, 2, &o);
+  char k0[64], k1[64];
+  size_t k0n, k1n;
+  key_on(mc, 0, k0, &k0n);
+  key_on(mc, 1, k1, &k1n);
+  mc_set_sync(&t, mc, k0, "zero");
+  mc_set_sync(&t, mc, k1, "one");
+  assert_int_equal(kill(d[1].proc.pid, SIGSTOP), 0);
+  got_t g1;
+  memset(&g1, 0, sizeof(g1));
+  uint64_t t0 = uv_now(&t.uv);
+  assert_int_equal(braid_memcache_get(mc, k1, k1n, on_got, &g1), 0);
+  static got_t g0[20];
+  for (int i = 0; i < 20; i++) {
+    memset(&g0[i], 0, sizeof(g0[i]));
+    assert_int_equal(braid_memcache_get(mc, k0, k0n, on_got, &g0[i]), 0);
+  }
+  for (int i = 0; i < 20; i++) {
+    bt_run_until(&t, &g0[i].done, 5000);
+    assert_int_equal(g0[i].status, 0);
+    assert_memory_equal(g0[i].value, "zero", 4);
+  }
+  assert_true(uv_now(&t.uv) - t0 < 150); /* not held behind the stopped server */
+  bt_run_until(&t, &g1.done, 5000);
+  assert_int_equal(g1.status, BRAID_ETIMEDOUT);
+  mc_get_sync(&t, mc, k1, &g1);
+  assert_int_equal(g1.status, BRAID_ETIMEDOUT);
+  braid_memcache_server_stats_t ss;
+  braid_memcache_server_stats(mc, 1, &ss);
+  assert_int_equal(ss.dead, 1);
+  /* meanwhile its keys are served (as misses) by server 0 */
+  mc_get_sync(&t, mc, k1, &g1);
+  assert_int_equal(g1.status, 0);
+  assert_int_equal(g1.r.server, 0);
+  assert_int_equal(kill(d[1].proc.pid, SIGCONT), 0);
+  for (int i = 0; i < 300; i++) {
+    braid_memcache_server_stats(mc, 1, &ss);
+    if (!ss.dead)
+      break;
+    bt_run_for(&t, 10);
+  }
+  assert_int_equal(ss.dead, 0);
+  mc_get_sync(&t, mc, k1, &g1);
+  assert_int_equal(g1.status, 0);
+  assert_int_equal(g1.r.server, 1);
+  assert_memory_equal(g1.value, "one", 3);
+  mc_close_sync(&t, mc);
+  for (int i = 0; i < 2; i++)
+    mcd_stop(&t, &d[i]);
+  bt_loop_done(&t);
+}
+
 /* ---- hostile replies from a fake server -------------------------------------------------- */
 
 static void hostile_case(const char *reply, size_t len, int close_after, int want_status,
@@ -1037,6 +1108,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_dead_server_and_revival, setup, mcd_kill_leftovers),
       cmocka_unit_test_setup_teardown(test_silent_server_times_out_without_stalling_others, setup,
                                       mcd_kill_leftovers),
+      cmocka_unit_test_setup_teardown(test_sigstopped_server, setup, mcd_kill_leftovers),
       cmocka_unit_test_setup_teardown(test_hostile_replies, setup, mcd_kill_leftovers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

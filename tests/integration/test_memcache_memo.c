@@ -440,6 +440,29 @@ static void test_gzip_and_too_big(void **state) {
   fleet_stop(&f);
 }
 
+
+/* ---- a value another kind of client stored is served as it is ------------------------------ */
+
+static void test_foreign_value_served(void **state) {
+  (void)state;
+  NEED_MEMCACHED();
+  static fleet_t f;
+  fleet_start(&f, NULL);
+  got_t g;
+  memset(&g, 0, sizeof(g));
+  assert_int_equal(braid_memcache_set(f.mc[0], "key:11", 6, "from-elsewhere", 14, 0, 0, on_got,
+                                      &g), 0);
+  bt_run_until(&f.t, &g.done, 5000);
+  answer_t a;
+  if (!ask(f.memo[1], 11, &sync_loader, &a))
+    bt_run_until(&f.t, &a.done, 5000);
+  assert_int_equal(a.status, 0);
+  assert_int_equal(a.len, 14);
+  assert_memory_equal(a.value, "from-elsewhere", 14);
+  assert_int_equal(loads_per_key[11], 0);
+  fleet_stop(&f);
+}
+
 /* ---- memcached down: loads run locally ------------------------------------------------------ */
 
 static void test_memcached_down_loads_locally(void **state) {
@@ -470,6 +493,7 @@ int main(void) {
                                       mcd_kill_leftovers),
       cmocka_unit_test_setup_teardown(test_waiter_times_out, setup, mcd_kill_leftovers),
       cmocka_unit_test_setup_teardown(test_gzip_and_too_big, setup, mcd_kill_leftovers),
+      cmocka_unit_test_setup_teardown(test_foreign_value_served, setup, mcd_kill_leftovers),
       cmocka_unit_test_setup_teardown(test_memcached_down_loads_locally, setup,
                                       mcd_kill_leftovers),
   };
