@@ -413,7 +413,12 @@ BRAID_EXTERN int braid_memcache_memo_new(braid_memcache_memo_t **out, braid_memc
 BRAID_EXTERN void braid_memcache_memo_set_data(braid_memcache_memo_t *memo, void *data);
 BRAID_EXTERN void *braid_memcache_memo_get_data(const braid_memcache_memo_t *memo);
 
-/* Get-or-compute through both tiers, as braid_cache_memo() does for one:
+/* Get-or-compute through both tiers, as braid_cache_memo() does for one. An item in
+ * memcached that another kind of client stored (without the memo's client flags, and with
+ * no win token on it) is taken as the value, as it is; the memo's own items carry client
+ * flags 0x4000 (value), 0x2000 (gzip) and 0x1000 (a cached error), so do not store other
+ * items under the memo's keys with those bits set.
+ * Returns:
  * - 0: an L1 hit; *value holds a reference (braid_blob_unref() it); cb is not called;
  * - BRAID_PENDING: cb runs exactly once, later, with the value or the error: from memcached,
  *   from this process's loader (when this process won the key, or memcached failed), or
