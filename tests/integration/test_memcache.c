@@ -866,8 +866,7 @@ static void test_silent_server_times_out_without_stalling_others(void **state) {
   }
   for (int i = 0; i < 50; i++)
     bt_run_until(&t, &gd[i].done, 5000);
-  uint64_t live_ms = uv_now(&t.uv) - t0;
-  assert_true(live_ms < 250); /* not held behind the silent server */
+  /* all answered while the request to the silent server still waits for its deadline */
   for (int i = 0; i < 50; i++)
     assert_memory_equal(gd[i].value, "alive", 5);
   assert_int_equal(gh.done, 0);
@@ -907,7 +906,7 @@ static void test_sigstopped_server(void **state) {
     mcd_start(&t, &d[i]);
   braid_memcache_opts_t o;
   braid_memcache_opts_init(&o);
-  o.timeout_ms = 200;
+  o.timeout_ms = 400;
   o.dead_after_failures = 2;
   o.dead_retry_ms = 200;
   braid_memcache_t *mc = mc_new(&t, d, 2, &o);
@@ -920,7 +919,6 @@ static void test_sigstopped_server(void **state) {
   assert_int_equal(kill(d[1].proc.pid, SIGSTOP), 0);
   got_t g1;
   memset(&g1, 0, sizeof(g1));
-  uint64_t t0 = uv_now(&t.uv);
   assert_int_equal(braid_memcache_get(mc, k1, k1n, on_got, &g1), 0);
   static got_t g0[20];
   for (int i = 0; i < 20; i++) {
@@ -932,7 +930,7 @@ static void test_sigstopped_server(void **state) {
     assert_int_equal(g0[i].status, 0);
     assert_memory_equal(g0[i].value, "zero", 4);
   }
-  assert_true(uv_now(&t.uv) - t0 < 150); /* not held behind the stopped server */
+  assert_int_equal(g1.done, 0); /* not held behind the stopped server */
   bt_run_until(&t, &g1.done, 5000);
   assert_int_equal(g1.status, BRAID_ETIMEDOUT);
   mc_get_sync(&t, mc, k1, &g1);

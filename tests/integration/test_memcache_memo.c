@@ -202,6 +202,41 @@ static void wait_all(bt_loop_t *t, answer_t *a, int n) {
     bt_run_until(t, &a[i].done, 20000);
 }
 
+
+/* Waits (bounded) until the clients have stored at least n values in memcached. */
+static void wait_stores(fleet_t *f, uint64_t n) {
+  for (int i = 0; i < 500; i++) {
+    uint64_t stores = 0;
+    for (int c = 0; c < CLIENTS; c++) {
+      braid_memcache_memo_stats_t st;
+      braid_memcache_memo_stats(f->memo[c], &st);
+      stores += st.stores;
+    }
+    if (stores >= n)
+      return;
+    bt_run_for(&f->t, 10);
+  }
+  fail_msg("the clients did not store %d values in 5 s", (int)n);
+}
+
+/* Waits (bounded) until key k is gone from memcached (a released lease). */
+static void wait_gone(fleet_t *f, int k) {
+  char key[32];
+  int kn = snprintf(key, sizeof(key), "key:%d", k);
+  for (int i = 0; i < 500; i++) {
+    braid_memcache_req_t r;
+    braid_memcache_req_init(&r);
+    r.key = key;
+    r.key_len = (size_t)kn;
+    got_t g;
+    mc_do(&f->t, f->mc[3], &r, &g);
+    if (g.status == 0 && g.r.code == BRAID_MEMCACHE_EN)
+      return;
+    bt_run_for(&f->t, 10);
+  }
+  fail_msg("key %d still in memcached after 5 s", k);
+}
+
 /* ---- the stampede ---------------------------------------------------------------------------- */
 
 static answer_t answers[CLIENTS * KEYS * CALLERS];
@@ -285,7 +320,8 @@ static void test_stale_while_revalidate(void **state) {
   assert_memory_equal(a.value, "value:1:v1", 10);
   assert_memory_equal(b.value, "value:1:v1", 10);
   /* the refresh lands; L1 entries expire; everyone sees v2 */
-  bt_run_for(&f.t, 200);
+  wait_stores(&f, 2);
+  bt_run_for(&f.t, 60);
   assert_int_equal(loads_per_key[1], 2);
   for (int i = 0; i < CLIENTS; i++) {
     if (!ask(f.memo[i], 1, &slow_loader, &a))
@@ -319,7 +355,7 @@ static void test_negative_caching_carries_over(void **state) {
   if (!ask(f.memo[0], 5, &sync_loader, &a))
     bt_run_until(&f.t, &a.done, 5000);
   assert_int_equal(a.status, BRAID_ENOTFOUND);
-  bt_run_for(&f.t, 50); /* the error is stored */
+  wait_stores(&f, 1); /* the error is stored */
   for (int i = 1; i < CLIENTS; i++) {
     if (!ask(f.memo[i], 5, &sync_loader, &a))
       bt_run_until(&f.t, &a.done, 5000);
@@ -344,7 +380,7 @@ static void test_failed_winner_releases_lease(void **state) {
   if (!ask(f.memo[0], 6, &sync_loader, &a))
     bt_run_until(&f.t, &a.done, 5000);
   assert_int_equal(a.status, BRAID_EREMOTE);
-  bt_run_for(&f.t, 50);
+  wait_gone(&f, 6);
   loader_fail = 0;
   uint64_t t0 = uv_now(&f.t.uv);
   if (!ask(f.memo[1], 6, &sync_loader, &a))
@@ -369,7 +405,8 @@ static void test_waiter_times_out(void **state) {
   loader_hang = 1;
   answer_t a, b;
   assert_int_equal(ask(f.memo[0], 7, &slow_loader, &a), 0);
-  bt_run_for(&f.t, 50);
+  for (int i = 0; i < 500 && nhung == 0; i++)
+    bt_run_for(&f.t, 10); /* until client 0 has won and runs its loader */
   assert_int_equal(nhung, 1);
   uint64_t t0 = uv_now(&f.t.uv);
   assert_int_equal(ask(f.memo[1], 7, &slow_loader, &b), 0);
@@ -388,7 +425,7 @@ static void test_waiter_times_out(void **state) {
   bt_run_until(&f.t, &a.done, 5000);
   assert_int_equal(a.status, 0);
   assert_memory_equal(a.value, "late", 4);
-  bt_run_for(&f.t, 50);
+  wait_stores(&f, 1);
   if (!ask(f.memo[2], 7, &slow_loader, &b))
     bt_run_until(&f.t, &b.done, 5000);
   assert_memory_equal(b.value, "late", 4);
@@ -412,7 +449,7 @@ static void test_gzip_and_too_big(void **state) {
     bt_run_until(&f.t, &a.done, 5000);
   assert_int_equal(a.status, 0);
   assert_int_equal(a.len, loader_value_bytes);
-  bt_run_for(&f.t, 100);
+  wait_stores(&f, 1);
   if (!ask(f.memo[1], 8, &sync_loader, &a))
     bt_run_until(&f.t, &a.done, 5000);
   assert_int_equal(a.status, 0);
@@ -432,7 +469,7 @@ static void test_gzip_and_too_big(void **state) {
   assert_int_equal(a.len, loader_value_bytes);
   braid_memcache_memo_stats(f.memo[0], &st);
   assert_int_equal(st.too_big, 1);
-  bt_run_for(&f.t, 50);
+  wait_gone(&f, 9);
   if (!ask(f.memo[1], 9, &sync_loader, &a))
     bt_run_until(&f.t, &a.done, 5000);
   assert_int_equal(a.status, 0);
