@@ -441,9 +441,11 @@ BRAID_EXTERN int braid_memcache_memo_load_done(braid_memcache_load_t *load, int 
 BRAID_EXTERN int braid_memcache_memo_stats(const braid_memcache_memo_t *memo,
                                            braid_memcache_memo_stats_t *out);
 
-/* Closes the memo: waiters get BRAID_ECANCELED, requests to memcached in flight are let
- * finish (their results dropped), then cb (may be NULL) runs once, never from inside this
- * call. Returns 0, BRAID_EINVAL or BRAID_ECLOSED (already closing). */
+/* Closes the memo: waiters get BRAID_ECANCELED (some from inside this call), requests to
+ * memcached in flight are let finish (their results dropped), loaders still running are
+ * waited for (an asynchronous loader must still call braid_memcache_memo_load_done(); its
+ * result is dropped), then cb (may be NULL) runs once, never from inside this call. Close
+ * the memo before its client. Returns 0, BRAID_EINVAL or BRAID_ECLOSED (already closing). */
 BRAID_EXTERN int braid_memcache_memo_close(braid_memcache_memo_t *memo,
                                            braid_memcache_memo_close_cb cb, void *arg);
 
