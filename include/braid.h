@@ -25,5 +25,6 @@
 #include "braid/cache.h"
 #include "braid/http.h"
 #include "braid/http_client.h"
+#include "braid/memcache.h"
 
 #endif

@@ -13,9 +13,10 @@ for set in "${@:-build}"; do
   case "$set" in
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
-                 iproute2 procps openssl nginx) ;;
+                 iproute2 procps openssl nginx memcached
+                 python3-pymemcache libmemcached-dev) ;;
     bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx python3-tornado
-                  python3-aiohttp) ;;
+                  python3-aiohttp memcached python3-pymemcache libmemcached-dev) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done

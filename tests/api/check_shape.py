@@ -28,12 +28,12 @@ CONSTRUCTORS_EXTRA = {'braid_connect', 'braid_rpc_client', 'braid_rpc_server', '
                       'braid_resolve'}
 # Handles that deliver callbacks, so they carry user data (API.md rule 3).
 DATA_HANDLES = ['loop', 'conn', 'server', 'rpc', 'pool', 'cache', 'batcher', 'resolver',
-                'http_client']
+                'http_client', 'memcache', 'memcache_memo']
 # Callbacks that report an outcome: int status is their second argument (API.md rule 4).
 OUTCOME_CBS = ['braid_rpc_response_cb', 'braid_connect_cb', 'braid_pool_acquire_cb',
                'braid_write_cb', 'braid_cache_memo_cb', 'braid_gzip_done_cb',
                'braid_work_done_cb', 'braid_resolve_cb', 'braid_http_client_response_cb',
-               'braid_http_client_body_cb']
+               'braid_http_client_body_cb', 'braid_memcache_cb', 'braid_memcache_memo_cb']
 
 KNOWN = set(
     l.strip() for l in """
