@@ -10,7 +10,7 @@ for set in "${@:-build}"; do
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
                  iproute2 procps) ;;
-    bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx) ;;
+    bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx gnuplot-nox) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done
