@@ -68,4 +68,27 @@ static inline void bench_print_cpu(const char *name) {
           (long)ru.ru_utime.tv_usec, (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
 }
 
+#ifdef UV_VERSION_MAJOR /* the libuv-based servers (uv.h included before this header) */
+/* The servers' three signals, all to cb on the loop: SIGTERM and SIGINT stop, SIGUSR1 asks
+ * for the heap line (bench_print_heap). */
+typedef struct bench_signals_s {
+  uv_signal_t term, intr, usr1;
+} bench_signals_t;
+
+static inline void bench_signals_start(uv_loop_t *loop, bench_signals_t *s, uv_signal_cb cb) {
+  uv_signal_init(loop, &s->term);
+  uv_signal_init(loop, &s->intr);
+  uv_signal_init(loop, &s->usr1);
+  uv_signal_start(&s->term, cb, SIGTERM);
+  uv_signal_start(&s->intr, cb, SIGINT);
+  uv_signal_start(&s->usr1, cb, SIGUSR1);
+}
+
+static inline void bench_signals_close(bench_signals_t *s) {
+  uv_close((uv_handle_t *)&s->term, NULL);
+  uv_close((uv_handle_t *)&s->intr, NULL);
+  uv_close((uv_handle_t *)&s->usr1, NULL);
+}
+#endif
+
 #endif

@@ -14,7 +14,7 @@
 
 static braid_loop_t *loop;
 static braid_server_t *server;
-static uv_signal_t sig_term, sig_int, sig_usr1;
+static bench_signals_t sigs;
 
 /* No on_eof: braid closes gracefully at the client's EOF. */
 static void on_read(braid_conn_t *conn, int status, const uint8_t *data, size_t len, void *arg) {
@@ -35,9 +35,7 @@ static void on_server_closed(braid_server_t *srv, int status, void *arg) {
   (void)srv;
   (void)status;
   (void)arg;
-  uv_close((uv_handle_t *)&sig_term, NULL);
-  uv_close((uv_handle_t *)&sig_int, NULL);
-  uv_close((uv_handle_t *)&sig_usr1, NULL);
+  bench_signals_close(&sigs);
   /* braid's own per-loop handles may keep the loop alive; braid_loop_close() ends them. */
   uv_stop(braid_loop_uv(loop));
 }
@@ -72,12 +70,7 @@ int main(int argc, char **argv) {
   }
 
   uv_loop_t *uv = braid_loop_uv(loop);
-  uv_signal_init(uv, &sig_term);
-  uv_signal_init(uv, &sig_int);
-  uv_signal_init(uv, &sig_usr1);
-  uv_signal_start(&sig_term, on_signal, SIGTERM);
-  uv_signal_start(&sig_int, on_signal, SIGINT);
-  uv_signal_start(&sig_usr1, on_signal, SIGUSR1);
+  bench_signals_start(uv, &sigs, on_signal);
 
   bench_print_ready(braid_server_port(server));
   braid_loop_run(loop, UV_RUN_DEFAULT);

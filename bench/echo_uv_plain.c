@@ -17,7 +17,7 @@ typedef struct {
 } write_req_t;
 
 static uv_tcp_t server;
-static uv_signal_t sig_term, sig_int, sig_usr1;
+static bench_signals_t sigs;
 
 static void on_close_free(uv_handle_t *h) { free(h); }
 
@@ -99,12 +99,7 @@ int main(int argc, char **argv) {
   int len = sizeof(bound);
   uv_tcp_getsockname(&server, (struct sockaddr *)&bound, &len);
 
-  uv_signal_init(loop, &sig_term);
-  uv_signal_init(loop, &sig_int);
-  uv_signal_init(loop, &sig_usr1);
-  uv_signal_start(&sig_term, on_signal, SIGTERM);
-  uv_signal_start(&sig_int, on_signal, SIGINT);
-  uv_signal_start(&sig_usr1, on_signal, SIGUSR1);
+  bench_signals_start(loop, &sigs, on_signal);
 
   bench_print_ready(ntohs(((struct sockaddr_in *)&bound)->sin_port));
   uv_run(loop, UV_RUN_DEFAULT);

@@ -3,11 +3,13 @@
  *
  * Each connection echoes one byte first: that proves the server accepted it and started
  * reading, and leaves it in the state a real idle client leaves it (a read behind it, reading
- * on). Source addresses rotate over 127.0.0.2..127.0.0.201 (with IP_BIND_ADDRESS_NO_PORT) so
- * repeated runs do not run out of ephemeral ports. Prints `ready N` (flushed) when all are
- * open, then holds them until stdin closes or --hold seconds pass, and exits.
+ * on). With --http, each connection instead sends one `GET / HTTP/1.1` and reads the whole
+ * response (its Content-Length), leaving an idle keep-alive connection behind. Source
+ * addresses rotate over 127.0.0.2..127.0.0.201 (with IP_BIND_ADDRESS_NO_PORT) so repeated
+ * runs do not run out of ephemeral ports. Prints `ready N` (flushed) when all are open, then
+ * holds them until stdin closes or --hold seconds pass, and exits.
  *
- * Usage: idle_conns --port N [--conns N] [--hold SEC] */
+ * Usage: idle_conns --port N [--conns N] [--hold SEC] [--http] */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -24,6 +26,37 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
+static int http_mode;
+
+/* One keep-alive request and its whole response: headers, then Content-Length bytes. */
+static int http_exchange(int fd) {
+  static const char req[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+  if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
+    return -1;
+  char buf[4096];
+  size_t got = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf + got, sizeof buf - 1 - got);
+    if (r <= 0)
+      return -1;
+    got += (size_t)r;
+    buf[got] = '\0';
+    char *end = strstr(buf, "\r\n\r\n");
+    if (end) {
+      const char *cl = strcasestr(buf, "\r\ncontent-length:");
+      if (!cl || strncmp(buf, "HTTP/1.1 200", 12) != 0)
+        return -1;
+      size_t want = (size_t)(end + 4 - buf) + strtoul(cl + 17, NULL, 10);
+      if (want >= sizeof buf)
+        return -1;
+      if (got >= want)
+        return got == want ? 0 : -1;
+    } else if (got >= sizeof buf - 1) {
+      return -1;
+    }
+  }
+}
+
 static int open_one(const struct sockaddr_in *dst, unsigned i) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -1;
@@ -38,8 +71,9 @@ static int open_one(const struct sockaddr_in *dst, unsigned i) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   char b = 'x';
   if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
-      connect(fd, (const struct sockaddr *)dst, sizeof(*dst)) != 0 || write(fd, &b, 1) != 1 ||
-      read(fd, &b, 1) != 1 || b != 'x') {
+      connect(fd, (const struct sockaddr *)dst, sizeof(*dst)) != 0 ||
+      (http_mode ? http_exchange(fd) != 0
+                 : (write(fd, &b, 1) != 1 || read(fd, &b, 1) != 1 || b != 'x'))) {
     int e = errno;
     close(fd);
     errno = e;
@@ -52,14 +86,20 @@ int main(int argc, char **argv) {
   int port = -1;
   unsigned n = 10000;
   double hold_s = 60;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
+  for (int i = 1; i < argc; i += 2) {
+    if (strcmp(argv[i], "--http") == 0) {
+      http_mode = 1;
+      i--;
+      continue;
+    }
+    if (i + 1 >= argc) port = -1;
+    else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--conns") == 0) n = (unsigned)strtoul(argv[i + 1], NULL, 10);
     else if (strcmp(argv[i], "--hold") == 0) hold_s = strtod(argv[i + 1], NULL);
     else port = -1, i = argc;
   }
   if (port <= 0 || port > 65535 || n < 1 || n > 100000 || !(hold_s > 0 && hold_s < 3600)) {
-    fprintf(stderr, "usage: %s --port N [--conns N] [--hold SEC]\n", argv[0]);
+    fprintf(stderr, "usage: %s --port N [--conns N] [--hold SEC] [--http]\n", argv[0]);
     return 2;
   }
   struct rlimit rl;

@@ -352,6 +352,58 @@ def render_http(res):
     return '\n\n'.join(parts), charts
 
 
+def render_http_extra(res):
+    """issue 11's other HTTP cells: Python peers, idle keep-alive heap, memo, cached gzip."""
+    if 'python' not in res:
+        return 'skipped: %s' % res.get('skipped'), []
+    py = res['python']
+    b = py.get('braid')
+    ratio_rows, abs_rows = [], []
+    for name, v in py.items():
+        if b and name != 'braid':
+            ratio_rows.append(['hello world, keep-alive', 'braid / ' + name,
+                               mark('%.2f' % ratio(median(b['rps']), median(v['rps'])),
+                                    spread(b['rps']), spread(v['rps'])),
+                               mark('%.2f' % ratio(median(b['cpu_rps']), median(v['cpu_rps'])),
+                                    spread(b['cpu_rps']), spread(v['cpu_rps']))])
+        abs_rows.append(['hello world, keep-alive', name, mark(num(median(v['rps'])),
+                                                               spread(v['rps'])),
+                         pct(spread(v['rps'])), num(median(v['cpu_rps'])), '-'])
+    for cell, title in (('memo', 'fib(25): computed vs memoized'),
+                        ('gzip', '16 KiB JSON, gzip: per request vs cached variant')):
+        per = res.get(cell)
+        if not per or len(per) != 2:
+            continue
+        (p0, v0), (p1, v1) = list(per.items())
+        ratio_rows.append([title, '%s / %s' % (p1, p0),
+                           mark('%.2f' % ratio(median(v1['rps']), median(v0['rps'])),
+                                spread(v0['rps']), spread(v1['rps'])),
+                           mark('%.2f' % ratio(median(v1['cpu_rps']), median(v0['cpu_rps'])),
+                                spread(v0['cpu_rps']), spread(v1['cpu_rps']))])
+        for pth, v in per.items():
+            abs_rows.append([title, pth, mark(num(median(v['rps'])), spread(v['rps'])),
+                             pct(spread(v['rps'])), num(median(v['cpu_rps'])),
+                             v.get('wire_bytes', '-')])
+    md = ('wrk, 50 connections, %d rounds of %g s: braid (examples/http_server, or '
+          'bench/http_braid for the memo and gzip routes) against Tornado and aiohttp.\n\n'
+          % (res.get('rounds', 0), res.get('duration', 0)))
+    md += table(['cell', 'ratio', 'req/s', 'req/server-CPU-s'], ratio_rows)
+    md += '\n\n' + table(['cell', 'server or path', 'req/s (median)', 'spread',
+                          'req/server-CPU-s', 'bytes per answer'], abs_rows)
+    i = res.get('idle')
+    if i:
+        md += ('\n\n%s idle keep-alive connections: %s B heap per connection (%s B of it '
+               'libuv\'s handle), %s B RSS per connection (one measurement).' % (
+                   num(i['conns']), num(i['heap_per_conn']), i['uv_handle_bytes'],
+                   num(i['rss_per_conn'])))
+    md += skipped(res)
+    names = list(py)
+    chart = {'name': 'http_extra', 'title': 'HTTP hello world: braid beside Python servers',
+             'ylabel': 'requests/s', 'kind': 'bars', 'categories': ['req/s', 'req/server-CPU-s'],
+             'series': {n: [median(py[n]['rps']), median(py[n]['cpu_rps'])] for n in names}}
+    return md, [chart]
+
+
 def skipped(res):
     s = res.get('skipped')
     return ('\n\nskipped: ' + ', '.join('%s (%s)' % kv for kv in s.items())) if s else ''
@@ -359,8 +411,8 @@ def skipped(res):
 
 RENDERERS = {'echo': render_echo, 'echo_idle': render_echo_idle, 'latency': render_latency,
              'rpc': render_rpc, 'pool': render_pool, 'gzip': render_gzip,
-             'cache': render_cache, 'http': render_http}
-ORDER = ['echo', 'latency', 'echo_idle', 'rpc', 'pool', 'gzip', 'cache', 'http']
+             'cache': render_cache, 'http': render_http, 'http_extra': render_http_extra}
+ORDER = ['echo', 'latency', 'echo_idle', 'rpc', 'pool', 'gzip', 'cache', 'http', 'http_extra']
 
 
 # ---- choosing runs ------------------------------------------------------------------------------

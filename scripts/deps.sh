@@ -10,7 +10,8 @@ for set in "${@:-build}"; do
     build) ;;
     test) want+=(libcmocka-dev clang libclang-rt-14-dev curl python3 gzip redis-server
                  iproute2 procps) ;;
-    bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx gnuplot-nox) ;;
+    bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx python3-tornado
+                  python3-aiohttp gnuplot-nox) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done
