@@ -6,6 +6,15 @@ It builds nothing: point it at the meson build directory that holds the bench pr
 
     python3 bench/run.py [BUILD_DIR] [--scenario NAME ...] [--rounds N] [--duration S]
                          [--warmup S] [--quick] [--json PATH] [--servers a,b] [--no-pin]
+    python3 bench/run.py --render-only [--include-smoke]
+
+A full run (not --quick, at least 3 rounds of at least 1 s) is saved as
+bench/results/run-<UTC time>.json and bench/RESULTS.md, the charts (bench/results/*.svg) and
+the README's performance table are generated from the latest full runs (bench/report.py).
+A shorter run is saved as bench/results/smoke-<time>.json (git-ignored) and rendered as a
+draft, bench/results/RESULTS-draft.md, that says it means nothing; --quick saves nothing
+unless --json is given. --render-only renders again from the saved JSON without running
+anything. How each scenario measures: bench/README.md.
 
 How it measures (see docs in /work/shared/DESIGN.md, "Measuring"): the server runs pinned to
 one CPU and the load client to another (taskset); every server gets a warm-up run per cell;
@@ -26,6 +35,8 @@ Standard library only.
 
 import argparse
 import datetime
+import glob
+import re
 import json
 import os
 import platform
@@ -38,7 +49,11 @@ import sys
 import threading
 import time
 
+import report
+
 SCENARIOS = {}
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 
 def scenario(cls):
@@ -83,10 +98,10 @@ class Ctx:
 class Server:
     """A bench server process: started, waited for (`listening on ...`), queried, stopped."""
 
-    def __init__(self, ctx, name, path):
+    def __init__(self, ctx, name, path, args=()):
         self.name = name
         self.lines = queue.Queue()
-        self.proc = subprocess.Popen(ctx.cmd('server', [path, '--port', '0']),
+        self.proc = subprocess.Popen(ctx.cmd('server', [path, '--port', '0'] + list(args)),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True)
         self.stderr = []
@@ -154,11 +169,17 @@ class Server:
                 self.name, self.proc.returncode, ' | '.join(self.stderr[-5:])))
 
 
-def run_load(ctx, port, conns, size, depth, duration, warmup=0.0):
-    """Runs echo_load once; returns its JSON result. Raises on any error or mismatch."""
+def run_load(ctx, port, conns, size, depth, duration, warmup=0.0, rate=0.0, http=False):
+    """Runs echo_load once; returns its JSON result. Raises on any error or mismatch.
+    rate > 0: open loop, requests issued on a fixed schedule of rate per second in all
+    (depth is then the most outstanding per connection before a request waits)."""
     argv = [ctx.prog('echo_load'), '--port', str(port), '--conns', str(conns), '--size',
             str(size), '--depth', str(depth), '--duration', '%g' % duration,
             '--warmup', '%g' % warmup]
+    if rate > 0:
+        argv += ['--rate', '%.0f' % rate]
+    if http:
+        argv.append('--http')
     p = subprocess.run(ctx.cmd('client', argv), capture_output=True, text=True,
                        timeout=duration + warmup + 60)
     lines = [l for l in p.stdout.splitlines() if l.startswith('{')]
@@ -340,6 +361,85 @@ class Echo:
                 if r['target'] is not None and r['rps'] < r['target']]
 
 
+# ---- latency: fixed-rate load, no coordinated omission ---------------------------------------
+
+LATENCY_CELL = (50, 64, 1)    # 50 connections, 64 B, ping-pong: the peak is measured here
+LATENCY_LOADS = (25, 50, 75)  # percent of each server's own peak
+LATENCY_DEPTH = 16            # requests one connection may have outstanding at fixed rate
+
+
+@scenario
+class Latency:
+    name = 'latency'
+    describe = ('echo latency at fixed rates (25/50/75%% of peak), braid and the strongest '
+                'peer, counted from the scheduled send time')
+
+    def run(self, ctx):
+        a = ctx.args
+        servers, skipped = echo_servers(ctx)
+        if not servers or servers[0][0] != 'braid':
+            raise BenchError('latency: braid echo server not built')
+        conns, size, depth = LATENCY_CELL
+        name = cell_name(LATENCY_CELL)
+        # The peak of each server: from this run's echo scenario when it measured the cell,
+        # else measured now (closed loop, the same rounds).
+        echo = ctx.results.get('echo', {})
+        peak = {}
+        for c in echo.get('cells', []):
+            if c['cell'] == name:
+                peak = {n: s['rps_median'] for n, s in c['servers'].items()}
+        rounds = min(a.rounds, 3)
+        procs = {}
+        try:
+            for n, path in servers:
+                procs[n] = Server(ctx, n, path)
+            if not peak:
+                for n in procs:
+                    peak[n] = median([run_load(ctx, procs[n].port, conns, size, depth,
+                                               a.duration)['rps'] for _ in range(rounds)])
+            peers = [n for n in procs if n != 'braid' and peak.get(n)]
+            strongest = max(peers, key=lambda n: peak[n]) if peers else None
+            chosen = ['braid'] + ([strongest] if strongest else [])
+            log('latency: peaks %s; strongest peer %s' % (
+                ', '.join('%s %.0f' % (n, peak[n]) for n in chosen), strongest))
+            points = []
+            for pct in (50,) if a.quick else LATENCY_LOADS:  # quick: that it works
+                runs = {n: [] for n in chosen}
+                for r in range(rounds):
+                    order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
+                    for n in order:
+                        rate = peak[n] * pct / 100.0
+                        runs[n].append(run_load(ctx, procs[n].port, conns, size, LATENCY_DEPTH,
+                                                a.duration, warmup=min(a.warmup, 0.5),
+                                                rate=rate))
+                for n in chosen:
+                    rs = runs[n]
+                    points.append({
+                        'server': n, 'load_pct': pct, 'rate': peak[n] * pct / 100.0,
+                        'achieved': median([x['rps'] for x in rs]),
+                        'achieved_spread': spread([x['rps'] for x in rs]),
+                        'p50_us': median([x['lat_us']['p50'] for x in rs]),
+                        'p99_us': median([x['lat_us']['p99'] for x in rs]),
+                        'p999_us': median([x['lat_us']['p999'] for x in rs]),
+                        'p99_spread': spread([x['lat_us']['p99'] for x in rs]),
+                        'runs': rs})
+                    log('latency: %-9s %3d%% of peak: p50 %.1f us, p99 %.1f us, p99.9 %.1f us'
+                        % (n, pct, points[-1]['p50_us'], points[-1]['p99_us'],
+                           points[-1]['p999_us']))
+            for s in procs.values():
+                s.stop()
+        finally:
+            for s in procs.values():
+                if s.alive():
+                    s.proc.kill()
+        return {'cell': name, 'generator': 'bench/echo_load --rate', 'peak': peak,
+                'peer': strongest, 'rounds': rounds, 'duration_s': a.duration,
+                'depth': LATENCY_DEPTH, 'points': points, 'skipped': skipped}
+
+    def report(self, res):
+        return report.render_latency(res)[0]
+
+
 # ---- echo_idle: heap per idle connection ----------------------------------------------------
 
 @scenario
@@ -444,7 +544,61 @@ def find_bench_dir(path):
         if os.access(os.path.join(d, 'echo_load'), os.X_OK):
             return os.path.abspath(d)
     raise BenchError('no bench programs (echo_load) in %s or %s/bench: build first '
-                     '(meson setup build && ninja -C build)' % (path, path))
+                     '(meson setup build --buildtype=release && ninja -C build)' % (path, path))
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def first_line(argv, stream='stdout'):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (p.stdout if stream == 'stdout' else p.stderr) or p.stdout or p.stderr
+    return text.strip().splitlines()[0] if text.strip() else None
+
+
+def versions():
+    """braid (meson.build's version and the git commit) and every peer's version."""
+    v = {}
+    try:
+        with open(os.path.join(ROOT, 'meson.build')) as f:
+            m = re.search(r"version\s*:\s*'([^']+)'", f.read())
+        commit = first_line(['git', '-C', ROOT, 'describe', '--always', '--dirty'])
+        v['braid'] = '%s (%s)' % (m.group(1) if m else '?', commit or 'no git')
+    except OSError:
+        v['braid'] = '?'
+    for pkg in ('libuv', 'libevent', 'zlib', 'libdeflate'):
+        out = first_line(['pkg-config', '--modversion', pkg])
+        if out:
+            v[pkg] = out
+    out = first_line(['nginx', '-v'], 'stderr')
+    if out:
+        v['nginx'] = out.split('/')[-1]
+    out = first_line(['wrk', '-v'])
+    if out and out.startswith('wrk'):
+        v['wrk'] = out.split()[1]
+    v['python'] = platform.python_version()
+    out = first_line(['cc', '--version'])
+    if out:
+        v['compiler'] = out
+    return v
+
+
+def render_reports(results_dir, include_smoke):
+    path, drawn = report.write_all(results_dir, os.path.join(HERE, 'RESULTS.md'),
+                                   os.path.join(ROOT, 'README.md'), include_smoke)
+    log('run.py: rendered %s%s' % (os.path.relpath(path), (' and %d charts' % len(drawn))
+                                   if drawn else ' (no charts)'))
 
 
 def main(argv):
@@ -456,34 +610,47 @@ def main(argv):
                    help='run only these scenarios (repeatable; default all)')
     p.add_argument('--servers', help='comma-separated echo servers to run (default all built)')
     p.add_argument('--rounds', type=int, default=5, help='interleaved rounds per cell (5)')
-    p.add_argument('--duration', type=float, default=2.0, help='seconds per measured run (2)')
+    p.add_argument('--duration', type=float, default=1.5, help='seconds per measured run (1.5)')
     p.add_argument('--warmup', type=float, default=0.5, help='warm-up seconds per server/cell')
     p.add_argument('--idle-conns', type=int, default=10000, help='idle connections (10000)')
     p.add_argument('--quick', action='store_true',
                    help='smoke run: 2 cells, 1 round of 0.3 s, 200 idle conns (seconds)')
-    p.add_argument('--json', metavar='PATH', help='write every result as JSON to PATH')
+    p.add_argument('--json', metavar='PATH', help='also write every result as JSON to PATH')
+    p.add_argument('--results-dir', default=os.path.join(HERE, 'results'),
+                   help='where runs are saved and charts drawn (bench/results)')
+    p.add_argument('--render-only', action='store_true',
+                   help='run nothing: render RESULTS.md, charts and README table from the JSON')
+    p.add_argument('--include-smoke', action='store_true',
+                   help='with --render-only: render a draft from smoke runs too')
     p.add_argument('--no-pin', action='store_true', help='do not pin with taskset')
     p.add_argument('--server-cpu', type=int, default=0)
     p.add_argument('--client-cpu', type=int, default=1)
     p.add_argument('--check-targets', action='store_true',
                    help='exit 3 when a performance target is missed')
     a = p.parse_args(argv)
+    if a.render_only:
+        render_reports(a.results_dir, a.include_smoke)
+        return 0
     if a.quick:
         a.rounds, a.duration, a.warmup = 1, 0.3, 0.0
     if a.rounds < 1 or a.duration <= 0 or a.warmup < 0 or a.idle_conns < 1:
         p.error('rounds >= 1, duration > 0, warmup >= 0, idle-conns >= 1')
+    full = not a.quick and a.rounds >= 3 and a.duration >= 1.0
 
     try:
         ctx = Ctx(a, find_bench_dir(a.build_dir))
     except BenchError as e:
         log('run.py: %s' % e)
         return 2
-    doc = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    ctx.results = {}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    doc = {'format': report.FORMAT, 'full': full,
+           'date': now.isoformat(timespec='seconds'),
            'command': ' '.join([os.path.basename(sys.executable), 'bench/run.py'] + argv),
            'host': {'machine': platform.machine(), 'kernel': platform.release(),
-                    'cpus': os.cpu_count(), 'pinned': ctx.pin,
+                    'cpu_model': cpu_model(), 'cpus': os.cpu_count(), 'pinned': ctx.pin,
                     'loadavg_start': os.getloadavg()},
-           'scenarios': {}}
+           'versions': versions(), 'scenarios': {}}
     failed, missed = [], []
     t0 = time.monotonic()
     for name in a.scenario or list(SCENARIOS):
@@ -497,6 +664,7 @@ def main(argv):
             doc['scenarios'][name] = {'error': str(e)}
             continue
         doc['scenarios'][name] = res
+        ctx.results[name] = res
         print('\n## %s\n\n%s\n' % (name, sc.report(res)), flush=True)
         if hasattr(sc, 'failures'):
             missed += sc.failures(res)
@@ -510,10 +678,18 @@ def main(argv):
     for m in missed:
         print('target missed: ' + m)
     print('elapsed %.0f s' % doc['elapsed_s'])
-    if a.json:
-        with open(a.json, 'w') as f:
+    paths = [a.json] if a.json else []
+    if not a.quick:
+        os.makedirs(a.results_dir, exist_ok=True)
+        paths.append(os.path.join(a.results_dir, '%s-%s.json' % (
+            'run' if full else 'smoke', now.strftime('%Y%m%dT%H%M%SZ'))))
+    for path in paths:
+        with open(path, 'w') as f:
             json.dump(doc, f, indent=1)
             f.write('\n')
+        log('run.py: wrote %s' % path)
+    if not a.quick:
+        render_reports(a.results_dir, not full)
     if failed:
         return 1
     return 3 if missed and a.check_targets else 0

@@ -19,11 +19,13 @@ class Cache:
         if not prog:
             raise BenchError('bench_cache is not built')
         here = os.path.dirname(os.path.abspath(__file__))
-        quick = getattr(ctx.args, 'quick', False)
+        # A smoke run (--quick, or runs under a second) uses 64K entries and one rep.
+        quick = ctx.args.quick or ctx.args.duration < 1.0
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, 'cache.json')
             cmd = [prog, '--json', out, '--python', os.path.join(here, 'bench_lru_cache.py')]
-            cmd += ['--quick', '--reps', '2'] if quick else ['--reps', '5']
+            cmd += ['--quick', '--reps', '1' if ctx.args.duration < 1.0 else '2'] if quick \
+                else ['--reps', '5']
             if ctx.pin:
                 cmd = ['taskset', '-c', str(ctx.args.client_cpu)] + cmd
             log('cache: ' + ' '.join(cmd))

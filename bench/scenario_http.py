@@ -1,5 +1,10 @@
 """HTTP hello-world: examples/http_server against nginx, with wrk (issue 11's benchmark).
 
+Then latency at fixed rates (no coordinated omission; wrk2 is not in Debian): bench/echo_load
+--http --rate issues GET / on a schedule at 25%, 50% and 75% of each server's keep-alive
+peak and counts latency from the scheduled times; for it both servers run without a
+keep-alive request limit (echo_load does not reconnect).
+
 Both servers run one worker pinned to the server CPU; wrk (one thread) runs on the client
 CPU. Cells: keep-alive with 50 connections, and pipelined depth 16 (a wrk Lua script that
 sends 16 requests per write). Rounds interleave the servers (A B, B A, ...); the report gives
@@ -24,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from run import scenario, BenchError, Server, table, median, spread, log
+from run import scenario, BenchError, Server, table, median, spread, log, run_load
 
 PIPELINE_LUA = """
 init = function(args)
@@ -45,7 +50,7 @@ events { worker_connections 20000; }
 http {
   access_log off;
   keepalive_timeout 75s;
-  keepalive_requests 1000;
+  keepalive_requests %(keepalive_requests)d;
   client_body_temp_path %(dir)s/body;
   proxy_temp_path %(dir)s/proxy;
   fastcgi_temp_path %(dir)s/fastcgi;
@@ -72,12 +77,13 @@ def free_port():
 class Nginx:
     """nginx in the foreground with a config of its own in a temporary directory."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, keepalive_requests=1000):
         self.dir = tempfile.mkdtemp(prefix='braid-bench-nginx-')
         self.port = free_port()
         conf = os.path.join(self.dir, 'nginx.conf')
         with open(conf, 'w') as f:
-            f.write(NGINX_CONF % {'dir': self.dir, 'port': self.port})
+            f.write(NGINX_CONF % {'dir': self.dir, 'port': self.port,
+                                  'keepalive_requests': keepalive_requests})
         self.proc = subprocess.Popen(
             ctx.cmd('server', [shutil.which('nginx'), '-p', self.dir, '-c', conf]),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -106,7 +112,9 @@ class Nginx:
 
 def wrk(ctx, port, conns, duration, lua=None, path='/', headers=()):
     """One wrk run; returns requests/s. Raises when wrk saw errors or non-2xx answers."""
-    argv = ['wrk', '-t1', '-c%d' % conns, '-d%gs' % duration, 'http://127.0.0.1:%d%s' % (port, path)]
+    # wrk takes whole seconds ("1.5s" is refused): callers round their duration the same way
+    argv = ['wrk', '-t1', '-c%d' % conns, '-d%ds' % max(1, int(round(duration))),
+            'http://127.0.0.1:%d%s' % (port, path)]
     for h in headers:
         argv[1:1] = ['-H', h]
     if lua:
@@ -139,7 +147,7 @@ class Http:
             servers.append(('nginx', lambda: Nginx(ctx)))
         else:
             skipped['nginx'] = 'nginx not installed'
-        duration = 1.0 if a.quick else a.duration
+        duration = 1 if a.quick else max(1, int(round(a.duration)))  # wrk takes whole seconds
         rounds = 1 if a.quick else a.rounds
         lua = os.path.join(tempfile.mkdtemp(prefix='braid-bench-wrk-'), 'pipeline.lua')
         with open(lua, 'w') as f:
@@ -165,7 +173,48 @@ class Http:
                         cell, name, rps, per[name]['cpu_rps'][-1]))
             res['cells'][cell] = per
         shutil.rmtree(os.path.dirname(lua), ignore_errors=True)
+        if ctx.prog('echo_load'):
+            res['latency'] = self.latency(ctx, braid, res['cells']['keepalive'], rounds,
+                                          duration)
         return res
+
+    def latency(self, ctx, braid, peaks, rounds, duration):
+        """p50/p99/p99.9 at 25/50/75% of each server's keep-alive peak, fixed rate."""
+        makers = {'braid': lambda: Server(ctx, 'braid', braid, ['--keepalive-requests', '0']),
+                  'nginx': lambda: Nginx(ctx, keepalive_requests=1 << 30)}
+        chosen = [n for n in ('braid', 'nginx') if n in peaks]
+        peak = {n: median(peaks[n]['rps']) for n in chosen}
+        rounds = min(rounds, 2)  # keeps the full run near 11 minutes
+        points = []
+        for pct in (50,) if ctx.args.quick else (25, 50, 75):  # quick: that it works
+            runs = {n: [] for n in chosen}
+            for r in range(rounds):
+                order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
+                for n in order:
+                    s = makers[n]()
+                    try:
+                        runs[n].append(run_load(ctx, s.port, 50, 64, 16, duration,
+                                                warmup=0 if ctx.args.quick else 0.5,
+                                                rate=peak[n] * pct / 100.0,
+                                                http=True))
+                    finally:
+                        s.stop()
+            for n in chosen:
+                rs = runs[n]
+                points.append({
+                    'server': n, 'load_pct': pct, 'rate': peak[n] * pct / 100.0,
+                    'achieved': median([x['rps'] for x in rs]),
+                    'achieved_spread': spread([x['rps'] for x in rs]),
+                    'p50_us': median([x['lat_us']['p50'] for x in rs]),
+                    'p99_us': median([x['lat_us']['p99'] for x in rs]),
+                    'p999_us': median([x['lat_us']['p999'] for x in rs]),
+                    'p99_spread': spread([x['lat_us']['p99'] for x in rs]), 'runs': rs})
+                log('http latency: %-5s %3d%% of peak: p50 %.1f us, p99 %.1f us, p99.9 %.1f us'
+                    % (n, pct, points[-1]['p50_us'], points[-1]['p99_us'],
+                       points[-1]['p999_us']))
+        return {'cell': 'HTTP keep-alive, 50 connections', 'peak': peak, 'rounds': rounds,
+                'generator': 'bench/echo_load --http --rate', 'points': points,
+                'peer': 'nginx' if 'nginx' in chosen else None}
 
     def ratios(self, res, cell):
         per = res['cells'].get(cell, {})
@@ -260,8 +309,8 @@ class HttpExtra:
         bench_srv = ctx.prog('http_braid')
         if not bench_srv or not os.access(example, os.X_OK):
             return {'skipped': {'all': 'http_braid or examples/http_server not built'}}
-        duration = 1.0 if a.quick else a.duration
-        rounds = 1 if a.quick else a.rounds
+        duration = 1 if a.quick else max(1, int(round(a.duration)))  # wrk: whole seconds
+        rounds = 1 if a.quick else min(a.rounds, 3)  # keeps the full run near 11 minutes
         tmp = tempfile.mkdtemp(prefix='braid-bench-py-')
         res = {'duration': duration, 'rounds': rounds, 'skipped': {}}
         try:

@@ -1,6 +1,6 @@
 /* http_server: a small web server on braid, read top to bottom.
  *
- *   http_server [--host ADDR] [--port N] [--workers N] [--root DIR]
+ *   http_server [--host ADDR] [--port N] [--workers N] [--root DIR] [--keepalive-requests N]
  *
  * Routes:
  *   GET  /          "Hello, World!"
@@ -182,6 +182,7 @@ typedef struct {
   int port;
   long workers;
   const char *root;
+  long keepalive_requests; /* requests per connection before Connection: close; 0 = no limit */
 } args_t;
 
 static int parse_args(int argc, char **argv, args_t *a) {
@@ -198,8 +199,11 @@ static int parse_args(int argc, char **argv, args_t *a) {
       a->workers = n;
     } else if (value && strcmp(name, "--root") == 0) {
       a->root = value;
+    } else if (strcmp(name, "--keepalive-requests") == 0 && numeric && n <= (1 << 30)) {
+      a->keepalive_requests = n;
     } else {
-      fprintf(stderr, "usage: http_server [--host ADDR] [--port N] [--workers N] [--root DIR]\n");
+      fprintf(stderr, "usage: http_server [--host ADDR] [--port N] [--workers N] [--root DIR] "
+                      "[--keepalive-requests N]\n");
       return -1;
     }
   }
@@ -221,7 +225,7 @@ static void print_address(braid_server_t *tcp) {
 }
 
 int main(int argc, char **argv) {
-  args_t args = {.host = "127.0.0.1", .port = 8080, .workers = 1};
+  args_t args = {.host = "127.0.0.1", .port = 8080, .workers = 1, .keepalive_requests = 1000};
   if (parse_args(argc, argv, &args) != 0)
     return 2;
 
@@ -244,6 +248,7 @@ int main(int argc, char **argv) {
   hopts.body_timeout_ms = 60000;      /* between body reads */
   hopts.max_body_bytes = 1 << 20;     /* 413 above */
   hopts.compress = 1;                 /* gzip/deflate from Accept-Encoding */
+  hopts.keepalive_requests = (unsigned)args.keepalive_requests; /* as nginx; 0: no limit */
   int rc = braid_http_server_new(&app.http, loop, &hopts);
   if (rc == 0) {
     braid_http_server_route(app.http, "GET", "/", BRAID_HTTP_EXACT, on_hello, NULL);

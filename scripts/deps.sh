@@ -16,7 +16,8 @@ for set in "${@:-build}"; do
                  iproute2 procps openssl nginx memcached
                  python3-pymemcache libmemcached-dev) ;;
     bench) want+=(libevent-dev procps iproute2 python3 util-linux wrk nginx python3-tornado
-                  python3-aiohttp memcached python3-pymemcache libmemcached-dev) ;;
+                  python3-aiohttp memcached python3-pymemcache libmemcached-dev
+                  gnuplot-nox) ;;
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done
