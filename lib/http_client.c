@@ -14,10 +14,10 @@
  * connection over and frame whole messages, while an HTTP response's framing depends on the
  * request (HEAD), may run until the connection closes, and is streamed with backpressure.
  *
- * TLS: when braid has TLS beneath braid_conn_t, https:// URLs need (1) url_parse() to stop
- * refusing them (see the BRAID_ENOTSUP there), (2) the host key to include the scheme
- * (host_t.tls), and (3) hc_open() to ask braid_connect for a TLS connection. Nothing else
- * here sees the difference. */
+ * TLS: https:// hosts (host_t.tls: the scheme is part of the host key) connect with
+ * braid_connect() and the client's TLS context (o.client.tls, or one with the defaults made
+ * at the first https request: system CAs, host names verified); everything else here is the
+ * same for both schemes. A build without TLS answers https with BRAID_ENOTSUP. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <strings.h>
@@ -61,6 +61,7 @@ struct braid_http_client_s {
   void *close_arg;
   void *data;
   braid_http_client_stats_t st;
+  braid_tls_ctx_t *tls; /* for https hosts: a reference of ours, or NULL until needed */
 };
 
 enum { EV_NONE = 0, EV_HEADERS = 1, EV_BODY = 2, EV_COMPLETE = 4 };
@@ -1401,8 +1402,9 @@ static int hc_open(host_t *h) {
   braid__list_init(&hc->inflight);
   uv_timer_init(braid_loop_uv(cl->loop), &hc->timer);
   hc->refs = 2;
-  /* TLS goes here: for h->tls, ask for a TLS connection (see the top of this file). */
-  int rc = braid_connect(&hc->creq, cl->loop, h->name, h->port, &cl->o.client, on_connected, hc);
+  braid_client_opts_t co = cl->o.client;
+  co.tls = h->tls ? cl->tls : NULL; /* client_tls() made it before the host was queued */
+  int rc = braid_connect(&hc->creq, cl->loop, h->name, h->port, &co, on_connected, hc);
   if (rc) {
     hc->refs = 1;
     hc->closing = true;
@@ -1534,6 +1536,19 @@ static char *resolve_location(const char *base, const char *loc) {
   return w.p;
 }
 
+/* The TLS context for https hosts: the caller's (o.client.tls) or, at the first https request,
+ * one with braid_tls_opts_init()'s defaults (system CAs, host-name verification on).
+ * Returns 0, BRAID_ENOTSUP (a build without TLS), or braid_tls_ctx_new()'s error. */
+static int client_tls(braid_http_client_t *cl) {
+  if (cl->tls)
+    return 0;
+  if (!braid_tls_available())
+    return BRAID_ENOTSUP;
+  braid_tls_opts_t o;
+  braid_tls_opts_init(&o);
+  return braid_tls_ctx_new(&cl->tls, &o, NULL);
+}
+
 /* Sends r again to its Location (RFC 9110 section 15.4 for the method). Returns 0 (queued),
  * or an error to finish r with. */
 static int req_redirect(braid_http_client_req_t *r) {
@@ -1543,7 +1558,7 @@ static int req_redirect(braid_http_client_req_t *r) {
   url_t u;
   int rc = url_parse(next, &u);
   if (rc == 0 && u.tls)
-    rc = BRAID_ENOTSUP;
+    rc = client_tls(r->cl);
   if (rc) {
     braid__free(next);
     return rc == BRAID_ENOTSUP ? rc : BRAID_EPROTO;
@@ -1617,6 +1632,10 @@ int braid_http_client_new(braid_http_client_t **out, braid_loop_t *loop,
     return BRAID_ENOMEM;
   }
   cl->o.user_agent = cl->user_agent;
+  if (o->client.tls) { /* ours for https hosts; plain hosts connect without it */
+    braid__tls_ctx_ref(o->client.tls);
+    cl->tls = o->client.tls;
+  }
   braid__list_init(&cl->hosts);
   braid__list_init(&cl->idle_lru);
   uv_timer_init(braid_loop_uv(loop), &cl->close_timer);
@@ -1672,6 +1691,7 @@ static void close_timer_closed(uv_handle_t *h) {
   if (cl->close_cb)
     cl->close_cb(cl, 0, cl->close_arg);
   braid__free(cl->user_agent);
+  braid_tls_ctx_free(cl->tls);
   braid__free(cl);
   braid__loop_unref(loop);
 }
@@ -1750,10 +1770,13 @@ int braid_http_client_request(braid_http_client_req_t **out, braid_http_client_t
   if (url_parse(url, &u))
     return BRAID_EINVAL;
   if (u.tls) {
-    braid__log(client->loop, BRAID_LOG_ERROR,
-               "braid_http_client_request: %s: https is not supported in this build (no TLS)",
-               url);
-    return BRAID_ENOTSUP;
+    int trc = client_tls(client);
+    if (trc) {
+      braid__log(client->loop, BRAID_LOG_ERROR, "braid_http_client_request: %s: %s", url,
+                 trc == BRAID_ENOTSUP ? "https is not supported in this build (no TLS)"
+                                      : braid_strerror(trc));
+      return trc;
+    }
   }
   size_t uhlen = 0;
   for (size_t i = 0; i < nheaders; i++) {

@@ -25,8 +25,10 @@
  *   method but HEAD into GET, 301 and 302 turn a POST into GET (RFC 9110 section 15.4);
  *   307 and 308 keep the method and body.
  *
- * Names are resolved by braid_connect() (braid/client.h), never on the loop thread.
- * https:// URLs are refused with BRAID_ENOTSUP: this build has no TLS.
+ * Names are resolved by braid_connect() (braid/client.h), with c-ares on the loop.
+ * https:// URLs connect with TLS (braid/tls.h; the context is opts.client.tls, or a default
+ * one verifying against the system's CAs); a build without TLS refuses them with
+ * BRAID_ENOTSUP.
  *
  * Why a header of its own, beside braid/http.h: the client and the server are two modules
  * (lib/http_client.c, lib/http_server.c) that share only the header type and the llhttp
@@ -106,7 +108,12 @@ typedef struct braid_http_client_req_opts_s {
 
 typedef struct braid_http_client_opts_s {
   /* How connections are made (braid/client.h): socket and connection options, the timeout
-   * of one connect attempt, connect retries. Defaults of braid_client_opts_init(). */
+   * of one connect attempt, connect retries. Defaults of braid_client_opts_init().
+   * client.tls is the TLS context (role BRAID_TLS_CLIENT) for https:// URLs only (plain
+   * http:// connections never use it); the session holds a reference. NULL (default): at
+   * the first https request the session makes one with braid_tls_opts_init()'s defaults:
+   * the system's CAs, the host name verified, SNI sent. In a build without TLS, https://
+   * requests fail with BRAID_ENOTSUP. */
   braid_client_opts_t client;
   /* Connections to one host and port (open and connecting). Default 8. Bounds 1..65536. */
   unsigned max_per_host;
@@ -244,7 +251,8 @@ BRAID_EXTERN void *braid_http_client_get_data(const braid_http_client_t *client)
  * handle, valid until its last callback has returned.
  * Returns 0, BRAID_EINVAL (client or cb NULL, a malformed URL, method or header, a bad
  * option: braid_http_client_req_opts_validate() says which), BRAID_ENOTSUP (an https://
- * URL: no TLS in this build), BRAID_EPOOLFULL (max_queued requests are waiting),
+ * URL in a build without TLS), braid_tls_ctx_new()'s error (the default TLS context could
+ * not be made), BRAID_EPOOLFULL (max_queued requests are waiting),
  * BRAID_ECLOSED (the client is closing) or BRAID_ENOMEM; then no callback runs. */
 BRAID_EXTERN int braid_http_client_request(braid_http_client_req_t **out,
                                            braid_http_client_t *client, const char *method,

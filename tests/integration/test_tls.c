@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../support.h"
+#include "braid/http_client.h"
 #include "internal.h"
 
 static char certdir[] = "/tmp/braid_tls_XXXXXX";
@@ -889,6 +890,99 @@ static void test_https_with_curl(void **state) {
   bt_loop_done(&t);
 }
 
+/* ---- the HTTP client over https (braid_http_client_t with a TLS context) ------------- */
+
+typedef struct hget_s {
+  int done, status, http_status, reused;
+  char body[64];
+} hget_t;
+
+static void on_hget(braid_http_client_req_t *req, int status,
+                    const braid_http_client_response_t *res, void *arg) {
+  (void)req;
+  hget_t *g = arg;
+  g->status = status;
+  g->http_status = res->http_status;
+  g->reused = res->reused;
+  snprintf(g->body, sizeof(g->body), "%.*s", (int)res->body_len, res->body ? (const char *)res->body : "");
+  g->done = 1;
+}
+
+static volatile int hclient_closed;
+static void on_hclient_closed(braid_http_client_t *c, int status, void *arg) {
+  (void)c;
+  (void)status;
+  (void)arg;
+  hclient_closed = 1;
+}
+
+static void hget(bt_loop_t *t, braid_http_client_t *cl, const char *url, hget_t *g) {
+  memset(g, 0, sizeof(*g));
+  assert_int_equal(braid_http_client_get(NULL, cl, url, on_hget, g), 0);
+  bt_run_until(t, &g->done, 10000);
+}
+
+/* https:// through the HTTP client session: verified against the test CA, the connection
+ * kept alive and reused; the same URL with the default context (the system's CAs, which do
+ * not know the test CA) fails verification with its own code. */
+static void test_https_with_braid_http_client(void **state) {
+  (void)state;
+  bt_loop_t t;
+  bt_loop_init(&t);
+  braid_http_server_t *http;
+  assert_int_equal(braid_http_server_new(&http, t.loop, NULL), 0);
+  assert_int_equal(braid_http_server_route(http, "GET", "/hello", BRAID_HTTP_EXACT, on_hello,
+                                           NULL),
+                   0);
+  braid_tls_ctx_t *sctx = server_ctx("server", 0);
+  braid_server_opts_t so;
+  braid_server_opts_init(&so);
+  so.tls = sctx;
+  braid_server_t *server;
+  assert_int_equal(braid_server_new(&server, t.loop, &so, braid_http_server_on_connection, http),
+                   0);
+  braid_tls_ctx_free(sctx);
+  assert_int_equal(braid_server_listen(server, "127.0.0.1", 0), 0);
+  char url[128];
+  snprintf(url, sizeof(url), "https://localhost:%d/hello", braid_server_port(server));
+
+  braid_http_client_opts_t co;
+  braid_http_client_opts_init(&co);
+  co.client.tls = client_ctx("ca.pem");
+  braid_http_client_t *cl;
+  assert_int_equal(braid_http_client_new(&cl, t.loop, &co), 0);
+  braid_tls_ctx_free(co.client.tls); /* the session holds its own reference */
+  hget_t g;
+  hget(&t, cl, url, &g);
+  assert_int_equal(g.status, 0);
+  assert_int_equal(g.http_status, 200);
+  assert_string_equal(g.body, "hello over tls");
+  hget(&t, cl, url, &g);
+  assert_int_equal(g.status, 0);
+  assert_string_equal(g.body, "hello over tls");
+  assert_int_equal(g.reused, 1);
+  hclient_closed = 0;
+  assert_int_equal(braid_http_client_close(cl, on_hclient_closed, NULL), 0);
+  bt_run_until(&t, &hclient_closed, 5000);
+
+  /* the default context: system CAs only */
+  assert_int_equal(braid_http_client_new(&cl, t.loop, NULL), 0);
+  hget(&t, cl, url, &g);
+  assert_int_equal(g.status, BRAID_ETLSVERIFY);
+  assert_int_equal(g.http_status, 0);
+  hclient_closed = 0;
+  assert_int_equal(braid_http_client_close(cl, on_hclient_closed, NULL), 0);
+  bt_run_until(&t, &hclient_closed, 5000);
+
+  tcp_closed = 0;
+  assert_int_equal(braid_server_close(server, on_tcp_closed, NULL), 0);
+  bt_run_until(&t, &tcp_closed, 5000);
+  http_closed = 0;
+  assert_int_equal(braid_http_server_close(http, on_http_closed, NULL), 0);
+  bt_run_until(&t, &http_closed, 5000);
+  bt_loop_done(&t);
+}
+
 static void test_options(void **state) {
   (void)state;
   braid_tls_opts_t o;
@@ -1002,6 +1096,7 @@ int main(void) {
       cmocka_unit_test(test_reload),
       cmocka_unit_test(test_rpc_and_pool_over_tls),
       cmocka_unit_test(test_https_with_curl),
+      cmocka_unit_test(test_https_with_braid_http_client),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
