@@ -991,7 +991,8 @@ static int body_process(braid_http_client_req_t *r, const uint8_t *in, size_t le
     }
     size_t used = 0, produced = 0;
     int rc = braid_gzip_stream_process(r->gz, in, len, &used, out, sizeof(out), &produced, flags);
-    in += used;
+    if (used) /* in may be NULL (a final flush with no input): no arithmetic on it then */
+      in += used;
     len -= used;
     if (rc < 0)
       return rc;
